@@ -1,0 +1,123 @@
+"""`ceasefire verify`: audit a ledger through its public API, trusting only the trust root.
+
+1. Fetch the newest checkpoint and every entry.
+2. Entry 0 is the trust root (pinned by digest if the auditor gave one); the checkpoint
+   must carry the log key's signature.
+3. Each entry must be included in that checkpoint (RFC 9162 proof, checked locally): an
+   entry altered after it was logged fails here, by its index.
+4. Replay: hash chain, signatures, authorization, field rules, geo facts (recomputed when
+   the border data set is at hand). The root rebuilt from all leaves must be the signed one.
+5. With --state, the checkpoint verified last time must be consistent with this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from geo.borders import BorderDataset
+from ledger import merkle
+from ledger.note import Checkpoint
+from ledger.trust import Trust
+from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
+
+from clients.client import LedgerClient
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    tree_size: int
+    root_hash: bytes
+    trust_root_digest: str
+    origin: str
+    geo_rechecked: int
+    consistent_from: int | None
+
+
+def audit(
+    client: LedgerClient,
+    *,
+    pinned_trust_root: str | None = None,
+    borders: list[BorderDataset] | None = None,
+    state_file: Path | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> AuditResult:
+    served = client.checkpoint()
+    stream = iter(client.entries(0, served.tree_size))
+    first = next(stream, None)
+    if first is None:
+        raise VerificationError("the ledger is empty: no trust root")
+    state = Replay(pinned_trust_root, {b.sha256: b for b in borders or []})
+    state.add(0, first.entry)
+    # Entry 0 names the log key; only now can the checkpoint's signature be checked.
+    assert state.trust is not None
+    checkpoint = open_checkpoint(served.signed_note, state.trust)
+    if checkpoint.size != served.tree_size:
+        raise VerificationError("the checkpoint served does not match its stated size")
+    _check_inclusion(client, 0, first.entry, checkpoint)
+    for e in stream:
+        _check_inclusion(client, e.index, e.entry, checkpoint)
+        state.add(e.index, e.entry)
+        if e.index % 1000 == 0:
+            progress(f"checked {e.index}/{checkpoint.size} entries")
+    check_root(state, checkpoint)
+    progress(f"checked {checkpoint.size} entries; the root matches the signed checkpoint")
+    consistent_from = None
+    if state_file is not None:
+        consistent_from = _check_consistency(
+            client, state_file, served.signed_note, checkpoint, state.trust
+        )
+    return AuditResult(
+        tree_size=checkpoint.size,
+        root_hash=checkpoint.root_hash,
+        trust_root_digest=state.trust_root_digest,
+        origin=state.trust.origin,
+        geo_rechecked=state.geo_rechecked,
+        consistent_from=consistent_from,
+    )
+
+
+def _check_inclusion(client: LedgerClient, index: int, data: bytes, cp: Checkpoint) -> None:
+    proof = client.inclusion_proof(index, cp.size)
+    try:
+        merkle.verify_inclusion(
+            merkle.leaf_hash(data), index, cp.size, list(proof.hashes), cp.root_hash
+        )
+    except merkle.ProofError as e:
+        raise VerificationError(
+            f"not included in the signed checkpoint of size {cp.size}: its bytes are not the "
+            f"ones the log committed to ({e})",
+            index=index,
+        ) from e
+
+
+def _check_consistency(
+    client: LedgerClient, state_file: Path, note: str, new: Checkpoint, trust: Trust
+) -> int | None:
+    old_size = None
+    if state_file.exists():
+        old = open_checkpoint(state_file.read_text(encoding="utf-8"), trust)
+        old_size = old.size
+        if old.size > new.size:
+            raise VerificationError(
+                f"the log shrank: last verified size {old.size}, now {new.size}"
+            )
+        if old.size == new.size:
+            if old.root_hash != new.root_hash:
+                raise VerificationError(f"two different roots for size {new.size}: a fork")
+        else:
+            proof = client.consistency_proof(old.size, new.size)
+            try:
+                merkle.verify_consistency(
+                    old.size, new.size, old.root_hash, new.root_hash, list(proof.hashes)
+                )
+            except merkle.ProofError as e:
+                raise VerificationError(
+                    f"checkpoint {new.size} is not consistent with the one verified before "
+                    f"({old.size}): the log rewrote history ({e})"
+                ) from e
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(note, encoding="utf-8")
+    tmp.replace(state_file)  # atomic: a crash never leaves half a checkpoint
+    return old_size

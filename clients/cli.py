@@ -1,0 +1,506 @@
+"""The `ceasefire` command. `ceasefire --help` lists the subcommands; each has --help."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from ceasefire.v1 import log_pb2
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from clients import reports, trust_root_file
+from clients.audit import audit
+from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
+from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
+from ledger import dsse, keys, merkle, statements
+from ledger.clock import parse_iso, to_iso, to_us
+from ledger.errors import LedgerError
+from ledger.log_key import LogKey
+from ledger.note import NoteError
+from ledger.service import initialize, parse_entry
+from ledger.storage import LedgerStore
+from ledger.verifier import VerificationError, open_checkpoint
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _server(args: argparse.Namespace) -> LedgerClient:
+    return LedgerClient(args.server)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+# -- keys, init, serve -------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out: Path = args.dir
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
+    if private.exists():
+        raise UsageError(f"{private} exists; refusing to overwrite a key")
+    key = keys.generate()
+    keys.write_private(private, key)
+    keys.write_public(public, keys.public_bytes(key))
+    kid = dsse.key_id(keys.public_bytes(key))
+    if args.json:
+        _print_json({"private": str(private), "public": str(public), "key_id": kid})
+    else:
+        print(f"wrote {private} (keep secret) and {public}\nkey id {kid}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    log_signing_key = keys.read_private(args.log_key)
+    borders = BorderDataset.load(args.border_data)
+    root = trust_root_file.load_trust_root(
+        args.trust_root,
+        log_public_key=keys.public_bytes(log_signing_key),
+        border_dataset_sha256=borders.sha256,
+    )
+    store = LedgerStore.open(args.db)
+    try:
+        entry = initialize(store, root, LogKey(root.origin, log_signing_key))
+    finally:
+        store.close()
+    envelope = parse_entry(entry.entry).envelope
+    digest = hashlib.sha256(envelope).hexdigest()
+    vkey = LogKey(root.origin, log_signing_key).verifier.vkey
+    if args.json:
+        _print_json({"trust_root_sha256": digest, "origin": root.origin, "log_vkey": vkey})
+    else:
+        print(f"ledger {root.origin} initialised in {args.db}")
+        print(f"trust root sha256 {digest}  (auditors pin this: verify --trust-root {digest})")
+        print(f"log verifier key  {vkey}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ledger.runtime import open_ledger, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.bootstrap:
+        _bootstrap(args)
+    ledger = open_ledger(args.db, args.log_key, args.border_data, linger_s=args.linger_ms / 1000)
+    cp = ledger.checkpoint()
+
+    def ready(port: int) -> None:
+        host = args.listen.rsplit(":", 1)[0]
+        print(
+            f"serving ledger {ledger.trust.origin} ({cp.size} entries) on {host}:{port}; "
+            f"border data {ledger.borders.sha256[:12]}; Ctrl-C stops",
+            flush=True,
+        )
+
+    serve_forever(ledger, args.listen, on_ready=ready)
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> None:
+    """A local ledger for trying things out: keys for the log and one monitor per party."""
+    home: Path = args.data_dir
+    if (home / "trust-root.yaml").exists():
+        return
+    keydir = home / "keys"
+    keydir.mkdir(parents=True, exist_ok=True)
+    for name in ("log", "arm-monitor", "aze-monitor"):
+        if not (keydir / f"{name}.key").exists():
+            key = keys.generate()
+            keys.write_private(keydir / f"{name}.key", key)
+            keys.write_public(keydir / f"{name}.pub", keys.public_bytes(key))
+    (home / "trust-root.yaml").write_text(
+        "origin: local.ceasefire-ledger/arm-aze\n"
+        "parties:\n"
+        "  - code: ARM\n    name: Armenia\n    keys:\n"
+        "      - {role: monitor, public_key_file: keys/arm-monitor.pub}\n"
+        "  - code: AZE\n    name: Azerbaijan\n    keys:\n"
+        "      - {role: monitor, public_key_file: keys/aze-monitor.pub}\n"
+    )
+    ns = argparse.Namespace(
+        log_key=keydir / "log.key",
+        border_data=args.border_data,
+        trust_root=home / "trust-root.yaml",
+        db=args.db,
+        json=False,
+    )
+    cmd_init(ns)
+    print(f"bootstrapped a local ledger in {home}: monitor keys in {keydir}", flush=True)
+
+
+# -- submitting and reading ------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    signing_keys = [keys.read_private(k) for k in args.key]
+    results = []
+    failed = 0
+    with _server(args) as client:
+        for path in args.files:
+            for i, report in enumerate(reports.load_reports(path)):
+                envelope = reports.sign_report(report, signing_keys)
+                try:
+                    response = client.submit(envelope)
+                except grpc.RpcError as e:
+                    failed += 1
+                    print(f"{path}[{i}]: refused: {describe_error(e)}", file=sys.stderr)
+                    continue
+                r = response.receipt
+                results.append(
+                    {
+                        "file": str(path),
+                        "item": i,
+                        "index": r.index,
+                        "leaf_hash": r.leaf_hash.hex(),
+                        "integrated_time": to_iso(to_us(r.integrated_time)),
+                        "duplicate": response.duplicate,
+                        "signed_receipt": json.loads(response.signed_receipt),
+                    }
+                )
+                if not args.json:
+                    dup = " (already logged: first receipt)" if response.duplicate else ""
+                    print(f"{path}[{i}]: entry {r.index} leaf {r.leaf_hash.hex()[:16]}{dup}")
+    if args.json:
+        _print_json(results)
+    return EXIT_FAILED if failed else 0
+
+
+def _timeline_row(t: Any) -> dict[str, Any]:
+    rep, geo = t.report, t.geo
+    return {
+        "index": t.index,
+        "party": rep.reporting_party,
+        "start": to_iso(to_us(rep.window.start)),
+        "end": to_iso(to_us(rep.window.end)),
+        "category": log_category(rep.category),
+        "observation": rep.observation_mode,
+        "latitude": rep.location.point.latitude,
+        "longitude": rep.location.point.longitude,
+        "territory": geo.territory or None,
+        "distance_to_border_m": geo.distance_to_border_m,
+        "alleged_responsible_party": rep.alleged_responsible_party or None,
+        "narrative": rep.narrative,
+    }
+
+
+def log_category(value: int) -> str:
+    from ceasefire.v1 import statements_pb2 as pb
+
+    return pb.IncidentCategory.Name(value).removeprefix("INCIDENT_CATEGORY_").lower()
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    since = parse_iso(args.since) if args.since else None
+    until = parse_iso(args.until) if args.until else None
+    with _server(args) as client:
+        rows = [
+            _timeline_row(t)
+            for t in client.timeline(
+                since_us=since, until_us=until, parties=args.party or [], limit=args.limit
+            )
+        ]
+    if args.json:
+        for r in rows:
+            r["observation"] = _observation(r["observation"])
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no incidents match")
+    for r in rows:
+        side = r["territory"] or "neither"
+        print(
+            f"#{r['index']:<4} {r['start'][:16]}  {r['party']:<4} {r['category']:<20} "
+            f"{r['latitude']:.4f},{r['longitude']:.4f} in {side}, "
+            f"{r['distance_to_border_m'] / 1000:.1f} km from border"
+            + (f"  blames {r['alleged_responsible_party']}" if r["alleged_responsible_party"] else "")
+        )
+    return 0
+
+
+def _observation(value: int) -> str:
+    from ceasefire.v1 import statements_pb2 as pb
+
+    return pb.ObservationMode.Name(value).removeprefix("OBSERVATION_MODE_").lower()
+
+
+def describe_entry(data: bytes) -> dict[str, Any]:
+    entry = parse_entry(data)
+    envelope = dsse.Envelope.from_json(entry.envelope)
+    doc: dict[str, Any] = {
+        "index": entry.index,
+        "leaf_hash": merkle.leaf_hash(data).hex(),
+        "integrated_time": to_iso(to_us(entry.integrated_time)),
+        "previous_leaf_hash": entry.previous_leaf_hash.hex(),
+        "envelope_sha256": hashlib.sha256(entry.envelope).hexdigest(),
+        "payload_type": envelope.payload_type,
+        "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        "validation": _message_dict(entry.validation),
+    }
+    try:
+        doc["statement"] = _message_dict(statements.decode(envelope.payload_type, envelope.payload))
+    except LedgerError as e:
+        doc["statement_error"] = str(e)
+    return doc
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    with _server(args) as client:
+        if args.envelope_sha256:
+            response = client.entry_by_envelope(bytes.fromhex(args.envelope_sha256))
+        elif args.index is not None:
+            response = client.entry(args.index)
+        else:
+            raise UsageError("give an INDEX or --envelope-sha256")
+    if args.envelope:
+        # The DSSE envelope exactly as signed: any DSSE tool can verify this file.
+        sys.stdout.write(parse_entry(response.entry).envelope.decode() + "\n")
+        return 0
+    doc = describe_entry(response.entry)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"entry {doc['index']}  integrated {doc['integrated_time']}")
+        print(f"  leaf hash     {doc['leaf_hash']}\n  chained to    {doc['previous_leaf_hash']}")
+        print(f"  envelope      {doc['envelope_sha256']}  ({doc['payload_type']})")
+        for s in doc["signatures"]:
+            print(f"  signed by key {s['keyid']}")
+        print("  validation    " + json.dumps(doc["validation"], ensure_ascii=False))
+        print("  statement     " + json.dumps(doc.get("statement"), ensure_ascii=False))
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    with _server(args) as client:
+        cp = client.checkpoint()
+    if args.json:
+        _print_json({"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "signed_note": cp.signed_note})
+    else:
+        sys.stdout.write(cp.signed_note)
+    return 0
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    with _server(args) as client:
+        served = client.checkpoint()
+        root_entry = client.entry(0)
+        from ledger.verifier import Replay
+
+        state = Replay()
+        state.add(0, root_entry.entry)
+        assert state.trust is not None
+        cp = open_checkpoint(served.signed_note, state.trust)
+        if args.kind == "inclusion":
+            p = client.inclusion_proof(args.index, args.size or cp.size)
+            doc: dict[str, Any] = {
+                "kind": "inclusion",
+                "index": p.index,
+                "tree_size": p.tree_size,
+                "leaf_hash": p.leaf_hash.hex(),
+                "hashes": [h.hex() for h in p.hashes],
+            }
+            if p.tree_size == cp.size:
+                merkle.verify_inclusion(p.leaf_hash, p.index, p.tree_size, list(p.hashes), cp.root_hash)
+        else:
+            c = client.consistency_proof(args.old, args.new or cp.size)
+            doc = {
+                "kind": "consistency",
+                "old_size": c.old_size,
+                "new_size": c.new_size,
+                "hashes": [h.hex() for h in c.hashes],
+            }
+    if doc.get("tree_size", doc.get("new_size")) == cp.size:
+        doc["root_hash"] = cp.root_hash.hex()
+        doc["checkpoint"] = served.signed_note
+        doc["verified_against_checkpoint"] = args.kind == "inclusion"
+    _print_json(doc)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    borders = [BorderDataset.load(d) for d in args.border_data]
+    quiet = args.json
+
+    def progress(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    with _server(args) as client:
+        result = audit(
+            client,
+            pinned_trust_root=args.trust_root,
+            borders=borders,
+            state_file=args.state,
+            progress=progress,
+        )
+    doc = {
+        "ok": True,
+        "origin": result.origin,
+        "tree_size": result.tree_size,
+        "root_hash": result.root_hash.hex(),
+        "trust_root_sha256": result.trust_root_digest,
+        "trust_root_pinned": bool(args.trust_root),
+        "geo_facts_recomputed": result.geo_rechecked,
+        "consistent_with_size": result.consistent_from,
+    }
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"OK: {result.tree_size} entries of {result.origin} verified")
+    print("  every signature, the hash chain and every entry's inclusion in the signed checkpoint")
+    print(f"  root {result.root_hash.hex()}")
+    print(f"  geo facts recomputed for {result.geo_rechecked} incidents")
+    if result.consistent_from is not None:
+        print(f"  consistent with the checkpoint of size {result.consistent_from} verified before")
+    if not args.trust_root:
+        print(f"  note: trust root {result.trust_root_digest} was not pinned (use --trust-root)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clients.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    server_default = os.environ.get("CEASEFIRE_SERVER", DEFAULT_TARGET)
+    db_default = os.environ.get("CEASEFIRE_DB", "var/ledger/ledger.db")
+    p = argparse.ArgumentParser(
+        prog="ceasefire",
+        description="Ceasefire Ledger: signed, append-only, verifiable border incident records.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    def server_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--server", default=server_default, help=f"host:port (default {server_default}, env CEASEFIRE_SERVER)")
+
+    def json_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("keygen", cmd_keygen, "create an Ed25519 key pair: NAME.key (secret) and NAME.pub")
+    sp.add_argument("name")
+    sp.add_argument("--dir", type=Path, default=Path("keys"))
+    json_opt(sp)
+
+    sp = add("init", cmd_init, "start a ledger: write its trust root as entry 0")
+    sp.add_argument("--db", default=db_default, help="SQLite path or database URL (postgresql://...)")
+    sp.add_argument("--trust-root", type=Path, required=True, help="trust root YAML file")
+    sp.add_argument("--log-key", type=Path, required=True, help="the log's private key file")
+    sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
+    json_opt(sp)
+
+    sp = add("serve", cmd_serve, "run the gRPC service")
+    sp.add_argument("--db", default=db_default, help="SQLite path or database URL")
+    sp.add_argument("--log-key", type=Path, default=Path("var/ledger/keys/log.key"))
+    sp.add_argument("--listen", default="127.0.0.1:50051")
+    sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
+    sp.add_argument("--linger-ms", type=float, default=0.0, help="max wait to fill a commit batch")
+    sp.add_argument("--bootstrap", action="store_true", help="create a local ledger with ARM/AZE monitor keys in --data-dir if none exists")
+    sp.add_argument("--data-dir", type=Path, default=Path("var/ledger"))
+
+    sp = add("submit", cmd_submit, "sign incident reports (JSON or YAML files) and submit them")
+    server_opt(sp)
+    sp.add_argument("--key", type=Path, action="append", required=True, help="signing key file (repeatable)")
+    sp.add_argument("files", type=Path, nargs="+")
+    json_opt(sp)
+
+    sp = add("timeline", cmd_timeline, "list incidents by incident time")
+    server_opt(sp)
+    sp.add_argument("--since", help="ISO 8601 time (UTC if no zone)")
+    sp.add_argument("--until", help="ISO 8601 time (UTC if no zone)")
+    sp.add_argument("--party", action="append", help="reporting party code (repeatable)")
+    sp.add_argument("--limit", type=int, default=0)
+    json_opt(sp)
+
+    sp = add("entry", cmd_entry, "show one log entry")
+    server_opt(sp)
+    sp.add_argument("index", type=int, nargs="?")
+    sp.add_argument("--envelope-sha256", help="look up by envelope digest instead")
+    sp.add_argument("--envelope", action="store_true", help="print only the DSSE envelope JSON, verbatim")
+    json_opt(sp)
+
+    sp = add("checkpoint", cmd_checkpoint, "print the latest signed checkpoint as served")
+    server_opt(sp)
+    json_opt(sp)
+
+    sp = add("proof", cmd_proof, "print an inclusion or consistency proof as JSON")
+    server_opt(sp)
+    proof_sub = sp.add_subparsers(dest="kind", required=True)
+    inc = proof_sub.add_parser("inclusion")
+    inc.add_argument("--index", type=int, required=True)
+    inc.add_argument("--size", type=int, default=0, help="tree size (default: latest checkpoint)")
+    con = proof_sub.add_parser("consistency")
+    con.add_argument("--old", type=int, required=True)
+    con.add_argument("--new", type=int, default=0, help="default: latest checkpoint")
+
+    sp = add("verify", cmd_verify, "audit the whole ledger: signatures, chain, proofs, checkpoint")
+    server_opt(sp)
+    sp.add_argument("--trust-root", help="pin the trust root's envelope SHA-256 (hex)")
+    sp.add_argument("--state", type=Path, help="file keeping the last verified checkpoint; a consistency proof is demanded on every advance")
+    sp.add_argument("--border-data", type=Path, action="append", default=[DEFAULT_DATASET_DIR], help="border data sets to recompute geo facts with")
+    json_opt(sp)
+
+    sp = add("demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit")
+    sp.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except grpc.RpcError as e:
+        print(f"error: {describe_error(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    except VerificationError as e:
+        print(f"VERIFICATION FAILED: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (merkle.ProofError, NoteError) as e:
+        print(f"VERIFICATION FAILED: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except LedgerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (
+        UsageError,
+        keys.KeyFileError,
+        reports.ReportFileError,
+        trust_root_file.TrustRootFileError,
+        DatasetError,
+        ValueError,
+    ) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""A typed client for the LedgerService, and readable descriptions of its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+import grpc
+from ceasefire.v1 import ledger_service_pb2 as api, ledger_service_pb2_grpc as api_grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from ledger.clock import to_timestamp
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+class LedgerClient:
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout_s: float = 30.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(target)
+        self.stub = api_grpc.LedgerServiceStub(self.channel)
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until the server answers its health check as SERVING."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+        status = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
+        if status.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"{self.target} is not serving")
+
+    def submit(self, envelope: bytes) -> api.SubmitResponse:
+        return self.stub.Submit(api.SubmitRequest(envelope=envelope), timeout=self.timeout_s)
+
+    def entry(self, index: int) -> api.GetEntryResponse:
+        return self.stub.GetEntry(api.GetEntryRequest(index=index), timeout=self.timeout_s)
+
+    def entry_by_envelope(self, digest: bytes) -> api.GetEntryResponse:
+        return self.stub.GetEntry(
+            api.GetEntryRequest(envelope_sha256=digest), timeout=self.timeout_s
+        )
+
+    def entries(self, start: int, end: int) -> Iterator[api.GetEntriesResponse]:
+        """Entries [start, end) (end 0: the current size), paging past the per-call cap."""
+        if end == 0:
+            end = self.checkpoint().tree_size
+        page = 10_000
+        while start < end:
+            stop = min(end, start + page)
+            got = 0
+            for e in self.stub.GetEntries(
+                api.GetEntriesRequest(start=start, end=stop), timeout=self.timeout_s * 10
+            ):
+                got += 1
+                yield e
+            if got == 0:
+                return
+            start += got
+
+    def checkpoint(self) -> api.GetCheckpointResponse:
+        return self.stub.GetCheckpoint(api.GetCheckpointRequest(), timeout=self.timeout_s)
+
+    def inclusion_proof(self, index: int, tree_size: int = 0) -> api.GetInclusionProofResponse:
+        return self.stub.GetInclusionProof(
+            api.GetInclusionProofRequest(index=index, tree_size=tree_size),
+            timeout=self.timeout_s,
+        )
+
+    def consistency_proof(
+        self, old_size: int, new_size: int = 0
+    ) -> api.GetConsistencyProofResponse:
+        return self.stub.GetConsistencyProof(
+            api.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
+            timeout=self.timeout_s,
+        )
+
+    def timeline(
+        self,
+        *,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        parties: Sequence[str] = (),
+        limit: int = 0,
+    ) -> Iterator[api.TimelineResponse]:
+        request = api.TimelineRequest(parties=list(parties), limit=limit)
+        if since_us is not None:
+            request.since.CopyFrom(to_timestamp(since_us))
+        if until_us is not None:
+            request.until.CopyFrom(to_timestamp(until_us))
+        yield from self.stub.Timeline(request, timeout=self.timeout_s * 10)
+
+
+def describe_error(error: grpc.RpcError) -> str:
+    """`CODE: message [field]` from a gRPC error, using the rich status details if present."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    message = error.details() if isinstance(error, grpc.Call) else str(error)
+    name = code.name if code is not None else "ERROR"
+    text = f"{name}: {message}"
+    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    if status is not None:
+        for detail in status.details:
+            retry = error_details_pb2.RetryInfo()
+            if detail.Unpack(retry):
+                text += f" (retry in {retry.retry_delay.ToMilliseconds() / 1000:.1f} s)"
+    return text
+
+
+def field_violations(error: grpc.RpcError) -> list[str]:
+    """The fields a BadRequest detail names."""
+    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    fields: list[str] = []
+    for detail in status.details if status is not None else []:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields.extend(v.field for v in bad.field_violations)
+    return fields

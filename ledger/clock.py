@@ -1,0 +1,32 @@
+"""Time as integer microseconds since the Unix epoch (UTC): exact, and the same in every DB."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def to_us(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def to_timestamp(us: int) -> Timestamp:
+    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def to_iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> int:
+    """An ISO 8601 time; a time without zone is taken as UTC."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1_000_000)

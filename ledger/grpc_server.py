@@ -1,0 +1,115 @@
+"""Thin gRPC layer: decode requests, call the Ledger, encode responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from ceasefire.v1 import ledger_service_pb2 as api, ledger_service_pb2_grpc as api_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ledger.clock import to_us
+from ledger.grpc_status import streaming, unary
+from ledger.service import MAX_ENVELOPE_BYTES, Ledger
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = api.DESCRIPTOR.services_by_name["LedgerService"].full_name
+# Requests are small: a bounded envelope plus framing. Refuse anything larger up front.
+MAX_MESSAGE_BYTES = MAX_ENVELOPE_BYTES + 4096
+
+
+class LedgerServicer(api_grpc.LedgerServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    @unary
+    def Submit(self, request: api.SubmitRequest, context: grpc.ServicerContext) -> api.SubmitResponse:
+        accepted = self.ledger.submit(request.envelope)
+        return api.SubmitResponse(
+            signed_receipt=accepted.signed_receipt,
+            receipt=accepted.receipt,
+            duplicate=accepted.duplicate,
+        )
+
+    @unary
+    def GetEntry(
+        self, request: api.GetEntryRequest, context: grpc.ServicerContext
+    ) -> api.GetEntryResponse:
+        if request.WhichOneof("key") == "envelope_sha256":
+            e = self.ledger.entry_by_envelope(request.envelope_sha256)
+        else:
+            e = self.ledger.entry(request.index)
+        return api.GetEntryResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
+
+    @streaming
+    def GetEntries(
+        self, request: api.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.GetEntriesResponse]:
+        for e in self.ledger.entries(request.start, request.end):
+            yield api.GetEntriesResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
+
+    @unary
+    def GetCheckpoint(
+        self, request: api.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> api.GetCheckpointResponse:
+        cp = self.ledger.checkpoint()
+        return api.GetCheckpointResponse(signed_note=cp.note, tree_size=cp.size, root_hash=cp.root)
+
+    @unary
+    def GetInclusionProof(
+        self, request: api.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> api.GetInclusionProofResponse:
+        size, proof, leaf_hash = self.ledger.inclusion_proof(request.index, request.tree_size)
+        return api.GetInclusionProofResponse(
+            index=request.index, tree_size=size, hashes=proof, leaf_hash=leaf_hash
+        )
+
+    @unary
+    def GetConsistencyProof(
+        self, request: api.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> api.GetConsistencyProofResponse:
+        size, proof = self.ledger.consistency_proof(request.old_size, request.new_size)
+        return api.GetConsistencyProofResponse(
+            old_size=request.old_size, new_size=size, hashes=proof
+        )
+
+    @streaming
+    def Timeline(
+        self, request: api.TimelineRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.TimelineResponse]:
+        since = to_us(request.since) if request.HasField("since") else None
+        until = to_us(request.until) if request.HasField("until") else None
+        for stored, report, geo in self.ledger.timeline(
+            since, until, list(request.parties), request.limit
+        ):
+            yield api.TimelineResponse(
+                index=stored.index, entry=stored.entry, report=report, geo=geo
+            )
+
+
+def build_server(ledger: Ledger, address: str, *, max_workers: int = 16) -> tuple[grpc.Server, int]:
+    """A started-ready server (call .start()) and the port it bound."""
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ],
+        maximum_concurrent_rpcs=max_workers * 8,
+    )
+    api_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(ledger), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server, port

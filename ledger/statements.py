@@ -1,0 +1,133 @@
+"""Statement kinds: their DSSE payload types, strict decoding and field validation."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from ledger.clock import to_us
+from ledger.errors import InvalidArgument
+from ledger.trust import Trust
+
+PAYLOAD_TYPE_FORMAT = "application/vnd.ceasefire.v1.{}+protobuf"
+
+
+def payload_type(message: type[Message]) -> str:
+    return PAYLOAD_TYPE_FORMAT.format(message.DESCRIPTOR.name)
+
+
+TRUST_ROOT = payload_type(pb.TrustRoot)
+INCIDENT_REPORT = payload_type(pb.IncidentReport)
+RECEIPT = payload_type(log_pb2.Receipt)
+
+# The statement kinds a client may submit (the trust root is written by `init` only).
+SUBMITTABLE: dict[str, type[Message]] = {INCIDENT_REPORT: pb.IncidentReport}
+ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
+
+MAX_NARRATIVE_CHARS = 8000
+MAX_WEAPONS = 16
+MAX_WEAPON_CHARS = 64
+MAX_UNCERTAINTY_M = 100_000.0
+MAX_WINDOW_US = 366 * 24 * 3600 * 1_000_000
+# Incidents reported as ending this far ahead of the server's clock are refused.
+FUTURE_SLACK_US = 10 * 60 * 1_000_000
+EARLIEST_US = 946_684_800 * 1_000_000  # 2000-01-01: older records are not incidents to report
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,4}$")
+
+
+def decode(kind: str, payload: bytes, kinds: dict[str, type[Message]] = ALL_KINDS) -> Message:
+    """Parse a payload of a known kind, refusing unknown fields (nothing unsigned-for hides)."""
+    cls = kinds.get(kind)
+    if cls is None:
+        raise InvalidArgument(f"unknown statement type {kind!r}", field="payloadType")
+    message = cls()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as e:
+        raise InvalidArgument(f"not a valid {cls.DESCRIPTOR.name} ({e})", field="payload") from e
+    _reject_unknown(message, "payload")
+    return message
+
+
+def _reject_unknown(message: Message, where: str) -> None:
+    if len(UnknownFieldSet(message)):
+        raise InvalidArgument("carries fields this ledger does not know", field=where)
+    for fd, value in message.ListFields():
+        if fd.message_type is None:
+            continue
+        values = value if fd.is_repeated else [value]
+        for v in values:
+            if isinstance(v, Message):
+                _reject_unknown(v, f"{where}.{fd.name}")
+
+
+def _enum(value: int, values: Callable[[], list[int]], field: str) -> None:
+    if value == 0 or value not in values():
+        raise InvalidArgument("required; must be one of the documented values", field=field)
+
+
+def _finite(value: float, field: str) -> None:
+    if not math.isfinite(value):
+        raise InvalidArgument("must be a finite number", field=field)
+
+
+def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> None:
+    """Check every field of an incident report; raise InvalidArgument naming the field.
+
+    Coordinates are checked here for shape (finite, in range); where they fall is the
+    geo module's job.
+    """
+    if not report.reporting_party:
+        raise InvalidArgument("required", field="reporting_party")
+    if not report.HasField("created_time"):
+        raise InvalidArgument("required (the author's signing time)", field="created_time")
+    if not report.HasField("window"):
+        raise InvalidArgument("required", field="window")
+    w = report.window
+    if not w.HasField("start") or not w.HasField("end"):
+        raise InvalidArgument("start and end are required", field="window")
+    start, end = to_us(w.start), to_us(w.end)
+    if start > end:
+        raise InvalidArgument("start is after end", field="window.start")
+    if start < EARLIEST_US:
+        raise InvalidArgument("is before 2000-01-01", field="window.start")
+    if end > now_us + FUTURE_SLACK_US:
+        raise InvalidArgument("is in the future (by the server's clock)", field="window.end")
+    if end - start > MAX_WINDOW_US:
+        raise InvalidArgument("a window may span at most 366 days", field="window")
+    _enum(w.precision, pb.TimePrecision.values, "window.precision")
+
+    if not report.HasField("location"):
+        raise InvalidArgument("required", field="location")
+    loc = report.location
+    if not loc.HasField("point"):
+        raise InvalidArgument("a point is required", field="location.point")
+    _finite(loc.point.latitude, "location.point.latitude")
+    _finite(loc.point.longitude, "location.point.longitude")
+    _finite(loc.uncertainty_m, "location.uncertainty_m")
+    if not 0 <= loc.uncertainty_m <= MAX_UNCERTAINTY_M:
+        raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
+    _enum(loc.precision, pb.LocationPrecision.values, "location.precision")
+
+    _enum(report.category, pb.IncidentCategory.values, "category")
+    _enum(report.observation_mode, pb.ObservationMode.values, "observation_mode")
+    alleged = report.alleged_responsible_party
+    if alleged and alleged not in trust.parties:
+        raise InvalidArgument(f"unknown party {alleged!r}", field="alleged_responsible_party")
+    if len(report.narrative) > MAX_NARRATIVE_CHARS:
+        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="narrative")
+    if report.narrative and not LANGUAGE_TAG.match(report.narrative_language):
+        raise InvalidArgument(
+            "a BCP 47 tag such as 'en' or 'az-Latn' is required with a narrative",
+            field="narrative_language",
+        )
+    if len(report.weapons) > MAX_WEAPONS:
+        raise InvalidArgument(f"at most {MAX_WEAPONS}", field="weapons")
+    for i, weapon in enumerate(report.weapons):
+        if not 0 < len(weapon) <= MAX_WEAPON_CHARS:
+            raise InvalidArgument(f"1 to {MAX_WEAPON_CHARS} characters", field=f"weapons[{i}]")

@@ -1,0 +1,406 @@
+"""Ledger storage through SQLAlchemy Core: SQLite (WAL, synchronous=FULL) or PostgreSQL.
+
+The entry tables are append-only, enforced by database triggers (see the migrations).
+One writer at a time: `append` locks the single tree-state row (SQLite `BEGIN IMMEDIATE`,
+PostgreSQL `SELECT ... FOR UPDATE`), assigns contiguous indexes, writes leaves, the new
+complete Merkle subtree hashes and a signed checkpoint, and commits once per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import make_url
+
+from ledger import merkle
+from ledger.errors import Corrupt, OutOfRange
+
+metadata = MetaData()
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("envelope_sha256", LargeBinary(32), nullable=False, unique=True),
+    Column("integrated_time_us", BigInteger, nullable=False),
+    Column("entry", LargeBinary, nullable=False),
+)
+
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+tree_state = Table(
+    "tree_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+    Column("last_leaf_hash", LargeBinary(32), nullable=False),
+    Column("last_time_us", BigInteger, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    Column("party", String(16), nullable=False),
+    Column("category", Integer, nullable=False),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("window_end_us", BigInteger, nullable=False),
+    Column("latitude", Double, nullable=False),
+    Column("longitude", Double, nullable=False),
+    Column("territory", String(16), nullable=False),
+    Index("incidents_window", "window_start_us", "window_end_us"),
+    Index("incidents_party", "party", "window_start_us"),
+)
+
+APPEND_ONLY_TABLES = ("entries", "tree_nodes", "checkpoints", "incidents")
+ZERO_HASH = bytes(32)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class IncidentRow:
+    party: str
+    category: int
+    window_start_us: int
+    window_end_us: int
+    latitude: float
+    longitude: float
+    territory: str
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """A verified submission waiting for its index. `build_leaf(index, prev_leaf_hash,
+    integrated_time_us)` returns the serialized log entry once the index is known."""
+
+    envelope_sha256: bytes
+    build_leaf: Callable[[int, bytes, int], bytes]
+    incident: IncidentRow | None = None
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    leaf_hash: bytes
+    envelope_sha256: bytes
+    integrated_time_us: int
+    entry: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    entry: StoredEntry
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and a bare file path for SQLite."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser()}"
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def create_ledger_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred-only).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        # Writers take the write lock up front, so two writers never deadlock on upgrade.
+        immediate = conn.get_execution_options().get("ledger_writer", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest Alembic revision."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class LedgerStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> LedgerStore:
+        engine = create_ledger_engine(url)
+        if create:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(
+        self,
+        items: Sequence[NewEntry],
+        *,
+        clock_us: Callable[[], int],
+        sign_checkpoint: Callable[[int, bytes], str],
+    ) -> list[Appended]:
+        """Append a batch in one transaction; returns one result per item, in order.
+
+        An envelope already in the log (or twice in the batch) is not appended again: its
+        first entry is returned with duplicate=True.
+        """
+        with self.engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
+            state = conn.execute(
+                select(tree_state).where(tree_state.c.id == 1).with_for_update()
+            ).one_or_none()
+            if state is None:
+                size, frontier = 0, merkle.Frontier()
+                prev, last_time = ZERO_HASH, 0
+            else:
+                size, prev, last_time = state.size, state.last_leaf_hash, state.last_time_us
+                frontier = merkle.Frontier.from_bytes(state.frontier)
+                if frontier.size != size or frontier.root() != state.root:
+                    raise Corrupt("tree state does not match its frontier; run an audit")
+
+            digests = list({i.envelope_sha256 for i in items})
+            known = {
+                row.envelope_sha256: _stored(row)
+                for row in conn.execute(
+                    select(entries).where(entries.c.envelope_sha256.in_(digests))
+                )
+            }
+            now = max(clock_us(), last_time)
+            results: list[Appended] = []
+            new_entries: list[dict[str, Any]] = []
+            new_nodes: list[dict[str, Any]] = []
+            new_incidents: list[dict[str, Any]] = []
+            for item in items:
+                if item.envelope_sha256 in known:
+                    results.append(Appended(known[item.envelope_sha256], duplicate=True))
+                    continue
+                leaf = item.build_leaf(size, prev, now)
+                lh = merkle.leaf_hash(leaf)
+                stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf)
+                known[item.envelope_sha256] = stored
+                results.append(Appended(stored, duplicate=False))
+                new_entries.append(
+                    {
+                        "idx": size,
+                        "leaf_hash": lh,
+                        "envelope_sha256": item.envelope_sha256,
+                        "integrated_time_us": now,
+                        "entry": leaf,
+                    }
+                )
+                new_nodes.extend(
+                    {"level": lvl, "idx": i, "hash": h} for lvl, i, h in frontier.append(lh)
+                )
+                if item.incident is not None:
+                    new_incidents.append({"idx": size, **item.incident.__dict__})
+                size, prev = size + 1, lh
+
+            if not new_entries:
+                return results
+            conn.execute(entries.insert(), new_entries)
+            conn.execute(tree_nodes.insert(), new_nodes)
+            if new_incidents:
+                conn.execute(incidents.insert(), new_incidents)
+            root = frontier.root()
+            conn.execute(
+                checkpoints.insert(),
+                {"size": size, "root": root, "note": sign_checkpoint(size, root)},
+            )
+            values = {
+                "size": size,
+                "root": root,
+                "frontier": frontier.to_bytes(),
+                "last_leaf_hash": prev,
+                "last_time_us": now,
+            }
+            if state is None:
+                conn.execute(tree_state.insert(), {"id": 1, **values})
+            else:
+                conn.execute(tree_state.update().where(tree_state.c.id == 1).values(**values))
+            return results
+
+    # -- reading -------------------------------------------------------------------------
+
+    def tree_size(self) -> int:
+        with self.engine.connect() as conn:
+            size = conn.execute(select(tree_state.c.size).where(tree_state.c.id == 1)).scalar()
+            return int(size or 0)
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
+            ).one_or_none()
+            return StoredCheckpoint(row.size, row.root, row.note) if row else None
+
+    def get_entry(self, index: int) -> StoredEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(entries).where(entries.c.idx == index)).one_or_none()
+            return _stored(row) if row else None
+
+    def get_entry_by_envelope(self, envelope_sha256: bytes) -> StoredEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(entries).where(entries.c.envelope_sha256 == envelope_sha256)
+            ).one_or_none()
+            return _stored(row) if row else None
+
+    def iter_entries(self, start: int, end: int, *, page: int = 500) -> Iterator[StoredEntry]:
+        """Entries [start, end) in index order, fetched a page at a time."""
+        while start < end:
+            stop = min(end, start + page)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(entries)
+                    .where(entries.c.idx >= start, entries.c.idx < stop)
+                    .order_by(entries.c.idx)
+                ).all()
+            yield from (_stored(r) for r in rows)
+            start = stop
+
+    def timeline(
+        self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int
+    ) -> list[tuple[StoredEntry, IncidentRow]]:
+        query = select(entries, incidents).join(incidents, incidents.c.idx == entries.c.idx)
+        if since_us is not None:
+            query = query.where(incidents.c.window_end_us >= since_us)
+        if until_us is not None:
+            query = query.where(incidents.c.window_start_us <= until_us)
+        if parties:
+            query = query.where(incidents.c.party.in_(list(parties)))
+        query = query.order_by(incidents.c.window_start_us, entries.c.idx).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                (
+                    _stored(r),
+                    IncidentRow(
+                        r.party,
+                        r.category,
+                        r.window_start_us,
+                        r.window_end_us,
+                        r.latitude,
+                        r.longitude,
+                        r.territory,
+                    ),
+                )
+                for r in conn.execute(query)
+            ]
+
+    # -- proofs ----------------------------------------------------------------------------
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        if not 0 <= index < size <= self.tree_size():
+            raise OutOfRange(f"no entry {index} in a tree of size {size}")
+        with self.engine.connect() as conn:
+            return merkle.inclusion_proof(_node_getter(conn), index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        if not 0 < old_size <= new_size <= self.tree_size():
+            raise OutOfRange(
+                f"no consistency proof from size {old_size} to {new_size} "
+                f"(tree size {self.tree_size()})"
+            )
+        with self.engine.connect() as conn:
+            return merkle.consistency_proof(_node_getter(conn), old_size, new_size)
+
+    def root_at(self, size: int) -> bytes:
+        with self.engine.connect() as conn:
+            return merkle.subtree_hash(_node_getter(conn), 0, size)
+
+
+def _node_getter(conn: Connection) -> merkle.NodeGetter:
+    cache: dict[tuple[int, int], bytes] = {}
+
+    def get(level: int, index: int) -> bytes:
+        key = (level, index)
+        if key not in cache:
+            h = conn.execute(
+                select(tree_nodes.c.hash).where(
+                    tree_nodes.c.level == level, tree_nodes.c.idx == index
+                )
+            ).scalar()
+            if h is None:
+                raise Corrupt(f"missing Merkle node at level {level}, index {index}")
+            cache[key] = h
+        return cache[key]
+
+    return get
+
+
+def _stored(row: Any) -> StoredEntry:
+    return StoredEntry(
+        row.idx, row.leaf_hash, row.envelope_sha256, row.integrated_time_us, row.entry
+    )
+
+
+def envelope_digest(envelope: bytes) -> bytes:
+    return hashlib.sha256(envelope).digest()

@@ -1,0 +1,182 @@
+"""The auditor's replay: check a ledger from its entries alone, trusting only the trust root.
+
+Pure: no gRPC, no SQL. Feed it entries (from a server, a database or a bundle), then a
+signed checkpoint. It uses the very authentication and authorization code the server
+uses, so the two cannot disagree on what is admissible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from google.protobuf.message import DecodeError
+
+from geo.borders import BorderDataset, GeoError
+from ledger import dsse, merkle, statements
+from ledger.authz import authenticate, authorize
+from ledger.clock import to_us
+from ledger.errors import LedgerError
+from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
+from ledger.storage import ZERO_HASH
+from ledger.trust import Trust
+
+# Distances are recorded rounded to 0.1 m; allow that and float noise.
+DISTANCE_TOLERANCE_M = 0.11
+
+
+class VerificationError(Exception):
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(f"entry {index}: {message}" if index is not None else message)
+        self.index = index
+
+
+@dataclass
+class Replay:
+    """The state of an audit after some entries."""
+
+    pinned_trust_root: str | None = None
+    borders: dict[str, BorderDataset] = field(default_factory=dict)
+    trust: Trust | None = None
+    trust_root_digest: str = ""
+    leaf_hashes: list[bytes] = field(default_factory=list)
+    last_time_us: int = 0
+    geo_rechecked: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.leaf_hashes)
+
+    def add(self, index: int, data: bytes) -> None:
+        """Check entry `index` (they must come in order, from 0) and take it in."""
+        if index != self.size:
+            raise VerificationError(f"expected entry {self.size} next", index=index)
+        try:
+            self._check(index, data)
+        except VerificationError:
+            raise
+        except (LedgerError, dsse.EnvelopeError, DecodeError, ValueError) as e:
+            raise VerificationError(str(e), index=index) from e
+        self.leaf_hashes.append(merkle.leaf_hash(data))
+
+    def _check(self, index: int, data: bytes) -> None:
+        entry = log_pb2.LogEntry()
+        entry.ParseFromString(data)
+        if entry.index != index:
+            raise VerificationError(f"says it is entry {entry.index}", index=index)
+        prev = self.leaf_hashes[-1] if self.leaf_hashes else ZERO_HASH
+        if entry.previous_leaf_hash != prev:
+            raise VerificationError(
+                "hash chain broken: previous_leaf_hash is not the leaf hash of the entry "
+                "before it",
+                index=index,
+            )
+        t = to_us(entry.integrated_time)
+        if t < self.last_time_us:
+            raise VerificationError("integrated time goes backwards", index=index)
+        self.last_time_us = t
+        envelope = dsse.Envelope.from_json(entry.envelope)
+        if index == 0:
+            self._check_trust_root(envelope, entry.envelope)
+            return
+        assert self.trust is not None
+        signers = authenticate(envelope, self.trust)
+        report = statements.decode(envelope.payload_type, envelope.payload, statements.SUBMITTABLE)
+        assert isinstance(report, pb.IncidentReport)
+        # The server judged "the future" by its clock at integration: replay with that time.
+        statements.validate_incident(report, self.trust, t)
+        authorize(envelope.payload_type, report.reporting_party, signers, self.trust)
+        v = entry.validation
+        if v.party != report.reporting_party:
+            raise VerificationError("validation names another party", index=index)
+        if list(v.signer_key_ids) != [k.key_id for k in signers]:
+            raise VerificationError("validation lists other signers", index=index)
+        self._check_geo(index, report, v.geo)
+
+    def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if self.pinned_trust_root and digest != self.pinned_trust_root:
+            raise VerificationError(
+                f"trust root {digest} is not the pinned one {self.pinned_trust_root}", index=0
+            )
+        root = statements.decode(envelope.payload_type, envelope.payload)
+        if not isinstance(root, pb.TrustRoot):
+            raise VerificationError("entry 0 is not a trust root", index=0)
+        trust = Trust.from_trust_root(root)
+        log_kid = dsse.key_id(trust.log_public_key)
+        if not any(
+            s.keyid == log_kid and dsse.verify_signature(envelope, s, trust.log_public_key)
+            for s in envelope.signatures
+        ):
+            raise VerificationError("trust root is not signed by the log key it names", index=0)
+        self.trust, self.trust_root_digest = trust, digest
+
+    def _check_geo(self, index: int, report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> None:
+        borders = self.borders.get(geo.dataset_sha256)
+        if borders is None:
+            return  # the data set is not at hand: the facts stay as signed-by-log claims
+        p = report.location.point
+        try:
+            facts = borders.locate(p.latitude, p.longitude)
+        except GeoError as e:
+            raise VerificationError(f"geo facts: the place is not valid ({e})", index=index) from e
+        if (
+            (facts.territory or "") != geo.territory
+            or facts.nearest_segment != geo.nearest_segment
+            or abs(facts.distance_to_border_m - geo.distance_to_border_m) > DISTANCE_TOLERANCE_M
+        ):
+            raise VerificationError(
+                f"geo facts differ from a recomputation on data set {geo.dataset_sha256[:12]}: "
+                f"recorded {geo.territory or '-'} {geo.distance_to_border_m:.1f} m, "
+                f"computed {facts.territory or '-'} {facts.distance_to_border_m:.1f} m",
+                index=index,
+            )
+        self.geo_rechecked += 1
+
+
+def replay(
+    entries: Iterable[tuple[int, bytes]],
+    *,
+    pinned_trust_root: str | None = None,
+    borders: Iterable[BorderDataset] = (),
+    progress: Callable[[int], None] | None = None,
+) -> Replay:
+    state = Replay(pinned_trust_root, {b.sha256: b for b in borders})
+    for index, data in entries:
+        state.add(index, data)
+        if progress is not None:
+            progress(index)
+    if state.trust is None:
+        raise VerificationError("the ledger is empty: no trust root")
+    return state
+
+
+def open_checkpoint(signed_note: str, trust: Trust) -> Checkpoint:
+    """Verify a checkpoint's signature by the log key and parse it."""
+    verifier = NoteVerifier(trust.origin, trust.log_public_key)
+    try:
+        opened = open_note(signed_note, [verifier])
+        checkpoint = Checkpoint.parse(opened.text)
+    except NoteError as e:
+        raise VerificationError(f"checkpoint: {e}") from e
+    if checkpoint.origin != trust.origin:
+        raise VerificationError(
+            f"checkpoint origin {checkpoint.origin!r} is not this log's {trust.origin!r}"
+        )
+    return checkpoint
+
+
+def check_root(state: Replay, checkpoint: Checkpoint) -> None:
+    """The root rebuilt from the stored leaves must equal the signed root."""
+    if checkpoint.size > state.size:
+        raise VerificationError(
+            f"checkpoint covers {checkpoint.size} entries, only {state.size} were checked"
+        )
+    root = merkle.root_from_leaf_hashes(state.leaf_hashes[: checkpoint.size])
+    if root != checkpoint.root_hash:
+        raise VerificationError(
+            f"the root rebuilt from entries 0..{checkpoint.size - 1} is not the signed root "
+            f"of the checkpoint of size {checkpoint.size}"
+        )

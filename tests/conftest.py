@@ -1,0 +1,141 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), real keys, a real gRPC server.
+
+PostgreSQL: each test gets a fresh database on CEASEFIRE_TEST_PG (default
+postgresql://postgres@127.0.0.1:5432/test, used as the maintenance database). When it
+cannot be reached the PostgreSQL variants are skipped, except under CI=true, where that
+is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from ceasefire.v1 import statements_pb2 as pb
+from nacl.signing import SigningKey
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from clients.client import LedgerClient
+from geo.borders import BorderDataset, load_default
+from ledger import keys
+from ledger.grpc_server import build_server
+from ledger.log_key import LogKey
+from ledger.service import Ledger, initialize
+from ledger.storage import LedgerStore, normalize_url
+
+PG_ADMIN_URL = os.environ.get("CEASEFIRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+ORIGIN = "test.ceasefire-ledger/arm-aze"
+
+
+def _pg_admin_engine():  # type: ignore[no-untyped-def]
+    return create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    try:
+        engine = _pg_admin_engine()
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required under CI=true: {e}")
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    if not request.getfixturevalue("postgres_available"):
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = f"cfl_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(normalize_url(PG_ADMIN_URL)).set(database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def borders() -> BorderDataset:
+    return load_default()
+
+
+@dataclass
+class Parties:
+    log: SigningKey = field(default_factory=SigningKey.generate)
+    arm_monitor: SigningKey = field(default_factory=SigningKey.generate)
+    aze_monitor: SigningKey = field(default_factory=SigningKey.generate)
+    arm_authority: SigningKey = field(default_factory=SigningKey.generate)
+    outsider: SigningKey = field(default_factory=SigningKey.generate)
+
+    def trust_root(self, borders: BorderDataset) -> pb.TrustRoot:
+        def key(k: SigningKey, role: int) -> pb.PartyKey:
+            return pb.PartyKey(public_key=keys.public_bytes(k), role=role)
+
+        return pb.TrustRoot(
+            origin=ORIGIN,
+            log_public_key=keys.public_bytes(self.log),
+            border_dataset_sha256=borders.sha256,
+            parties=[
+                pb.Party(
+                    code="ARM",
+                    name="Armenia",
+                    keys=[
+                        key(self.arm_monitor, pb.ROLE_MONITOR),
+                        key(self.arm_authority, pb.ROLE_AUTHORITY),
+                    ],
+                ),
+                pb.Party(code="AZE", name="Azerbaijan", keys=[key(self.aze_monitor, pb.ROLE_MONITOR)]),
+            ],
+        )
+
+
+@pytest.fixture
+def parties() -> Parties:
+    return Parties()
+
+
+@dataclass
+class RunningLedger:
+    ledger: Ledger
+    client: LedgerClient
+    address: str
+    db_url: str
+    parties: Parties
+
+
+@pytest.fixture
+def running(db_url: str, parties: Parties, borders: BorderDataset) -> Iterator[RunningLedger]:
+    """An initialised ledger behind a real gRPC server on loopback."""
+    store = LedgerStore.open(db_url)
+    log_key = LogKey(ORIGIN, parties.log)
+    initialize(store, parties.trust_root(borders), log_key)
+    ledger = Ledger(store, log_key, borders)
+    server, port = build_server(ledger, "127.0.0.1:0")
+    server.start()
+    address = f"127.0.0.1:{port}"
+    client = LedgerClient(address)
+    try:
+        yield RunningLedger(ledger, client, address, db_url, parties)
+    finally:
+        client.close()
+        server.stop(grace=None).wait()
+        ledger.close()
+        store.close()
