@@ -16,13 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.client import LedgerClient
 from geo.borders import BorderDataset
 from ledger import merkle
 from ledger.note import Checkpoint
 from ledger.trust import Trust
 from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
-
-from clients.client import LedgerClient
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from ceasefire.v1 import log_pb2
+from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -24,9 +24,10 @@ from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
 from ledger import dsse, keys, merkle, statements
 from ledger.clock import parse_iso, to_iso, to_us
 from ledger.errors import LedgerError
+from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.note import NoteError
-from ledger.service import initialize, parse_entry
+from ledger.service import initialize
 from ledger.storage import LedgerStore
 from ledger.verifier import VerificationError, open_checkpoint
 
@@ -98,7 +99,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ledger.runtime import open_ledger, serve_forever
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.bootstrap:
         _bootstrap(args)
     ledger = open_ledger(args.db, args.log_key, args.border_data, linger_s=args.linger_ms / 1000)
@@ -202,9 +205,7 @@ def _timeline_row(t: Any) -> dict[str, Any]:
     }
 
 
-def log_category(value: int) -> str:
-    from ceasefire.v1 import statements_pb2 as pb
-
+def log_category(value: pb.IncidentCategory.ValueType) -> str:
     return pb.IncidentCategory.Name(value).removeprefix("INCIDENT_CATEGORY_").lower()
 
 
@@ -231,14 +232,16 @@ def cmd_timeline(args: argparse.Namespace) -> int:
             f"#{r['index']:<4} {r['start'][:16]}  {r['party']:<4} {r['category']:<20} "
             f"{r['latitude']:.4f},{r['longitude']:.4f} in {side}, "
             f"{r['distance_to_border_m'] / 1000:.1f} km from border"
-            + (f"  blames {r['alleged_responsible_party']}" if r["alleged_responsible_party"] else "")
+            + (
+                f"  blames {r['alleged_responsible_party']}"
+                if r["alleged_responsible_party"]
+                else ""
+            )
         )
     return 0
 
 
-def _observation(value: int) -> str:
-    from ceasefire.v1 import statements_pb2 as pb
-
+def _observation(value: pb.ObservationMode.ValueType) -> str:
     return pb.ObservationMode.Name(value).removeprefix("OBSERVATION_MODE_").lower()
 
 
@@ -292,7 +295,13 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     with _server(args) as client:
         cp = client.checkpoint()
     if args.json:
-        _print_json({"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex(), "signed_note": cp.signed_note})
+        _print_json(
+            {
+                "tree_size": cp.tree_size,
+                "root_hash": cp.root_hash.hex(),
+                "signed_note": cp.signed_note,
+            }
+        )
     else:
         sys.stdout.write(cp.signed_note)
     return 0
@@ -318,7 +327,9 @@ def cmd_proof(args: argparse.Namespace) -> int:
                 "hashes": [h.hex() for h in p.hashes],
             }
             if p.tree_size == cp.size:
-                merkle.verify_inclusion(p.leaf_hash, p.index, p.tree_size, list(p.hashes), cp.root_hash)
+                merkle.verify_inclusion(
+                    p.leaf_hash, p.index, p.tree_size, list(p.hashes), cp.root_hash
+                )
         else:
             c = client.consistency_proof(args.old, args.new or cp.size)
             doc = {
@@ -393,13 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=fn)
         return sp
 
     def server_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--server", default=server_default, help=f"host:port (default {server_default}, env CEASEFIRE_SERVER)")
+        sp.add_argument(
+            "--server",
+            default=server_default,
+            help=f"host:port (default {server_default}, env CEASEFIRE_SERVER)",
+        )
 
     def json_opt(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -410,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt(sp)
 
     sp = add("init", cmd_init, "start a ledger: write its trust root as entry 0")
-    sp.add_argument("--db", default=db_default, help="SQLite path or database URL (postgresql://...)")
+    sp.add_argument(
+        "--db", default=db_default, help="SQLite path or database URL (postgresql://...)"
+    )
     sp.add_argument("--trust-root", type=Path, required=True, help="trust root YAML file")
     sp.add_argument("--log-key", type=Path, required=True, help="the log's private key file")
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
@@ -422,12 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", default="127.0.0.1:50051")
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
     sp.add_argument("--linger-ms", type=float, default=0.0, help="max wait to fill a commit batch")
-    sp.add_argument("--bootstrap", action="store_true", help="create a local ledger with ARM/AZE monitor keys in --data-dir if none exists")
+    sp.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="create a local ledger with ARM/AZE monitor keys in --data-dir if none exists",
+    )
     sp.add_argument("--data-dir", type=Path, default=Path("var/ledger"))
 
     sp = add("submit", cmd_submit, "sign incident reports (JSON or YAML files) and submit them")
     server_opt(sp)
-    sp.add_argument("--key", type=Path, action="append", required=True, help="signing key file (repeatable)")
+    sp.add_argument(
+        "--key", type=Path, action="append", required=True, help="signing key file (repeatable)"
+    )
     sp.add_argument("files", type=Path, nargs="+")
     json_opt(sp)
 
@@ -443,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     server_opt(sp)
     sp.add_argument("index", type=int, nargs="?")
     sp.add_argument("--envelope-sha256", help="look up by envelope digest instead")
-    sp.add_argument("--envelope", action="store_true", help="print only the DSSE envelope JSON, verbatim")
+    sp.add_argument(
+        "--envelope", action="store_true", help="print only the DSSE envelope JSON, verbatim"
+    )
     json_opt(sp)
 
     sp = add("checkpoint", cmd_checkpoint, "print the latest signed checkpoint as served")
@@ -463,11 +490,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("verify", cmd_verify, "audit the whole ledger: signatures, chain, proofs, checkpoint")
     server_opt(sp)
     sp.add_argument("--trust-root", help="pin the trust root's envelope SHA-256 (hex)")
-    sp.add_argument("--state", type=Path, help="file keeping the last verified checkpoint; a consistency proof is demanded on every advance")
-    sp.add_argument("--border-data", type=Path, action="append", default=[DEFAULT_DATASET_DIR], help="border data sets to recompute geo facts with")
+    sp.add_argument(
+        "--state",
+        type=Path,
+        help="file keeping the last verified checkpoint; "
+        "every advance must come with a consistency proof",
+    )
+    sp.add_argument(
+        "--border-data",
+        type=Path,
+        action="append",
+        default=[DEFAULT_DATASET_DIR],
+        help="border data sets to recompute geo facts with",
+    )
     json_opt(sp)
 
-    sp = add("demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit")
+    sp = add(
+        "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"
+    )
     sp.add_argument("--keep", action="store_true", help="keep the temporary folder")
     return p
 

@@ -6,7 +6,9 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import grpc
-from ceasefire.v1 import ledger_service_pb2 as api, ledger_service_pb2_grpc as api_grpc
+from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -123,6 +125,7 @@ def field_violations(error: grpc.RpcError) -> list[str]:
     """The fields a BadRequest detail names."""
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
     fields: list[str] = []
+    detail: any_pb2.Any
     for detail in status.details if status is not None else []:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):

@@ -33,7 +33,7 @@ class TrustRootFileError(ValueError):
 
 def _role(value: Any, where: str) -> int:
     name = f"ROLE_{str(value).strip().upper()}"
-    if name not in pb.Role.keys() or name == "ROLE_UNSPECIFIED":
+    if name not in pb.Role.keys() or name == "ROLE_UNSPECIFIED":  # noqa: SIM118 (enum wrapper)
         roles = ", ".join(r.removeprefix("ROLE_").lower() for r in pb.Role.keys()[1:])
         raise TrustRootFileError(f"{where}.role: {value!r} is not one of {roles}")
     return pb.Role.Value(name)

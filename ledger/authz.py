@@ -50,7 +50,7 @@ def authorize(kind: str, party: str, signers: list[KeyInfo], trust: Trust) -> No
     for key in signers:
         if key.party != party:
             raise PermissionDenied(
-                f"a {key.party} key cannot speak for {party}", field="reporting_party"
+                f"a key of {key.party} cannot speak for {party}", field="reporting_party"
             )
         if key.role not in allowed:
             raise PermissionDenied(

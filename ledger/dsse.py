@@ -40,7 +40,12 @@ _B64_URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 class EnvelopeError(ValueError):
-    """An envelope is malformed; the message starts with the offending field."""
+    """An envelope is malformed; `field` names the offending field ("" for the whole)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.problem = message
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -57,7 +62,7 @@ def key_id(public_key: bytes) -> str:
 
 
 def _fail(field: str, problem: str) -> NoReturn:
-    raise EnvelopeError(f"{field}: {problem}")
+    raise EnvelopeError(problem, field)
 
 
 def _b64decode(value: str, field: str) -> bytes:

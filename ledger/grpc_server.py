@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from ceasefire.v1 import ledger_service_pb2 as api, ledger_service_pb2_grpc as api_grpc
+from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,7 +28,9 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         self.ledger = ledger
 
     @unary
-    def Submit(self, request: api.SubmitRequest, context: grpc.ServicerContext) -> api.SubmitResponse:
+    def Submit(
+        self, request: api.SubmitRequest, context: grpc.ServicerContext
+    ) -> api.SubmitResponse:
         accepted = self.ledger.submit(request.envelope)
         return api.SubmitResponse(
             signed_receipt=accepted.signed_receipt,

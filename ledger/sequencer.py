@@ -75,8 +75,10 @@ class Sequencer:
             while len(batch) < self._max_batch:
                 try:
                     remaining = deadline - time.monotonic()
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else (
-                        self._queue.get_nowait()
+                    nxt = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else (self._queue.get_nowait())
                     )
                 except queue.Empty:
                     break

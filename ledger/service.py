@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from ceasefire.v1 import log_pb2
+from ceasefire.v1 import statements_pb2 as pb
 
 from geo.borders import BorderDataset, GeoError
 from ledger import dsse, statements
@@ -20,10 +21,10 @@ from ledger.errors import (
     NotFound,
     OutOfRange,
 )
+from ledger.log_entry import leaf_builder, parse_entry
 from ledger.log_key import LogKey
 from ledger.sequencer import Sequencer
 from ledger.storage import (
-    ZERO_HASH,
     Appended,
     IncidentRow,
     LedgerStore,
@@ -49,25 +50,6 @@ class Accepted:
     duplicate: bool
 
 
-def parse_entry(data: bytes) -> log_pb2.LogEntry:
-    entry = log_pb2.LogEntry()
-    entry.ParseFromString(data)
-    return entry
-
-
-def build_leaf(envelope: bytes, validation: log_pb2.Validation) -> Callable[[int, bytes, int], bytes]:
-    def build(index: int, prev: bytes, integrated_us: int) -> bytes:
-        return log_pb2.LogEntry(
-            index=index,
-            integrated_time=to_timestamp(integrated_us),
-            previous_leaf_hash=prev,
-            envelope=envelope,
-            validation=validation,
-        ).SerializeToString()
-
-    return build
-
-
 def read_trust_root(store: LedgerStore) -> tuple[Trust, StoredEntry]:
     first = store.get_entry(0)
     if first is None:
@@ -89,7 +71,7 @@ def initialize(store: LedgerStore, root: pb.TrustRoot, log_key: LogKey) -> Store
     envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), [log_key.signing_key])
     data = envelope.to_json()
     (appended,) = store.append(
-        [NewEntry(hashlib.sha256(data).digest(), build_leaf(data, log_pb2.Validation()))],
+        [NewEntry(hashlib.sha256(data).digest(), leaf_builder(data, log_pb2.Validation()))],
         clock_us=now_us,
         sign_checkpoint=log_key.sign_checkpoint,
     )
@@ -150,7 +132,7 @@ class Ledger:
         try:
             envelope = dsse.Envelope.from_json(envelope_bytes, max_size=MAX_ENVELOPE_BYTES)
         except dsse.EnvelopeError as e:
-            raise InvalidArgument(str(e)) from e
+            raise InvalidArgument(e.problem, field=e.field or "envelope") from e
         if envelope.payload_type not in statements.SUBMITTABLE:
             raise InvalidArgument(
                 f"{envelope.payload_type!r} is not a statement kind this ledger accepts",
@@ -164,8 +146,9 @@ class Ledger:
         point = report.location.point
         try:
             facts = self.borders.locate(point.latitude, point.longitude)
-        except GeoError as e:
-            raise InvalidArgument(e.message, field=e.field) from e
+        except GeoError as e:  # geo names fields of a bare location; ours sit under .point
+            field = "location.point" + e.field.removeprefix("location")
+            raise InvalidArgument(e.message, field=field) from e
         geo = log_pb2.GeoFacts(
             dataset_sha256=self.borders.sha256,
             territory=facts.territory or "",
@@ -187,7 +170,7 @@ class Ledger:
             territory=geo.territory,
         )
         future = self.sequencer.submit(
-            NewEntry(digest, build_leaf(envelope_bytes, validation), incident)
+            NewEntry(digest, leaf_builder(envelope_bytes, validation), incident)
         )
         return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
 
@@ -268,6 +251,3 @@ class Ledger:
             envelope = dsse.Envelope.from_json(entry.envelope)
             report = pb.IncidentReport.FromString(envelope.payload)
             yield stored, report, entry.validation.geo
-
-
-__all__ = ["ZERO_HASH", "Accepted", "Ledger", "initialize", "read_trust_root"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 
-from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from ceasefire.v1 import log_pb2
+from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -66,8 +67,8 @@ def _reject_unknown(message: Message, where: str) -> None:
                 _reject_unknown(v, f"{where}.{fd.name}")
 
 
-def _enum(value: int, values: Callable[[], list[int]], field: str) -> None:
-    if value == 0 or value not in values():
+def _enum(value: int, values: Sequence[int], field: str) -> None:
+    if value == 0 or value not in values:
         raise InvalidArgument("required; must be one of the documented values", field=field)
 
 
@@ -100,7 +101,7 @@ def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> N
         raise InvalidArgument("is in the future (by the server's clock)", field="window.end")
     if end - start > MAX_WINDOW_US:
         raise InvalidArgument("a window may span at most 366 days", field="window")
-    _enum(w.precision, pb.TimePrecision.values, "window.precision")
+    _enum(w.precision, pb.TimePrecision.values(), "window.precision")
 
     if not report.HasField("location"):
         raise InvalidArgument("required", field="location")
@@ -112,10 +113,10 @@ def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> N
     _finite(loc.uncertainty_m, "location.uncertainty_m")
     if not 0 <= loc.uncertainty_m <= MAX_UNCERTAINTY_M:
         raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
-    _enum(loc.precision, pb.LocationPrecision.values, "location.precision")
+    _enum(loc.precision, pb.LocationPrecision.values(), "location.precision")
 
-    _enum(report.category, pb.IncidentCategory.values, "category")
-    _enum(report.observation_mode, pb.ObservationMode.values, "observation_mode")
+    _enum(report.category, pb.IncidentCategory.values(), "category")
+    _enum(report.observation_mode, pb.ObservationMode.values(), "observation_mode")
     alleged = report.alleged_responsible_party
     if alleged and alleged not in trust.parties:
         raise InvalidArgument(f"unknown party {alleged!r}", field="alleged_responsible_party")

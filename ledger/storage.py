@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -39,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from ledger import merkle
 from ledger.errors import Corrupt, OutOfRange
+from ledger.log_entry import GENESIS_PREVIOUS_HASH
 
 metadata = MetaData()
 
@@ -95,7 +94,6 @@ incidents = Table(
 )
 
 APPEND_ONLY_TABLES = ("entries", "tree_nodes", "checkpoints", "incidents")
-ZERO_HASH = bytes(32)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -179,6 +177,10 @@ def create_ledger_engine(url: str) -> Engine:
 
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest Alembic revision."""
+    # Imported here: only writers that migrate pay Alembic's import time.
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
@@ -220,7 +222,7 @@ class LedgerStore:
             ).one_or_none()
             if state is None:
                 size, frontier = 0, merkle.Frontier()
-                prev, last_time = ZERO_HASH, 0
+                prev, last_time = GENESIS_PREVIOUS_HASH, 0
             else:
                 size, prev, last_time = state.size, state.last_leaf_hash, state.last_time_us
                 frontier = merkle.Frontier.from_bytes(state.frontier)

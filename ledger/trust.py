@@ -23,7 +23,7 @@ MAX_KEYS_PER_PARTY = 256
 class KeyInfo:
     key_id: str
     party: str
-    role: int
+    role: pb.Role.ValueType
     public_key: bytes
 
     @property
@@ -43,7 +43,9 @@ class Trust:
     def from_trust_root(cls, root: pb.TrustRoot) -> Trust:
         """Validate a trust root and index its keys; raise InvalidArgument naming the field."""
         if not ORIGIN.match(root.origin):
-            raise InvalidArgument("must be 1-255 printable ASCII characters without space or '+'", field="origin")
+            raise InvalidArgument(
+                "must be 1-255 printable ASCII characters without space or '+'", field="origin"
+            )
         if len(root.log_public_key) != 32:
             raise InvalidArgument("must be a 32-byte Ed25519 key", field="log_public_key")
         if not SHA256_HEX.match(root.border_dataset_sha256):
@@ -66,12 +68,16 @@ class Trust:
             for j, key in enumerate(party.keys):
                 kwhere = f"{where}.keys[{j}]"
                 if len(key.public_key) != 32:
-                    raise InvalidArgument("must be a 32-byte Ed25519 key", field=f"{kwhere}.public_key")
+                    raise InvalidArgument(
+                        "must be a 32-byte Ed25519 key", field=f"{kwhere}.public_key"
+                    )
                 if key.role not in pb.Role.values() or key.role == pb.ROLE_UNSPECIFIED:
                     raise InvalidArgument("unknown or unspecified role", field=f"{kwhere}.role")
                 kid = key_id(key.public_key)
                 if kid in keys or key.public_key == root.log_public_key:
-                    raise InvalidArgument("a key may appear only once", field=f"{kwhere}.public_key")
+                    raise InvalidArgument(
+                        "a key may appear only once", field=f"{kwhere}.public_key"
+                    )
                 keys[kid] = KeyInfo(kid, party.code, key.role, key.public_key)
         return cls(
             origin=root.origin,

@@ -11,7 +11,8 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from ceasefire.v1 import log_pb2
+from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset, GeoError
@@ -19,8 +20,8 @@ from ledger import dsse, merkle, statements
 from ledger.authz import authenticate, authorize
 from ledger.clock import to_us
 from ledger.errors import LedgerError
+from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
-from ledger.storage import ZERO_HASH
 from ledger.trust import Trust
 
 # Distances are recorded rounded to 0.1 m; allow that and float noise.
@@ -62,15 +63,13 @@ class Replay:
         self.leaf_hashes.append(merkle.leaf_hash(data))
 
     def _check(self, index: int, data: bytes) -> None:
-        entry = log_pb2.LogEntry()
-        entry.ParseFromString(data)
+        entry = parse_entry(data)
         if entry.index != index:
             raise VerificationError(f"says it is entry {entry.index}", index=index)
-        prev = self.leaf_hashes[-1] if self.leaf_hashes else ZERO_HASH
+        prev = self.leaf_hashes[-1] if self.leaf_hashes else GENESIS_PREVIOUS_HASH
         if entry.previous_leaf_hash != prev:
             raise VerificationError(
-                "hash chain broken: previous_leaf_hash is not the leaf hash of the entry "
-                "before it",
+                "hash chain broken: previous_leaf_hash is not the leaf hash of the entry before it",
                 index=index,
             )
         t = to_us(entry.integrated_time)

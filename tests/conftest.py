@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ceasefire.v1 import statements_pb2 as pb
 from nacl.signing import SigningKey
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from clients.client import LedgerClient
@@ -32,7 +32,7 @@ PG_ADMIN_URL = os.environ.get("CEASEFIRE_TEST_PG", "postgresql://postgres@127.0.
 ORIGIN = "test.ceasefire-ledger/arm-aze"
 
 
-def _pg_admin_engine():  # type: ignore[no-untyped-def]
+def _pg_admin_engine() -> Engine:
     return create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
 
 
@@ -63,8 +63,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(normalize_url(PG_ADMIN_URL)).set(database=name).render_as_string(
-            hide_password=False
+        yield (
+            make_url(normalize_url(PG_ADMIN_URL))
+            .set(database=name)
+            .render_as_string(hide_password=False)
         )
     finally:
         with admin.connect() as conn:
@@ -86,7 +88,7 @@ class Parties:
     outsider: SigningKey = field(default_factory=SigningKey.generate)
 
     def trust_root(self, borders: BorderDataset) -> pb.TrustRoot:
-        def key(k: SigningKey, role: int) -> pb.PartyKey:
+        def key(k: SigningKey, role: pb.Role.ValueType) -> pb.PartyKey:
             return pb.PartyKey(public_key=keys.public_bytes(k), role=role)
 
         return pb.TrustRoot(
@@ -102,7 +104,9 @@ class Parties:
                         key(self.arm_authority, pb.ROLE_AUTHORITY),
                     ],
                 ),
-                pb.Party(code="AZE", name="Azerbaijan", keys=[key(self.aze_monitor, pb.ROLE_MONITOR)]),
+                pb.Party(
+                    code="AZE", name="Azerbaijan", keys=[key(self.aze_monitor, pb.ROLE_MONITOR)]
+                ),
             ],
         )
 

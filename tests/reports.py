@@ -17,7 +17,7 @@ def report(
     lat: float = 40.8811,
     lon: float = 45.3875,
     hours_ago: float = 5,
-    category: int = pb.INCIDENT_CATEGORY_SMALL_ARMS_FIRE,
+    category: pb.IncidentCategory.ValueType = pb.INCIDENT_CATEGORY_SMALL_ARMS_FIRE,
     blames: str = "",
     narrative: str = "Small-arms fire heard from the east for about ten minutes.",
 ) -> pb.IncidentReport:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ceasefire.v1 import log_pb2, statements_pb2 as pb
+from ceasefire.v1 import log_pb2
+from ceasefire.v1 import statements_pb2 as pb
 
 from ledger import dsse, merkle, statements
+from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint, open_note
-from ledger.service import parse_entry
 from tests.conftest import ORIGIN, RunningLedger
 from tests.reports import report, signed
 
@@ -49,7 +50,9 @@ def test_submit_from_both_sides_and_read_back(running: RunningLedger) -> None:
 def test_checkpoint_and_proofs(running: RunningLedger) -> None:
     p = running.parties
     for i in range(5):
-        running.client.submit(signed(report("AZE", lat=41.0933, lon=45.3661, hours_ago=i + 1), p.aze_monitor))
+        running.client.submit(
+            signed(report("AZE", lat=41.0933, lon=45.3661, hours_ago=i + 1), p.aze_monitor)
+        )
     served = running.client.checkpoint()
     opened = open_note(served.signed_note, [running.ledger.log_key.verifier])
     cp = Checkpoint.parse(opened.text)
@@ -79,7 +82,9 @@ def test_timeline_filters_by_time_and_party(running: RunningLedger) -> None:
     p = running.parties
     running.client.submit(signed(report("ARM", hours_ago=30), p.arm_monitor))
     running.client.submit(signed(report("ARM", hours_ago=3), p.arm_monitor))
-    running.client.submit(signed(report("AZE", lat=41.0933, lon=45.3661, hours_ago=2), p.aze_monitor))
+    running.client.submit(
+        signed(report("AZE", lat=41.0933, lon=45.3661, hours_ago=2), p.aze_monitor)
+    )
     everything = list(running.client.timeline())
     assert [t.index for t in everything] == [1, 2, 3]  # by incident time
     arm_only = list(running.client.timeline(parties=["ARM"]))

@@ -52,8 +52,13 @@ def upgrade() -> None:
     )
     op.create_table(
         "incidents",
-        sa.Column("idx", sa.BigInteger, sa.ForeignKey("entries.idx"), primary_key=True,
-                  autoincrement=False),
+        sa.Column(
+            "idx",
+            sa.BigInteger,
+            sa.ForeignKey("entries.idx"),
+            primary_key=True,
+            autoincrement=False,
+        ),
         sa.Column("party", sa.String(16), nullable=False),
         sa.Column("category", sa.Integer, nullable=False),
         sa.Column("window_start_us", sa.BigInteger, nullable=False),

@@ -1,0 +1,187 @@
+"""The `ceasefire` command as a user runs it: a real `serve` process, the example files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import dsse
+
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+
+
+def ceasefire(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"ceasefire {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+class Server:
+    def __init__(self, workdir: Path, db_url: str) -> None:
+        self.workdir, self.db_url = workdir, db_url
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clients.cli",
+                "serve",
+                "--db",
+                self.db_url,
+                "--log-key",
+                "keys/log.key",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r" on (127\.0\.0\.1:\d+);", line)
+        assert m, f"server did not start: {line!r}"
+        self.address = m.group(1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    for name in ("trust-root.yaml", "incident-arm.yaml", "incident-aze.json"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    for name in ("log", "arm-monitor", "aze-monitor"):
+        ceasefire("keygen", name, "--dir", "keys", cwd=tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]]:
+    out = ceasefire(
+        "init",
+        "--db",
+        db_url,
+        "--trust-root",
+        "trust-root.yaml",
+        "--log-key",
+        "keys/log.key",
+        "--json",
+        cwd=workdir,
+    )
+    digest = json.loads(out.stdout)["trust_root_sha256"]
+    server = Server(workdir, db_url)
+    server.start()
+    try:
+        yield workdir, server, digest
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+def test_user_journey(initialised: tuple[Path, Server, str]) -> None:
+    wd, server, digest = initialised
+    s = ("--server", server.address)
+    out = ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    assert "entry 1" in out.stdout
+    ceasefire("submit", *s, "--key", "keys/aze-monitor.key", "incident-aze.json", cwd=wd)
+    refused = ceasefire(
+        "submit", *s, "--key", "keys/arm-monitor.key", "incident-aze.json", cwd=wd, check=False
+    )
+    assert refused.returncode == 1
+    assert "PERMISSION_DENIED" in refused.stderr and "Traceback" not in refused.stderr
+
+    rows = json.loads(ceasefire("timeline", *s, "--json", cwd=wd).stdout)
+    assert [(r["index"], r["party"], r["territory"]) for r in rows] == [
+        (1, "ARM", "ARM"),
+        (2, "AZE", "AZE"),
+    ]
+    assert rows[1]["category"] == "mortar_or_artillery"
+    only_aze = json.loads(ceasefire("timeline", *s, "--party", "AZE", "--json", cwd=wd).stdout)
+    assert [r["index"] for r in only_aze] == [2]
+    window = ceasefire(
+        "timeline",
+        *s,
+        "--since",
+        "2026-11-21T00:00:00Z",
+        "--until",
+        "2026-11-22",
+        "--json",
+        cwd=wd,
+    )
+    assert [r["index"] for r in json.loads(window.stdout)] == [2]
+
+    entry = json.loads(ceasefire("entry", *s, "1", "--json", cwd=wd).stdout)
+    assert entry["statement"]["reporting_party"] == "ARM"
+    assert entry["validation"]["geo"]["territory"] == "ARM"
+    exported = ceasefire("entry", *s, "1", "--envelope", cwd=wd).stdout
+    envelope = dsse.Envelope.from_json(exported.strip().encode())
+    assert (
+        envelope.signatures[0].keyid
+        == json.loads((wd / "keys/arm-monitor.pub").read_text())["key_id"]
+    )
+
+    note = ceasefire("checkpoint", *s, cwd=wd).stdout
+    assert note.startswith("example.ceasefire-ledger/arm-aze\n3\n")
+    assert "\n— example.ceasefire-ledger/arm-aze " in note
+
+    inclusion = json.loads(ceasefire("proof", *s, "inclusion", "--index", "1", cwd=wd).stdout)
+    assert inclusion["tree_size"] == 3 and inclusion["verified_against_checkpoint"]
+    consistency = json.loads(ceasefire("proof", *s, "consistency", "--old", "2", cwd=wd).stdout)
+    assert (consistency["old_size"], consistency["new_size"]) == (2, 3)
+
+    state = str(wd / "checkpoint.state")
+    first = json.loads(
+        ceasefire("verify", *s, "--trust-root", digest, "--state", state, "--json", cwd=wd).stdout
+    )
+    assert first["ok"] and first["tree_size"] == 3 and first["geo_facts_recomputed"] == 2
+    ceasefire(
+        "submit", *s, "--key", "keys/aze-monitor.key", "incident-arm.yaml", cwd=wd, check=False
+    )
+    ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    second = json.loads(
+        ceasefire("verify", *s, "--trust-root", digest, "--state", state, "--json", cwd=wd).stdout
+    )
+    assert second["tree_size"] == 4 and second["consistent_with_size"] == 3
+    assert server.stop() == 0
+
+
+def test_acknowledged_entries_survive_a_crash(initialised: tuple[Path, Server, str]) -> None:
+    wd, server, digest = initialised
+    s = ("--server", server.address)
+    ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    ceasefire("submit", *s, "--key", "keys/aze-monitor.key", "incident-aze.json", cwd=wd)
+    server.stop(signal.SIGKILL)
+    server.start()
+    s = ("--server", server.address)
+    out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
+    assert out["tree_size"] == 3
+    again = ceasefire(
+        "submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", "--json", cwd=wd
+    )
+    assert json.loads(again.stdout)[0]["index"] == 3  # a new report (new created_time)

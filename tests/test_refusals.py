@@ -1,0 +1,163 @@
+"""Bad input: each a clear gRPC error naming the field, and the ledger exactly as it was."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable
+
+import grpc
+import pytest
+from ceasefire.v1 import statements_pb2 as pb
+
+from clients.client import field_violations
+from ledger import dsse, statements
+from tests.conftest import Parties, RunningLedger
+from tests.reports import report, signed
+
+
+def _refused(running: RunningLedger, envelope: bytes) -> tuple[grpc.StatusCode, str, list[str]]:
+    before = running.client.checkpoint()
+    with pytest.raises(grpc.RpcError) as info:
+        running.client.submit(envelope)
+    after = running.client.checkpoint()
+    assert after.signed_note == before.signed_note, "a refusal changed the ledger"
+    assert running.ledger.store.tree_size() == before.tree_size
+    e = info.value
+    assert isinstance(e, grpc.Call)
+    assert "Traceback" not in (e.details() or "")
+    return e.code(), e.details() or "", field_violations(e)
+
+
+def _tamper_json(envelope: bytes, change: Callable[[dict[str, object]], None]) -> bytes:
+    doc = json.loads(envelope)
+    change(doc)
+    return json.dumps(doc).encode()
+
+
+def test_monitor_cannot_speak_for_the_other_party(running: RunningLedger) -> None:
+    code, msg, fields = _refused(running, signed(report("AZE"), running.parties.arm_monitor))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "a key of ARM cannot speak for AZE" in msg and fields == ["reporting_party"]
+
+
+def test_unknown_party(running: RunningLedger) -> None:
+    code, msg, _ = _refused(running, signed(report("XYZ"), running.parties.arm_monitor))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "unknown party 'XYZ'" in msg
+
+
+def test_unknown_key(running: RunningLedger) -> None:
+    code, msg, fields = _refused(running, signed(report("ARM"), running.parties.outsider))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "not in the trust root" in msg and fields == ["signatures[0].keyid"]
+
+
+def test_role_not_allowed(running: RunningLedger) -> None:
+    code, msg, _ = _refused(running, signed(report("ARM"), running.parties.arm_authority))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "authority key may not sign" in msg
+
+
+def test_bad_signature(running: RunningLedger) -> None:
+    good = signed(report("ARM"), running.parties.arm_monitor)
+
+    def flip(doc: dict[str, object]) -> None:
+        sigs = doc["signatures"]
+        assert isinstance(sigs, list)
+        raw = bytearray(base64.b64decode(sigs[0]["sig"]))
+        raw[7] ^= 1
+        sigs[0]["sig"] = base64.b64encode(bytes(raw)).decode()
+
+    code, _, fields = _refused(running, _tamper_json(good, flip))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and fields == ["signatures[0].sig"]
+
+
+def test_payload_changed_after_signing(running: RunningLedger) -> None:
+    good = signed(report("ARM"), running.parties.arm_monitor)
+    other = report("ARM", narrative="something else").SerializeToString()
+    bad = _tamper_json(good, lambda d: d.update(payload=base64.b64encode(other).decode()))
+    code, _, _ = _refused(running, bad)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_truncated_envelope(running: RunningLedger) -> None:
+    good = signed(report("ARM"), running.parties.arm_monitor)
+    code, msg, _ = _refused(running, good[: len(good) // 2])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "JSON" in msg
+
+
+def test_empty_payload(running: RunningLedger) -> None:
+    env = dsse.sign(statements.INCIDENT_REPORT, b"x", [running.parties.arm_monitor]).to_json()
+    bad = _tamper_json(env, lambda d: d.update(payload=""))
+    code, _, fields = _refused(running, bad)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["payload"]
+
+
+def test_empty_request(running: RunningLedger) -> None:
+    code, _, fields = _refused(running, b"")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["envelope"]
+
+
+def test_oversize_envelope(running: RunningLedger) -> None:
+    code, _, _ = _refused(running, b"{" + b" " * 70_000 + b"}")
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_unknown_statement_type(running: RunningLedger) -> None:
+    env = dsse.sign("application/x-other", b"hello", [running.parties.arm_monitor]).to_json()
+    code, _, fields = _refused(running, env)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["payloadType"]
+
+
+def test_garbage_payload(running: RunningLedger) -> None:
+    env = dsse.sign(statements.INCIDENT_REPORT, b"\xff\xff\xff", [running.parties.arm_monitor])
+    code, _, fields = _refused(running, env.to_json())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["payload"]
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "field"),
+    [
+        (math.nan, 45.0, "location.point.latitude"),
+        (40.5, math.inf, "location.point.longitude"),
+        (91.0, 45.0, "location.point.latitude"),
+        (40.5, -181.0, "location.point.longitude"),
+        (48.8566, 2.3522, "location.point"),  # Paris: far outside the region
+    ],
+)
+def test_impossible_coordinates(running: RunningLedger, lat: float, lon: float, field: str) -> None:
+    code, _, fields = _refused(
+        running, signed(report("ARM", lat=lat, lon=lon), running.parties.arm_monitor)
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields and fields[0].startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.ClearField("window"), "window"),
+        (lambda r: r.window.ClearField("end"), "window"),
+        (lambda r: setattr(r, "category", 0), "category"),
+        (lambda r: setattr(r, "category", 99), "category"),
+        (lambda r: setattr(r, "observation_mode", 0), "observation_mode"),
+        (lambda r: setattr(r.location, "uncertainty_m", -1), "location.uncertainty_m"),
+        (lambda r: setattr(r, "narrative_language", "not a tag!"), "narrative_language"),
+        (lambda r: setattr(r, "alleged_responsible_party", "NOPE"), "alleged_responsible_party"),
+        (lambda r: r.window.end.FromSeconds(4_000_000_000), "window.end"),
+    ],
+)
+def test_invalid_fields(
+    running: RunningLedger, mutate: Callable[[pb.IncidentReport], None], field: str
+) -> None:
+    r = report("ARM")
+    mutate(r)
+    code, _, fields = _refused(running, signed(r, running.parties.arm_monitor))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == [field]
+
+
+def test_refusals_then_acceptance(running: RunningLedger, parties: Parties) -> None:
+    """After refusals the next good report still gets the next index: nothing half-written."""
+    _refused(running, signed(report("AZE"), parties.arm_monitor))
+    accepted = running.client.submit(signed(report("ARM"), parties.arm_monitor))
+    assert accepted.receipt.index == 1
