@@ -49,6 +49,7 @@ class Sequencer:
         )
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
         self.stats = SequencerStats()
+        self.in_flight = 0  # submissions in the batch being committed now
         self._thread.start()
 
     def submit(self, item: NewEntry) -> Future[Appended]:
@@ -58,6 +59,11 @@ class Sequencer:
         except queue.Full:
             raise Overloaded("the ledger is busy; retry shortly", retry_after_s=1.0) from None
         return future
+
+    @property
+    def pending(self) -> int:
+        """Submissions queued and not yet taken into a batch."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -91,6 +97,7 @@ class Sequencer:
                 return
 
     def _commit(self, batch: list[tuple[NewEntry, Future[Appended]]]) -> None:
+        self.in_flight = len(batch)
         try:
             results = self._append([item for item, _ in batch])
         except BaseException as e:  # every waiter must hear, whatever went wrong
@@ -98,6 +105,8 @@ class Sequencer:
             for _, future in batch:
                 future.set_exception(e)
             return
+        finally:
+            self.in_flight = 0
         self.stats.batches += 1
         self.stats.entries += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
