@@ -102,6 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    args.db = args.db or str(args.data_dir / "ledger.db")
+    args.log_key = args.log_key or args.data_dir / "keys" / "log.key"
     if args.bootstrap:
         _bootstrap(args)
     ledger = open_ledger(args.db, args.log_key, args.border_data, linger_s=args.linger_ms / 1000)
@@ -122,8 +124,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> None:
     """A local ledger for trying things out: keys for the log and one monitor per party."""
     home: Path = args.data_dir
-    if (home / "trust-root.yaml").exists():
-        return
+    store = LedgerStore.open(args.db)
+    try:
+        if store.tree_size() > 0:
+            return
+    finally:
+        store.close()
     keydir = home / "keys"
     keydir.mkdir(parents=True, exist_ok=True)
     for name in ("log", "arm-monitor", "aze-monitor"):
@@ -131,14 +137,15 @@ def _bootstrap(args: argparse.Namespace) -> None:
             key = keys.generate()
             keys.write_private(keydir / f"{name}.key", key)
             keys.write_public(keydir / f"{name}.pub", keys.public_bytes(key))
-    (home / "trust-root.yaml").write_text(
-        "origin: local.ceasefire-ledger/arm-aze\n"
-        "parties:\n"
-        "  - code: ARM\n    name: Armenia\n    keys:\n"
-        "      - {role: monitor, public_key_file: keys/arm-monitor.pub}\n"
-        "  - code: AZE\n    name: Azerbaijan\n    keys:\n"
-        "      - {role: monitor, public_key_file: keys/aze-monitor.pub}\n"
-    )
+    if not (home / "trust-root.yaml").exists():
+        (home / "trust-root.yaml").write_text(
+            "origin: local.ceasefire-ledger/arm-aze\n"
+            "parties:\n"
+            "  - code: ARM\n    name: Armenia\n    keys:\n"
+            "      - {role: monitor, public_key_file: keys/arm-monitor.pub}\n"
+            "  - code: AZE\n    name: Azerbaijan\n    keys:\n"
+            "      - {role: monitor, public_key_file: keys/aze-monitor.pub}\n"
+        )
     ns = argparse.Namespace(
         log_key=keydir / "log.key",
         border_data=args.border_data,
@@ -147,7 +154,11 @@ def _bootstrap(args: argparse.Namespace) -> None:
         json=False,
     )
     cmd_init(ns)
-    print(f"bootstrapped a local ledger in {home}: monitor keys in {keydir}", flush=True)
+    print(
+        f"bootstrapped a local ledger in {home}; submit with, e.g.:\n"
+        f"  ceasefire submit --key {keydir}/arm-monitor.key docs/examples/incident-arm.yaml",
+        flush=True,
+    )
 
 
 # -- submitting and reading ------------------------------------------------------------
@@ -436,17 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt(sp)
 
     sp = add("serve", cmd_serve, "run the gRPC service")
-    sp.add_argument("--db", default=db_default, help="SQLite path or database URL")
-    sp.add_argument("--log-key", type=Path, default=Path("var/ledger/keys/log.key"))
+    sp.add_argument(
+        "--data-dir", type=Path, default=Path("var/ledger"), help="default home of --db, --log-key"
+    )
+    sp.add_argument("--db", help="SQLite path or database URL (default DATA_DIR/ledger.db)")
+    sp.add_argument("--log-key", type=Path, help="default DATA_DIR/keys/log.key")
     sp.add_argument("--listen", default="127.0.0.1:50051")
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
     sp.add_argument("--linger-ms", type=float, default=0.0, help="max wait to fill a commit batch")
     sp.add_argument(
         "--bootstrap",
         action="store_true",
-        help="create a local ledger with ARM/AZE monitor keys in --data-dir if none exists",
+        help="first run: create a local ledger with one monitor key per party in DATA_DIR",
     )
-    sp.add_argument("--data-dir", type=Path, default=Path("var/ledger"))
 
     sp = add("submit", cmd_submit, "sign incident reports (JSON or YAML files) and submit them")
     server_opt(sp)
