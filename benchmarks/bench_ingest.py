@@ -1,7 +1,7 @@
 """Ingest throughput through the real gRPC server on SQLite: group commit vs one commit per
 entry (max_batch=1, the baseline), measured in the same run.
 
-    python benchmarks/bench_ingest.py [--entries 2000] [--clients 16] [--db sqlite|URL]
+    python benchmarks/bench_ingest.py [--entries 2000] [--clients 16]
 
 Prints entries/s for each, the number of commits (disk flushes) and the ratio.
 """
@@ -17,19 +17,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nacl.signing import SigningKey  # noqa: E402
+from nacl.signing import SigningKey
 
-from clients.client import LedgerClient  # noqa: E402
-from geo.borders import load_default  # noqa: E402
-from ledger.grpc_server import build_server  # noqa: E402
-from ledger.log_key import LogKey  # noqa: E402
-from ledger.service import Ledger, initialize  # noqa: E402
-from ledger.storage import LedgerStore  # noqa: E402
-from tests.conftest import ORIGIN, Parties  # noqa: E402
-from tests.reports import report, signed  # noqa: E402
+from clients.client import LedgerClient
+from geo.borders import load_default
+from ledger.grpc_server import build_server
+from ledger.log_key import LogKey
+from ledger.service import Ledger, initialize
+from ledger.storage import LedgerStore
+from tests.conftest import ORIGIN, Parties
+from tests.reports import report, signed
 
 
-def run(db_url: str, envelopes: list[bytes], parties: Parties, clients: int, max_batch: int) -> tuple[float, int]:
+def run(
+    db_url: str, envelopes: list[bytes], parties: Parties, clients: int, max_batch: int
+) -> tuple[float, int]:
     borders = load_default()
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
@@ -53,22 +55,32 @@ def run(db_url: str, envelopes: list[bytes], parties: Parties, clients: int, max
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--entries", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=16)
     args = ap.parse_args()
     parties = Parties(log=SigningKey.generate())
     print(f"signing {args.entries} reports ...", flush=True)
     envelopes = [
-        signed(report("ARM", hours_ago=1 + i / 1000), parties.arm_monitor) for i in range(args.entries)
+        signed(report("ARM", hours_ago=1 + i / 1000), parties.arm_monitor)
+        for i in range(args.entries)
     ]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, batch in (("one commit per entry (baseline)", 1), ("group commit (max 256)", 256)):
+        for name, batch in (
+            ("one commit per entry (baseline)", 1),
+            ("group commit (max 256)", 256),
+        ):
             url = f"sqlite:///{Path(tmp) / f'b{batch}.db'}"
             rate, commits = run(url, envelopes, parties, args.clients, batch)
             results[batch] = rate
-            print(f"{name:<34} {rate:8.0f} entries/s  {commits:5d} commits for {args.entries} entries", flush=True)
+            print(
+                f"{name:<34} {rate:8.0f} entries/s  "
+                f"{commits:5d} commits for {args.entries} entries",
+                flush=True,
+            )
     print(f"group commit / baseline: {results[256] / results[1]:.2f}x throughput")
 
 
