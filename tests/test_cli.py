@@ -151,9 +151,11 @@ def test_user_journey(initialised: tuple[Path, Server, str]) -> None:
     assert "\n— example.ceasefire-ledger/arm-aze " in note
 
     inclusion = json.loads(ceasefire("proof", *s, "inclusion", "--index", "1", cwd=wd).stdout)
-    assert inclusion["tree_size"] == 3 and inclusion["verified_against_checkpoint"]
+    assert inclusion["tree_size"] == 3 and inclusion["verified"]
     consistency = json.loads(ceasefire("proof", *s, "consistency", "--old", "2", cwd=wd).stdout)
     assert (consistency["old_size"], consistency["new_size"]) == (2, 3)
+    assert not consistency["verified"]  # no old root to check against
+    (wd / "old.note").write_text(note)
 
     state = str(wd / "checkpoint.state")
     first = json.loads(
@@ -168,6 +170,10 @@ def test_user_journey(initialised: tuple[Path, Server, str]) -> None:
         ceasefire("verify", *s, "--trust-root", digest, "--state", state, "--json", cwd=wd).stdout
     )
     assert second["tree_size"] == 4 and second["consistent_with_size"] == 3
+    checked = json.loads(
+        ceasefire("proof", *s, "consistency", "--old-checkpoint", "old.note", cwd=wd).stdout
+    )
+    assert (checked["old_size"], checked["new_size"], checked["verified"]) == (3, 4, True)
     assert server.stop() == 0
 
 
