@@ -30,7 +30,3 @@ class LogKey:
     def sign_receipt(self, receipt: log_pb2.Receipt) -> bytes:
         payload = receipt.SerializeToString()
         return dsse.sign(statements.RECEIPT, payload, [self.signing_key]).to_json()
-
-
-def log_verifier(origin: str, public_key: bytes) -> NoteVerifier:
-    return NoteVerifier(origin, public_key)

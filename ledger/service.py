@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from ceasefire.v1 import log_pb2
@@ -20,6 +21,7 @@ from ledger.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    Overloaded,
 )
 from ledger.log_entry import leaf_builder, parse_entry
 from ledger.log_key import LogKey
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 # the entry's own fields and validation results.
 MAX_LEAF_BYTES = 65_535
 MAX_ENVELOPE_BYTES = 60_000
+# Index, time and chain link take at most this much of a serialized entry.
+ENTRY_FIELDS_MAX_BYTES = 64
 SUBMIT_TIMEOUT_S = 30.0
 
 
@@ -160,6 +164,10 @@ class Ledger:
             signer_key_ids=[k.key_id for k in signers],
             geo=geo,
         )
+        if len(envelope_bytes) + validation.ByteSize() + ENTRY_FIELDS_MAX_BYTES > MAX_LEAF_BYTES:
+            raise InvalidArgument(
+                f"the entry would exceed {MAX_LEAF_BYTES} bytes", field="envelope"
+            )
         incident = IncidentRow(
             party=report.reporting_party,
             category=report.category,
@@ -172,7 +180,15 @@ class Ledger:
         future = self.sequencer.submit(
             NewEntry(digest, leaf_builder(envelope_bytes, validation), incident)
         )
-        return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
+        try:
+            return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
+        except FutureTimeout:
+            # It may still commit: a retry of the same envelope then gets its receipt.
+            raise Overloaded(
+                f"not committed within {SUBMIT_TIMEOUT_S:.0f} s; retry the same envelope, "
+                "it is never logged twice",
+                retry_after_s=5.0,
+            ) from None
 
     def _accepted(self, appended: Appended) -> Accepted:
         e = appended.entry
@@ -189,9 +205,10 @@ class Ledger:
     # -- reading -------------------------------------------------------------------------
 
     def entry(self, index: int) -> StoredEntry:
-        found = self.store.get_entry(index)
+        size = self.store.tree_size()
+        found = self.store.get_entry(index) if index < size else None
         if found is None:
-            raise NotFound(f"no entry {index} (tree size {self.store.tree_size()})")
+            raise NotFound(f"no entry {index} (tree size {size})")
         return found
 
     def entry_by_envelope(self, digest: bytes) -> StoredEntry:
@@ -209,11 +226,8 @@ class Ledger:
         end = size if end == 0 else min(end, size)
         if start > end:
             raise OutOfRange(f"start {start} is beyond the tree size {size}")
-        if end - start > self.MAX_ENTRIES_PER_CALL:
-            raise InvalidArgument(
-                f"at most {self.MAX_ENTRIES_PER_CALL} entries a call", field="end"
-            )
-        return self.store.iter_entries(start, end)
+        # A long range is cut short; the caller pages on from the last index it got.
+        return self.store.iter_entries(start, min(end, start + self.MAX_ENTRIES_PER_CALL))
 
     def checkpoint(self) -> StoredCheckpoint:
         cp = self.store.latest_checkpoint()

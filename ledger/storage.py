@@ -8,7 +8,6 @@ complete Merkle subtree hashes and a signed checkpoint, and commits once per bat
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,6 @@ incidents = Table(
     Index("incidents_party", "party", "window_start_us"),
 )
 
-APPEND_ONLY_TABLES = ("entries", "tree_nodes", "checkpoints", "incidents")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -405,7 +403,3 @@ def _stored(row: Any) -> StoredEntry:
     return StoredEntry(
         row.idx, row.leaf_hash, row.envelope_sha256, row.integrated_time_us, row.entry
     )
-
-
-def envelope_digest(envelope: bytes) -> bytes:
-    return hashlib.sha256(envelope).digest()

@@ -136,6 +136,7 @@ def running(db_url: str, parties: Parties, borders: BorderDataset) -> Iterator[R
     server.start()
     address = f"127.0.0.1:{port}"
     client = LedgerClient(address)
+    client.wait_ready()
     try:
         yield RunningLedger(ledger, client, address, db_url, parties)
     finally:

@@ -9,6 +9,7 @@ from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
 from ledger import dsse, merkle, statements
+from ledger.clock import now_us
 from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint, open_note
 from tests.conftest import ORIGIN, RunningLedger
@@ -89,9 +90,33 @@ def test_timeline_filters_by_time_and_party(running: RunningLedger) -> None:
     assert [t.index for t in everything] == [1, 2, 3]  # by incident time
     arm_only = list(running.client.timeline(parties=["ARM"]))
     assert {t.report.reporting_party for t in arm_only} == {"ARM"} and len(arm_only) == 2
-    from ledger.clock import now_us
-
     recent = list(running.client.timeline(since_us=now_us() - 10 * 3600 * 1_000_000))
     assert [t.index for t in recent] == [2, 3]
     assert recent[1].geo.territory == "AZE"
     assert recent[0].report.category == pb.INCIDENT_CATEGORY_SMALL_ARMS_FIRE
+
+
+def test_reads_out_of_range_are_clear_errors(running: RunningLedger) -> None:
+    for call, code in [
+        (lambda: running.client.entry(2**64 - 1), grpc.StatusCode.NOT_FOUND),
+        (lambda: running.client.entry(5), grpc.StatusCode.NOT_FOUND),
+        (lambda: running.client.inclusion_proof(3, 1), grpc.StatusCode.OUT_OF_RANGE),
+        (lambda: running.client.consistency_proof(2**63, 0), grpc.StatusCode.OUT_OF_RANGE),
+        (lambda: running.client.entry_by_envelope(b"short"), grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda: list(running.client.timeline(parties=["XX"])), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert isinstance(info.value, grpc.Call) and info.value.code() == code
+
+
+def test_health_and_reflection(running: RunningLedger) -> None:
+    health = health_pb2_grpc.HealthStub(running.client.channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="ceasefire.v1.LedgerService"))
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(running.client.channel)
+    (answer,) = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for s in answer.list_services_response.service}
+    assert "ceasefire.v1.LedgerService" in names

@@ -138,7 +138,9 @@ class GetEntriesRequest(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     start: _builtins.int
     end: _builtins.int
-    """Exclusive; 0 means the current tree size. At most 10,000 entries a call."""
+    """Exclusive; 0 means the current tree size. A call returns at most 10,000
+    entries; ask again from the next index for more.
+    """
     def __init__(
         self,
         *,
