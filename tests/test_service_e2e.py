@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
+import grpc
+import pytest
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ledger import dsse, merkle, statements
 from ledger.clock import now_us
@@ -97,14 +102,15 @@ def test_timeline_filters_by_time_and_party(running: RunningLedger) -> None:
 
 
 def test_reads_out_of_range_are_clear_errors(running: RunningLedger) -> None:
-    for call, code in [
+    calls: list[tuple[Callable[[], object], grpc.StatusCode]] = [
         (lambda: running.client.entry(2**64 - 1), grpc.StatusCode.NOT_FOUND),
         (lambda: running.client.entry(5), grpc.StatusCode.NOT_FOUND),
         (lambda: running.client.inclusion_proof(3, 1), grpc.StatusCode.OUT_OF_RANGE),
         (lambda: running.client.consistency_proof(2**63, 0), grpc.StatusCode.OUT_OF_RANGE),
         (lambda: running.client.entry_by_envelope(b"short"), grpc.StatusCode.INVALID_ARGUMENT),
         (lambda: list(running.client.timeline(parties=["XX"])), grpc.StatusCode.INVALID_ARGUMENT),
-    ]:
+    ]
+    for call, code in calls:
         with pytest.raises(grpc.RpcError) as info:
             call()
         assert isinstance(info.value, grpc.Call) and info.value.code() == code
