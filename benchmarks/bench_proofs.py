@@ -30,13 +30,15 @@ def build(url: str, size: int) -> LedgerStore:
     store = LedgerStore.open(url)
     for start in range(0, size, BATCH):
         batch = [
-            NewEntry(
-                envelope_sha256=i.to_bytes(32, "big"),
-                build_leaf=lambda index, prev, t: b"leaf %d %b" % (index, prev),
-            )
+            NewEntry(envelope_sha256=i.to_bytes(32, "big"), kind="bench", pending=None)
             for i in range(start, min(size, start + BATCH))
         ]
-        store.append(batch, clock_us=lambda: 0, sign_checkpoint=lambda s, r: f"{s}")
+        store.append(
+            batch,
+            build=lambda item, index, prev, t: b"leaf %d %b" % (index, prev),
+            clock_us=lambda: 0,
+            sign_checkpoint=lambda s, r: f"{s}",
+        )
         if start % (BATCH * 32) == 0:
             print(f"  {start + len(batch):>7}/{size} entries", file=sys.stderr, flush=True)
     return store

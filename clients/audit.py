@@ -20,7 +20,7 @@ from clients.client import LedgerClient
 from geo.borders import BorderDataset
 from ledger import merkle
 from ledger.note import Checkpoint
-from ledger.trust import Trust
+from ledger.trust import TrustState
 from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
 
 
@@ -92,7 +92,7 @@ def _check_inclusion(client: LedgerClient, index: int, data: bytes, cp: Checkpoi
 
 
 def _check_consistency(
-    client: LedgerClient, state_file: Path, note: str, new: Checkpoint, trust: Trust
+    client: LedgerClient, state_file: Path, note: str, new: Checkpoint, trust: TrustState
 ) -> int | None:
     old_size = None
     if state_file.exists():

@@ -16,8 +16,9 @@ import grpc
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from nacl.signing import SigningKey
 
-from clients import reports, trust_root_file
+from clients import envelope_files, keys_cli, reports, trust_root_file
 from clients.audit import audit
 from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
@@ -71,26 +72,59 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draft_trust_root(path: Path, log_public_key: bytes, border_data: Path) -> pb.TrustRoot:
+    return trust_root_file.load_trust_root(
+        path,
+        log_public_key=log_public_key,
+        border_dataset_sha256=BorderDataset.load(border_data).sha256,
+    )
+
+
+def cmd_trust_root(args: argparse.Namespace) -> int:
+    """Draft a trust root from YAML and sign it: the first founding authority's step."""
+    root = _draft_trust_root(args.file, keys.read_public(args.log_public_key), args.border_data)
+    signing_keys = [keys.read_private(k) for k in args.key]
+    envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), signing_keys)
+    envelope_files.write(args.out, envelope)
+    print(
+        f"wrote {args.out}; each founding party's authorities add their signatures with "
+        f"`ceasefire cosign {args.out} --key KEY`, then the operator runs "
+        f"`ceasefire init --trust-root {args.out} --log-key LOG.key`"
+    )
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     log_signing_key = keys.read_private(args.log_key)
-    borders = BorderDataset.load(args.border_data)
-    root = trust_root_file.load_trust_root(
-        args.trust_root,
-        log_public_key=keys.public_bytes(log_signing_key),
-        border_dataset_sha256=borders.sha256,
-    )
+    if envelope_files.is_envelope_file(args.trust_root):
+        envelope = envelope_files.read(args.trust_root)
+    else:
+        if not args.sign_with:
+            raise UsageError(
+                "a YAML trust root needs the founding authorities' signatures: give "
+                "--sign-with KEY for each, or sign it first with `ceasefire trust-root`"
+            )
+        root = _draft_trust_root(
+            args.trust_root, keys.public_bytes(log_signing_key), args.border_data
+        )
+        envelope = dsse.sign(
+            statements.TRUST_ROOT,
+            root.SerializeToString(),
+            [keys.read_private(k) for k in args.sign_with],
+        )
+    origin = statements.decode(envelope.payload_type, envelope.payload).origin  # type: ignore[attr-defined]
+    log_key = LogKey(origin, log_signing_key)
     store = LedgerStore.open(args.db)
     try:
-        entry = initialize(store, root, LogKey(root.origin, log_signing_key))
+        entry = initialize(store, envelope, log_key)
     finally:
         store.close()
-    envelope = parse_entry(entry.entry).envelope
-    digest = hashlib.sha256(envelope).hexdigest()
-    vkey = LogKey(root.origin, log_signing_key).verifier.vkey
+    digest = hashlib.sha256(parse_entry(entry.entry).envelope).hexdigest()
+    vkey = log_key.verifier.vkey
     if args.json:
-        _print_json({"trust_root_sha256": digest, "origin": root.origin, "log_vkey": vkey})
+        _print_json({"trust_root_sha256": digest, "origin": origin, "log_vkey": vkey})
     else:
-        print(f"ledger {root.origin} initialised in {args.db}")
+        print(f"ledger {origin} initialised in {args.db}")
         print(f"trust root sha256 {digest}  (auditors pin this: verify --trust-root {digest})")
         print(f"log verifier key  {vkey}")
     return 0
@@ -133,7 +167,7 @@ def _bootstrap(args: argparse.Namespace) -> None:
         store.close()
     keydir = home / "keys"
     keydir.mkdir(parents=True, exist_ok=True)
-    for name in ("log", "arm-monitor", "aze-monitor"):
+    for name in ("log", "arm-monitor", "aze-monitor", "arm-authority", "aze-authority"):
         if not (keydir / f"{name}.key").exists():
             key = keys.generate()
             keys.write_private(keydir / f"{name}.key", key)
@@ -142,15 +176,18 @@ def _bootstrap(args: argparse.Namespace) -> None:
         (home / "trust-root.yaml").write_text(
             "origin: local.ceasefire-ledger/arm-aze\n"
             "parties:\n"
-            "  - code: ARM\n    name: Armenia\n    keys:\n"
+            "  - code: ARM\n    name: Armenia\n    authority_threshold: 1\n    keys:\n"
             "      - {role: monitor, public_key_file: keys/arm-monitor.pub}\n"
-            "  - code: AZE\n    name: Azerbaijan\n    keys:\n"
+            "      - {role: authority, public_key_file: keys/arm-authority.pub}\n"
+            "  - code: AZE\n    name: Azerbaijan\n    authority_threshold: 1\n    keys:\n"
             "      - {role: monitor, public_key_file: keys/aze-monitor.pub}\n"
+            "      - {role: authority, public_key_file: keys/aze-authority.pub}\n"
         )
     ns = argparse.Namespace(
         log_key=keydir / "log.key",
         border_data=args.border_data,
         trust_root=home / "trust-root.yaml",
+        sign_with=[keydir / "arm-authority.key", keydir / "aze-authority.key"],
         db=args.db,
         json=False,
     )
@@ -165,14 +202,22 @@ def _bootstrap(args: argparse.Namespace) -> None:
 # -- submitting and reading ------------------------------------------------------------
 
 
+def _envelopes(path: Path, signing_keys: list[SigningKey]) -> list[bytes]:
+    """A signed statement file as it is, or the reports of a JSON/YAML file, signed."""
+    if envelope_files.is_envelope_file(path):
+        return [path.read_bytes().strip()]
+    if not signing_keys:
+        raise UsageError(f"{path}: reports need --key to sign them with")
+    return [reports.sign_report(r, signing_keys) for r in reports.load_reports(path)]
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    signing_keys = [keys.read_private(k) for k in args.key]
+    signing_keys = [keys.read_private(k) for k in args.key or []]
     results = []
     failed = 0
     with _server(args) as client:
         for path in args.files:
-            for i, report in enumerate(reports.load_reports(path)):
-                envelope = reports.sign_report(report, signing_keys)
+            for i, envelope in enumerate(_envelopes(path, signing_keys)):
                 try:
                     response = client.submit(envelope)
                 except grpc.RpcError as e:
@@ -451,10 +496,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--db", default=db_default, help="SQLite path or database URL (postgresql://...)"
     )
-    sp.add_argument("--trust-root", type=Path, required=True, help="trust root YAML file")
+    sp.add_argument(
+        "--trust-root",
+        type=Path,
+        required=True,
+        help="a signed trust root (from `ceasefire trust-root` + `cosign`), or its YAML",
+    )
+    sp.add_argument(
+        "--sign-with",
+        type=Path,
+        action="append",
+        help="with a YAML trust root: founding authority key files to sign it with",
+    )
     sp.add_argument("--log-key", type=Path, required=True, help="the log's private key file")
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
     json_opt(sp)
+
+    sp = add("trust-root", cmd_trust_root, "draft a trust root from YAML and sign it")
+    sp.add_argument("file", type=Path, help="trust root YAML")
+    sp.add_argument("--log-public-key", type=Path, required=True, help="the log's .pub file")
+    sp.add_argument("--key", type=Path, action="append", required=True, help="authority key")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
+
+    keys_cli.add_parsers(sub, server_opt, json_opt)
 
     sp = add("serve", cmd_serve, "run the gRPC service")
     sp.add_argument(
@@ -471,10 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="first run: create a local ledger with one monitor key per party in DATA_DIR",
     )
 
-    sp = add("submit", cmd_submit, "sign incident reports (JSON or YAML files) and submit them")
+    sp = add(
+        "submit",
+        cmd_submit,
+        "sign incident reports (JSON or YAML files) and submit them; "
+        "signed statement files (DSSE JSON) are submitted as they are",
+    )
     server_opt(sp)
     sp.add_argument(
-        "--key", type=Path, action="append", required=True, help="signing key file (repeatable)"
+        "--key", type=Path, action="append", help="signing key file for reports (repeatable)"
     )
     sp.add_argument("files", type=Path, nargs="+")
     json_opt(sp)
@@ -562,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys.KeyFileError,
         reports.ReportFileError,
         trust_root_file.TrustRootFileError,
+        envelope_files.EnvelopeFileError,
         DatasetError,
         ValueError,
     ) as e:

@@ -21,7 +21,7 @@ from clients.cli import main as cli
 from clients.client import LedgerClient, describe_error
 from clients.reports import sign_report
 from geo.borders import load_default
-from ledger import dsse, keys
+from ledger import dsse, keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.grpc_server import build_server
 from ledger.log_entry import parse_entry
@@ -221,47 +221,47 @@ def run_demo(*, keep: bool = False) -> int:
 
 
 def _run(home: Path) -> int:
-    _step("1. Keys: the log's, one monitor team per party (Ed25519)")
-    names = ("log", "arm-monitor", "aze-monitor")
+    _step("1. Keys: the log's, and per party an authority and a monitor team (Ed25519)")
+    names = ("log", "arm-authority", "arm-monitor", "aze-authority", "aze-monitor")
     k: dict[str, SigningKey] = {}
     for name in names:
         k[name] = keys.generate()
         keys.write_private(home / f"{name}.key", k[name])
-        print(f"  {name:<12} key id {dsse.key_id(keys.public_bytes(k[name]))}")
+        print(f"  {name:<14} key id {dsse.key_id(keys.public_bytes(k[name]))}")
 
-    _step("2. A ledger on SQLite whose trust root names ARM and AZE and their monitor keys")
+    _step("2. A ledger on SQLite; its trust root, signed by both parties' authorities")
     borders = load_default()
     origin = "demo.ceasefire-ledger/arm-aze"
+
+    def party(code: str, name: str) -> pb.Party:
+        lower = code.lower()
+        return pb.Party(
+            code=code,
+            name=name,
+            authority_threshold=1,
+            keys=[
+                pb.PartyKey(public_key=keys.public_bytes(k[f"{lower}-{role}"]), role=value)
+                for role, value in (("authority", pb.ROLE_AUTHORITY), ("monitor", pb.ROLE_MONITOR))
+            ],
+        )
+
     root = pb.TrustRoot(
         origin=origin,
         log_public_key=keys.public_bytes(k["log"]),
         border_dataset_sha256=borders.sha256,
         created_time=to_timestamp(now_us()),
-        parties=[
-            pb.Party(
-                code="ARM",
-                name="Armenia",
-                keys=[
-                    pb.PartyKey(
-                        public_key=keys.public_bytes(k["arm-monitor"]), role=pb.ROLE_MONITOR
-                    )
-                ],
-            ),
-            pb.Party(
-                code="AZE",
-                name="Azerbaijan",
-                keys=[
-                    pb.PartyKey(
-                        public_key=keys.public_bytes(k["aze-monitor"]), role=pb.ROLE_MONITOR
-                    )
-                ],
-            ),
+        parties=[party("ARM", "Armenia"), party("AZE", "Azerbaijan")],
+        finding_policies=[
+            pb.NamedPolicy(name="joint", expression="AND(ARM.authority, AZE.authority)")
         ],
+    )
+    founding = dsse.sign(
+        statements.TRUST_ROOT, root.SerializeToString(), [k["arm-authority"], k["aze-authority"]]
     )
     db = home / "ledger.db"
     store = LedgerStore.open(str(db))
     log_key = LogKey(origin, k["log"])
-    first = initialize(store, root, log_key)
+    first = initialize(store, founding, log_key)
     digest = hashlib.sha256(parse_entry(first.entry).envelope).hexdigest()
     print(f"  {db}\n  trust root sha256 {digest}")
     print(f"  border data: {borders.name}, sha256 {borders.sha256}")
@@ -274,15 +274,16 @@ def _run(home: Path) -> int:
     try:
         with LedgerClient(address) as client:
             _submit_all(client, k)
-        _step("5. The timeline, by incident time (ceasefire timeline)")
+            _rotate(client, k)
+        _step("6. The timeline, by incident time (ceasefire timeline)")
         cli(["timeline", "--server", address])
-        _step("6. The latest checkpoint, a C2SP signed note (ceasefire checkpoint)")
+        _step("7. The latest checkpoint, a C2SP signed note (ceasefire checkpoint)")
         cli(["checkpoint", "--server", address])
-        _step("7. A full audit, trusting only the pinned trust root (ceasefire verify)")
+        _step("8. A full audit, trusting only the pinned trust root (ceasefire verify)")
         state = str(home / "verified.checkpoint")
         code = cli(["verify", "--server", address, "--trust-root", digest, "--state", state])
         with LedgerClient(address) as client:
-            client.submit(sign_report(_report(SAMPLES[0]), [k["arm-monitor"]]))
+            client.submit(sign_report(_report(SAMPLES[0]), [k["arm-monitor-2"]]))
         print("  one more report, then verify again: the log must be consistent with before")
         code = code or cli(
             ["verify", "--server", address, "--trust-root", digest, "--state", state]
@@ -340,3 +341,25 @@ def _submit_all(client: LedgerClient, k: dict[str, SigningKey]) -> None:
         f"  the same envelope sent twice (a retry over a bad link): entry {a.receipt.index}, "
         f"then the first receipt again (duplicate={b.duplicate}), nothing added"
     )
+
+
+def _rotate(client: LedgerClient, k: dict[str, SigningKey]) -> None:
+    _step("5. Key lifecycle: ARM's authority rotates its monitor team's key")
+    k["arm-monitor-2"] = keys.generate()
+    change = pb.KeyChange(
+        party="ARM",
+        created_time=to_timestamp(now_us()),
+        add=[pb.PartyKey(public_key=keys.public_bytes(k["arm-monitor-2"]), role=pb.ROLE_MONITOR)],
+        revoke_key_ids=[dsse.key_id(keys.public_bytes(k["arm-monitor"]))],
+        reason="handset lost at the Berd post",
+    )
+    signed = dsse.sign(statements.KEY_CHANGE, change.SerializeToString(), [k["arm-authority"]])
+    r = client.submit(signed.to_json())
+    print(f"  #{r.receipt.index:<3} KeyChange by ARM's authority: new monitor key in, old key out")
+    try:
+        client.submit(sign_report(_report(SAMPLES[4]), [k["arm-monitor"]]))
+        print("  UNEXPECTED: the revoked key was accepted")
+    except grpc.RpcError as e:
+        print(f"  a report signed with the old key afterwards:\n    {describe_error(e)}")
+    r = client.submit(sign_report(_report(SAMPLES[4]), [k["arm-monitor-2"]]))
+    print(f"  #{r.receipt.index:<3} the same report signed with the new key: accepted")

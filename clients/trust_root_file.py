@@ -4,13 +4,20 @@
     parties:
       - code: ARM
         name: Armenia
+        authority_threshold: 2                 # authority keys needed for key changes
         keys:
           - role: monitor                      # monitor, authority, observer, ...
             public_key_file: keys/arm-monitor.pub   # or public_key: <base64>
             label: ARM monitoring team 1
+          - {role: authority, public_key_file: keys/arm-authority-1.pub}
+          ...
+    admission_policy: AND(ARM.authority, AZE.authority)   # optional (this is the default)
+    finding_policies:                          # optional, for joint findings
+      - {name: joint, expression: "AND(ARM.authority, AZE.authority)"}
+    freshness: {max_age_seconds: 259200, max_future_seconds: 300}   # optional
 
-Relative key file paths are taken from the trust root file's folder. The log key and the
-border data set's digest are filled in by `ceasefire init`.
+Relative key file paths are taken from the trust root file's folder. The log's public key
+and the border data set's digest are filled in when the trust root is drafted.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ class TrustRootFileError(ValueError):
     pass
 
 
-def _role(value: Any, where: str) -> int:
+def _role(value: Any, where: str) -> pb.Role.ValueType:
     name = f"ROLE_{str(value).strip().upper()}"
     if name not in pb.Role.keys() or name == "ROLE_UNSPECIFIED":  # noqa: SIM118 (enum wrapper)
         roles = ", ".join(r.removeprefix("ROLE_").lower() for r in pb.Role.keys()[1:])
@@ -52,6 +59,31 @@ def _public_key(spec: dict[str, Any], base: Path, where: str) -> bytes:
     return raw
 
 
+def party_from_dict(p: Any, base: Path, where: str) -> pb.Party:
+    if not isinstance(p, dict):
+        raise TrustRootFileError(f"{where}: expected a mapping")
+    try:
+        threshold = int(p.get("authority_threshold", 1))
+    except (TypeError, ValueError) as e:
+        raise TrustRootFileError(f"{where}.authority_threshold: a whole number") from e
+    party = pb.Party(
+        code=str(p.get("code", "")), name=str(p.get("name", "")), authority_threshold=threshold
+    )
+    for j, k in enumerate(p.get("keys") or []):
+        party.keys.append(key_from_dict(k, base, f"{where}.keys[{j}]"))
+    return party
+
+
+def key_from_dict(k: Any, base: Path, where: str) -> pb.PartyKey:
+    if not isinstance(k, dict):
+        raise TrustRootFileError(f"{where}: expected a mapping")
+    return pb.PartyKey(
+        public_key=_public_key(k, base, where),
+        role=_role(k.get("role"), where),
+        label=str(k.get("label", "")),
+    )
+
+
 def load_trust_root(
     path: Path, *, log_public_key: bytes, border_dataset_sha256: str
 ) -> pb.TrustRoot:
@@ -68,17 +100,17 @@ def load_trust_root(
         created_time=to_timestamp(now_us()),
     )
     for i, p in enumerate(doc["parties"]):
-        where = f"parties[{i}]"
-        if not isinstance(p, dict):
-            raise TrustRootFileError(f"{where}: expected a mapping")
-        party = root.parties.add(code=str(p.get("code", "")), name=str(p.get("name", "")))
-        for j, k in enumerate(p.get("keys") or []):
-            kwhere = f"{where}.keys[{j}]"
-            if not isinstance(k, dict):
-                raise TrustRootFileError(f"{kwhere}: expected a mapping")
-            party.keys.add(
-                public_key=_public_key(k, path.parent, kwhere),
-                role=_role(k.get("role"), kwhere),
-                label=str(k.get("label", "")),
-            )
+        root.parties.append(party_from_dict(p, path.parent, f"parties[{i}]"))
+    root.admission_policy = str(doc.get("admission_policy", ""))
+    for i, fp in enumerate(doc.get("finding_policies") or []):
+        if not isinstance(fp, dict):
+            raise TrustRootFileError(f"finding_policies[{i}]: expected name and expression")
+        root.finding_policies.add(
+            name=str(fp.get("name", "")), expression=str(fp.get("expression", ""))
+        )
+    fresh = doc.get("freshness") or {}
+    if not isinstance(fresh, dict):
+        raise TrustRootFileError("freshness: expected max_age_seconds and max_future_seconds")
+    root.freshness.max_age_seconds = int(fresh.get("max_age_seconds", 0))
+    root.freshness.max_future_seconds = int(fresh.get("max_future_seconds", 0))
     return root

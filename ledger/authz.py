@@ -1,25 +1,67 @@
-"""Authentication (whose signatures are on an envelope) and authorization (may they say it).
+"""Authentication (whose valid keys signed an envelope) and authorization (may they say it).
 
-One table decides which roles may make which statement for their own party. The server
-and the offline verifier both call `authorize`, so they cannot disagree.
+One table, RULES, says for every statement kind which party it speaks for and whose
+signatures it needs. The server (at the index it assigns) and the offline verifier (at the
+index it replays) both call `authorize`, so they cannot disagree. docs/authorization.md
+shows the same table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
 from ceasefire.v1 import statements_pb2 as pb
+from google.protobuf.message import Message
 
-from ledger import dsse, statements
+from ledger import dsse, policy, statements
 from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from ledger.trust import KeyInfo, Trust
+from ledger.trust import KeyInfo, TrustState
 
-# statement kind -> roles whose keys may sign it, for the party the statement speaks for.
-ALLOWED_ROLES: dict[str, frozenset[int]] = {
-    statements.INCIDENT_REPORT: frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER}),
+
+@dataclass(frozen=True)
+class Rule:
+    # The party the statement speaks for, and the field that names it.
+    speaks_for: Callable[[Message], str]
+    party_field: str
+    # Roles a signer of that party may have; None: any party's keys may sign (consent).
+    roles: frozenset[int] | None
+    # That party's authority threshold must be met.
+    authority_threshold: bool = False
+    # A policy over all signers that must be met (e.g. the admission consent).
+    consent: Callable[[TrustState], policy.Policy] | None = None
+
+
+RULES: dict[str, Rule] = {
+    statements.INCIDENT_REPORT: Rule(
+        speaks_for=lambda m: m.reporting_party,  # type: ignore[attr-defined]
+        party_field="reporting_party",
+        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER}),
+    ),
+    statements.KEY_CHANGE: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_AUTHORITY}),
+        authority_threshold=True,
+    ),
+    statements.PARTY_ADMISSION: Rule(
+        speaks_for=lambda m: m.party.code,  # type: ignore[attr-defined]
+        party_field="party.code",
+        roles=None,
+        authority_threshold=True,
+        consent=lambda state: state.admission_policy,
+    ),
 }
 
 
-def authenticate(envelope: dsse.Envelope, trust: Trust) -> list[KeyInfo]:
-    """Every signature must be by a key the trust root lists, and must verify."""
+def authenticate(
+    envelope: dsse.Envelope,
+    state: TrustState,
+    index: int,
+    introduced: Mapping[str, KeyInfo] | None = None,
+) -> list[KeyInfo]:
+    """Every signature must be by a key valid at `index` (or one the statement itself
+    introduces, for a party's admission) and must verify."""
     signers: list[KeyInfo] = []
     seen: set[str] = set()
     for i, sig in enumerate(envelope.signatures):
@@ -27,11 +69,9 @@ def authenticate(envelope: dsse.Envelope, trust: Trust) -> list[KeyInfo]:
         if sig.keyid in seen:
             raise InvalidArgument("the same key signed twice", field=f"{field}.keyid")
         seen.add(sig.keyid)
-        key = trust.keys.get(sig.keyid)
-        if key is None:
-            raise PermissionDenied(
-                f"key {sig.keyid[:16]}... is not in the trust root", field=f"{field}.keyid"
-            )
+        key = (introduced or {}).get(sig.keyid) or state.signing_key(
+            sig.keyid, index, field=f"{field}.keyid"
+        )
         if not dsse.verify_signature(envelope, sig, key.public_key):
             raise Unauthenticated(
                 f"signature does not verify for key {sig.keyid[:16]}... ({key.party} "
@@ -42,18 +82,37 @@ def authenticate(envelope: dsse.Envelope, trust: Trust) -> list[KeyInfo]:
     return signers
 
 
-def authorize(kind: str, party: str, signers: list[KeyInfo], trust: Trust) -> None:
-    """Each signer must hold, for `party`, a role the table allows for this kind."""
-    allowed = ALLOWED_ROLES.get(kind, frozenset())
-    if party not in trust.parties:
-        raise PermissionDenied(f"unknown party {party!r}", field="reporting_party")
-    for key in signers:
-        if key.party != party:
+def authorize(kind: str, statement: Message, signers: list[KeyInfo], state: TrustState) -> str:
+    """Check the signers against the kind's rule; return the party the statement speaks for."""
+    rule = RULES.get(kind)
+    if rule is None:
+        raise InvalidArgument(f"unknown statement type {kind!r}", field="payloadType")
+    party = rule.speaks_for(statement)
+    if party not in state.parties:
+        raise PermissionDenied(f"unknown party {party!r}", field=rule.party_field)
+    if rule.roles is not None:
+        for key in signers:
+            if key.party != party:
+                raise PermissionDenied(
+                    f"a key of {key.party} cannot speak for {party}", field=rule.party_field
+                )
+            if key.role not in rule.roles:
+                name = kind.removeprefix("application/vnd.ceasefire.v1.").split("+")[0]
+                raise PermissionDenied(
+                    f"a {key.role_name} key may not sign {name}", field="payloadType"
+                )
+    if rule.authority_threshold and not state.authority_met(party, signers):
+        need = state.parties[party].authority_threshold
+        raise PermissionDenied(
+            f"needs {need} of {party}'s authority keys; "
+            f"{sum(1 for k in signers if k.party == party and k.role == pb.ROLE_AUTHORITY)} "
+            "signed",
+            field="signatures",
+        )
+    if rule.consent is not None:
+        needed = rule.consent(state)
+        if not policy.evaluate(needed, lambda p: state.principal_met(p, signers)):
             raise PermissionDenied(
-                f"a key of {key.party} cannot speak for {party}", field="reporting_party"
+                "the consent the trust root requires is not met", field="signatures"
             )
-        if key.role not in allowed:
-            raise PermissionDenied(
-                f"a {key.role_name} key may not sign {kind.split('.')[-1].split('+')[0]}",
-                field="payloadType",
-            )
+    return party

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from ledger.errors import Overloaded
+from ledger.errors import LedgerError, Overloaded
 from ledger.storage import Appended, NewEntry
 
 log = logging.getLogger(__name__)
 
-AppendBatch = Callable[[Sequence[NewEntry]], list[Appended]]
+AppendBatch = Callable[[Sequence[NewEntry]], list[Appended | LedgerError]]
 
 
 @dataclass
@@ -111,4 +111,7 @@ class Sequencer:
         self.stats.entries += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+            if isinstance(result, LedgerError):
+                future.set_exception(result)  # refused at its index; it took none
+            else:
+                future.set_result(result)

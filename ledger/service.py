@@ -12,13 +12,12 @@ from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
 from geo.borders import BorderDataset, GeoError
-from ledger import dsse, statements
-from ledger.authz import authenticate, authorize
+from ledger import dsse, rules, statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
-    Corrupt,
     FailedPrecondition,
     InvalidArgument,
+    LedgerError,
     NotFound,
     OutOfRange,
     Overloaded,
@@ -34,16 +33,14 @@ from ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
 )
-from ledger.trust import Trust
+from ledger.trust import TrustState
 
 log = logging.getLogger(__name__)
 
-# A leaf is at most 65,535 bytes (the tlog-tiles limit); the envelope must leave room for
-# the entry's own fields and validation results.
-MAX_LEAF_BYTES = 65_535
+# A leaf is at most 65,535 bytes (the tlog-tiles limit). The entry's own fields and the
+# validation facts (at most 16 signer ids and the geo facts) take under 2 KiB, so an
+# envelope of at most 60,000 bytes always fits.
 MAX_ENVELOPE_BYTES = 60_000
-# Index, time and chain link take at most this much of a serialized entry.
-ENTRY_FIELDS_MAX_BYTES = 64
 SUBMIT_TIMEOUT_S = 30.0
 
 
@@ -54,32 +51,56 @@ class Accepted:
     duplicate: bool
 
 
-def read_trust_root(store: LedgerStore) -> tuple[Trust, StoredEntry]:
+@dataclass(frozen=True)
+class Pending:
+    """What a verified submission carries to the sequencer."""
+
+    envelope_bytes: bytes
+    envelope: dsse.Envelope
+    geo: log_pb2.GeoFacts | None
+
+
+def parse_envelope(data: bytes) -> dsse.Envelope:
+    try:
+        return dsse.Envelope.from_json(data, max_size=MAX_ENVELOPE_BYTES)
+    except dsse.EnvelopeError as e:
+        raise InvalidArgument(e.problem, field=e.field or "envelope") from e
+
+
+def read_trust_root(store: LedgerStore) -> tuple[TrustState, StoredEntry]:
     first = store.get_entry(0)
     if first is None:
         raise FailedPrecondition("the ledger is not initialised; run `ceasefire init` first")
-    envelope = dsse.Envelope.from_json(parse_entry(first.entry).envelope)
-    root = statements.decode(envelope.payload_type, envelope.payload)
-    if not isinstance(root, pb.TrustRoot):
-        raise Corrupt("entry 0 is not a trust root")
-    return Trust.from_trust_root(root), first
+    envelope = parse_envelope(parse_entry(first.entry).envelope)
+    return rules.admit_trust_root(envelope), first
 
 
-def initialize(store: LedgerStore, root: pb.TrustRoot, log_key: LogKey) -> StoredEntry:
-    """Write the trust root as entry 0, signed by the log key."""
-    trust = Trust.from_trust_root(root)
-    if trust.log_public_key != log_key.public_key or trust.origin != log_key.origin:
+def initialize(store: LedgerStore, envelope: dsse.Envelope, log_key: LogKey) -> StoredEntry:
+    """Write a trust root signed by the founding parties' authorities as entry 0, adding
+    the log key's signature."""
+    if dsse.key_id(log_key.public_key) not in {s.keyid for s in envelope.signatures}:
+        envelope = envelope.add_signature(log_key.signing_key)
+    state = rules.admit_trust_root(envelope)
+    if state.log_public_key != log_key.public_key or state.origin != log_key.origin:
         raise InvalidArgument("does not name this log key and origin", field="log_public_key")
-    if store.tree_size() != 0:
-        raise FailedPrecondition("this ledger already has entries; a trust root comes first")
-    envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), [log_key.signing_key])
     data = envelope.to_json()
-    (appended,) = store.append(
-        [NewEntry(hashlib.sha256(data).digest(), leaf_builder(data, log_pb2.Validation()))],
+
+    def first_only(size: int) -> None:
+        if size != 0:
+            raise FailedPrecondition("this ledger already has entries; a trust root comes first")
+
+    (result,) = store.append(
+        [NewEntry(hashlib.sha256(data).digest(), statements.TRUST_ROOT, data)],
+        begin=first_only,
+        build=lambda item, index, prev, now: leaf_builder(data, log_pb2.Validation())(
+            index, prev, now
+        ),
         clock_us=now_us,
         sign_checkpoint=log_key.sign_checkpoint,
     )
-    return appended.entry
+    if isinstance(result, LedgerError):
+        raise result
+    return result.entry
 
 
 class Ledger:
@@ -98,7 +119,12 @@ class Ledger:
         self.log_key = log_key
         self.borders = borders
         self.clock_us = clock_us
-        self.trust, _ = read_trust_root(store)
+        # (key state, the number of entries it covers): replaced whole, by one thread at a
+        # time, so a reader always gets a matching pair.
+        root, _ = read_trust_root(store)
+        self._current = (root, 1)
+        self._catch_up(store.tree_size())
+        self._batch_state = root
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         if self.trust.border_dataset_sha256 != borders.sha256:
@@ -110,15 +136,61 @@ class Ledger:
             self._append, max_batch=max_batch, max_queue=max_queue, linger_s=linger_s
         )
 
+    @property
+    def trust(self) -> TrustState:
+        """The key state as of the newest entry."""
+        return self._current[0]
+
     def close(self) -> None:
         self.sequencer.close()
 
-    def _append(self, items: Sequence[NewEntry]) -> list[Appended]:
-        return self.store.append(
-            items, clock_us=self.clock_us, sign_checkpoint=self.log_key.sign_checkpoint
-        )
+    def _catch_up(self, size: int) -> None:
+        """Advance the key state over entries another writer committed (or, at start, all)."""
+        state, known = self._current
+        if size == known:
+            return
+        state = state.copy()
+        for stored in self.store.iter_kinds(sorted(statements.KEY_EVENTS), known, size):
+            entry = parse_entry(stored.entry)
+            admitted = rules.admit(
+                state, parse_envelope(entry.envelope), stored.index, to_us(entry.integrated_time)
+            )
+            rules.advance(state, admitted, stored.index)
+        self._current = (state, size)
 
     # -- writing -------------------------------------------------------------------------
+
+    def _append(self, items: Sequence[NewEntry]) -> list[Appended | LedgerError]:
+        def begin(size: int) -> None:
+            self._catch_up(size)
+            self._batch_state = self._current[0].copy()
+
+        results = self.store.append(
+            items,
+            begin=begin,
+            build=self._build,
+            clock_us=self.clock_us,
+            sign_checkpoint=self.log_key.sign_checkpoint,
+        )
+        # Committed: the batch's key state is now the ledger's.
+        size = max(
+            [self._current[1]] + [r.entry.index + 1 for r in results if isinstance(r, Appended)]
+        )
+        self._current = (self._batch_state, size)
+        return results
+
+    def _build(self, item: NewEntry, index: int, prev: bytes, now: int) -> bytes:
+        """The authoritative decision, at the entry's own index and the log's clock."""
+        pending = item.pending
+        assert isinstance(pending, Pending)
+        admitted = rules.admit(self._batch_state, pending.envelope, index, now)
+        rules.advance(self._batch_state, admitted, index)
+        validation = log_pb2.Validation(
+            party=admitted.party, signer_key_ids=[k.key_id for k in admitted.signers]
+        )
+        if pending.geo is not None:
+            validation.geo.CopyFrom(pending.geo)
+        return leaf_builder(pending.envelope_bytes, validation)(index, prev, now)
 
     def submit(self, envelope_bytes: bytes) -> Accepted:
         """Verify, validate and append one envelope; answer after it is durably committed."""
@@ -133,20 +205,31 @@ class Ledger:
         known = self.store.get_entry_by_envelope(digest)
         if known is not None:
             return self._accepted(Appended(known, duplicate=True))
-        try:
-            envelope = dsse.Envelope.from_json(envelope_bytes, max_size=MAX_ENVELOPE_BYTES)
-        except dsse.EnvelopeError as e:
-            raise InvalidArgument(e.problem, field=e.field or "envelope") from e
+        envelope = parse_envelope(envelope_bytes)
         if envelope.payload_type not in statements.SUBMITTABLE:
             raise InvalidArgument(
                 f"{envelope.payload_type!r} is not a statement kind this ledger accepts",
                 field="payloadType",
             )
-        signers = authenticate(envelope, self.trust)
-        report = statements.decode(envelope.payload_type, envelope.payload, statements.SUBMITTABLE)
-        assert isinstance(report, pb.IncidentReport)
-        statements.validate_incident(report, self.trust, self.clock_us())
-        authorize(envelope.payload_type, report.reporting_party, signers, self.trust)
+        # Fail fast on the current state; the sequencer decides again at the real index.
+        state, size = self._current
+        admitted = rules.admit(state, envelope, size, self.clock_us())
+        geo, incident = None, None
+        if isinstance(admitted.statement, pb.IncidentReport):
+            geo, incident = self._locate(admitted.statement)
+        pending = Pending(envelope_bytes, envelope, geo)
+        future = self.sequencer.submit(NewEntry(digest, envelope.payload_type, pending, incident))
+        try:
+            return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
+        except FutureTimeout:
+            # It may still commit: a retry of the same envelope then gets its receipt.
+            raise Overloaded(
+                f"not committed within {SUBMIT_TIMEOUT_S:.0f} s; retry the same envelope, "
+                "it is never logged twice",
+                retry_after_s=5.0,
+            ) from None
+
+    def _locate(self, report: pb.IncidentReport) -> tuple[log_pb2.GeoFacts, IncidentRow]:
         point = report.location.point
         try:
             facts = self.borders.locate(point.latitude, point.longitude)
@@ -159,15 +242,6 @@ class Ledger:
             distance_to_border_m=round(facts.distance_to_border_m, 1),
             nearest_segment=facts.nearest_segment,
         )
-        validation = log_pb2.Validation(
-            party=report.reporting_party,
-            signer_key_ids=[k.key_id for k in signers],
-            geo=geo,
-        )
-        if len(envelope_bytes) + validation.ByteSize() + ENTRY_FIELDS_MAX_BYTES > MAX_LEAF_BYTES:
-            raise InvalidArgument(
-                f"the entry would exceed {MAX_LEAF_BYTES} bytes", field="envelope"
-            )
         incident = IncidentRow(
             party=report.reporting_party,
             category=report.category,
@@ -177,23 +251,12 @@ class Ledger:
             longitude=point.longitude,
             territory=geo.territory,
         )
-        future = self.sequencer.submit(
-            NewEntry(digest, leaf_builder(envelope_bytes, validation), incident)
-        )
-        try:
-            return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
-        except FutureTimeout:
-            # It may still commit: a retry of the same envelope then gets its receipt.
-            raise Overloaded(
-                f"not committed within {SUBMIT_TIMEOUT_S:.0f} s; retry the same envelope, "
-                "it is never logged twice",
-                retry_after_s=5.0,
-            ) from None
+        return geo, incident
 
     def _accepted(self, appended: Appended) -> Accepted:
         e = appended.entry
         receipt = log_pb2.Receipt(
-            origin=self.trust.origin,
+            origin=self.log_key.origin,
             index=e.index,
             leaf_hash=e.leaf_hash,
             integrated_time=to_timestamp(e.integrated_time_us),

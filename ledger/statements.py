@@ -13,7 +13,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger.clock import to_us
 from ledger.errors import InvalidArgument
-from ledger.trust import Trust
+from ledger.trust import SHA256_HEX, TrustState
 
 PAYLOAD_TYPE_FORMAT = "application/vnd.ceasefire.v1.{}+protobuf"
 
@@ -24,13 +24,23 @@ def payload_type(message: type[Message]) -> str:
 
 TRUST_ROOT = payload_type(pb.TrustRoot)
 INCIDENT_REPORT = payload_type(pb.IncidentReport)
+KEY_CHANGE = payload_type(pb.KeyChange)
+PARTY_ADMISSION = payload_type(pb.PartyAdmission)
 RECEIPT = payload_type(log_pb2.Receipt)
 
 # The statement kinds a client may submit (the trust root is written by `init` only).
-SUBMITTABLE: dict[str, type[Message]] = {INCIDENT_REPORT: pb.IncidentReport}
+SUBMITTABLE: dict[str, type[Message]] = {
+    INCIDENT_REPORT: pb.IncidentReport,
+    KEY_CHANGE: pb.KeyChange,
+    PARTY_ADMISSION: pb.PartyAdmission,
+}
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
+# Kinds that change who holds which key: the server indexes them to rebuild key state.
+KEY_EVENTS = frozenset({TRUST_ROOT, KEY_CHANGE, PARTY_ADMISSION})
 
 MAX_NARRATIVE_CHARS = 8000
+MAX_REASON_CHARS = 1000
+MAX_KEY_CHANGES = 64
 MAX_WEAPONS = 16
 MAX_WEAPON_CHARS = 64
 MAX_UNCERTAINTY_M = 100_000.0
@@ -77,7 +87,57 @@ def _finite(value: float, field: str) -> None:
         raise InvalidArgument("must be a finite number", field=field)
 
 
-def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> None:
+def check_freshness(statement: Message, state: TrustState, now_us: int) -> None:
+    """The signed created_time must be within the trust root's window around `now_us`
+    (the log's clock at integration). It orders nothing: order is the log index."""
+    if not statement.HasField("created_time"):
+        raise InvalidArgument("required (the author's signing time)", field="created_time")
+    created = to_us(statement.created_time)  # type: ignore[attr-defined]
+    if created < now_us - state.max_age_s * 1_000_000:
+        raise InvalidArgument(
+            f"is older than the {state.max_age_s} s the trust root allows; sign it again",
+            field="created_time",
+        )
+    if created > now_us + state.max_future_s * 1_000_000:
+        raise InvalidArgument(
+            f"is more than {state.max_future_s} s ahead of the log's clock; check the "
+            "signer's clock",
+            field="created_time",
+        )
+
+
+def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> None:
+    """Field rules of each submittable kind; raise InvalidArgument naming the field."""
+    check_freshness(statement, state, now_us)
+    if isinstance(statement, pb.IncidentReport):
+        validate_incident(statement, state, now_us)
+    elif isinstance(statement, pb.KeyChange):
+        validate_key_change(statement)
+    elif isinstance(statement, pb.PartyAdmission):
+        if not statement.HasField("party"):
+            raise InvalidArgument("required", field="party")
+        _reason(statement.reason)
+
+
+def _reason(reason: str) -> None:
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidArgument(f"at most {MAX_REASON_CHARS} characters", field="reason")
+
+
+def validate_key_change(change: pb.KeyChange) -> None:
+    if not change.party:
+        raise InvalidArgument("required", field="party")
+    if not (change.add or change.revoke_key_ids or change.authority_threshold):
+        raise InvalidArgument("changes nothing: add, revoke or set a threshold", field="add")
+    if len(change.add) + len(change.revoke_key_ids) > MAX_KEY_CHANGES:
+        raise InvalidArgument(f"at most {MAX_KEY_CHANGES} keys a change", field="add")
+    for i, kid in enumerate(change.revoke_key_ids):
+        if not SHA256_HEX.match(kid):
+            raise InvalidArgument("must be a lowercase hex key id", field=f"revoke_key_ids[{i}]")
+    _reason(change.reason)
+
+
+def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int) -> None:
     """Check every field of an incident report; raise InvalidArgument naming the field.
 
     Coordinates are checked here for shape (finite, in range); where they fall is the
@@ -85,8 +145,6 @@ def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> N
     """
     if not report.reporting_party:
         raise InvalidArgument("required", field="reporting_party")
-    if not report.HasField("created_time"):
-        raise InvalidArgument("required (the author's signing time)", field="created_time")
     if not report.HasField("window"):
         raise InvalidArgument("required", field="window")
     w = report.window
@@ -118,7 +176,7 @@ def validate_incident(report: pb.IncidentReport, trust: Trust, now_us: int) -> N
     _enum(report.category, pb.IncidentCategory.values(), "category")
     _enum(report.observation_mode, pb.ObservationMode.values(), "observation_mode")
     alleged = report.alleged_responsible_party
-    if alleged and alleged not in trust.parties:
+    if alleged and alleged not in state.parties:
         raise InvalidArgument(f"unknown party {alleged!r}", field="alleged_responsible_party")
     if len(report.narrative) > MAX_NARRATIVE_CHARS:
         raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="narrative")

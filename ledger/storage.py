@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from ledger import merkle
-from ledger.errors import Corrupt, OutOfRange
+from ledger.errors import Corrupt, LedgerError, OutOfRange
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 
 metadata = MetaData()
@@ -47,7 +47,10 @@ entries = Table(
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("envelope_sha256", LargeBinary(32), nullable=False, unique=True),
     Column("integrated_time_us", BigInteger, nullable=False),
+    # The DSSE payload type, so key events can be found without reading every entry.
+    Column("kind", String(128), nullable=False),
     Column("entry", LargeBinary, nullable=False),
+    Index("entries_kind", "kind", "idx"),
 )
 
 tree_nodes = Table(
@@ -108,12 +111,18 @@ class IncidentRow:
 
 @dataclass(frozen=True)
 class NewEntry:
-    """A verified submission waiting for its index. `build_leaf(index, prev_leaf_hash,
-    integrated_time_us)` returns the serialized log entry once the index is known."""
+    """A submission waiting for its index. `pending` is the caller's, handed back to its
+    `build` function once the index is known."""
 
     envelope_sha256: bytes
-    build_leaf: Callable[[int, bytes, int], bytes]
+    kind: str
+    pending: object
     incident: IncidentRow | None = None
+
+
+# build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry, or
+# raise a LedgerError to refuse the item (it then takes no index).
+BuildLeaf = Callable[[NewEntry, int, bytes, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -209,13 +218,16 @@ class LedgerStore:
         self,
         items: Sequence[NewEntry],
         *,
+        build: BuildLeaf,
         clock_us: Callable[[], int],
         sign_checkpoint: Callable[[int, bytes], str],
-    ) -> list[Appended]:
+        begin: Callable[[int], None] = lambda _size: None,
+    ) -> list[Appended | LedgerError]:
         """Append a batch in one transaction; returns one result per item, in order.
 
-        An envelope already in the log (or twice in the batch) is not appended again: its
-        first entry is returned with duplicate=True.
+        `begin(size)` is called once the writer's lock is held, with the tree size. An
+        envelope already in the log (or twice in the batch) is not appended again: its
+        first entry is returned with duplicate=True. An item `build` refuses gets its error.
         """
         with self.engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
             state = conn.execute(
@@ -237,8 +249,9 @@ class LedgerStore:
                     select(entries).where(entries.c.envelope_sha256.in_(digests))
                 )
             }
+            begin(size)
             now = max(clock_us(), last_time)
-            results: list[Appended] = []
+            results: list[Appended | LedgerError] = []
             new_entries: list[dict[str, Any]] = []
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
@@ -246,7 +259,11 @@ class LedgerStore:
                 if item.envelope_sha256 in known:
                     results.append(Appended(known[item.envelope_sha256], duplicate=True))
                     continue
-                leaf = item.build_leaf(size, prev, now)
+                try:
+                    leaf = build(item, size, prev, now)
+                except LedgerError as e:
+                    results.append(e)
+                    continue
                 lh = merkle.leaf_hash(leaf)
                 stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf)
                 known[item.envelope_sha256] = stored
@@ -257,6 +274,7 @@ class LedgerStore:
                         "leaf_hash": lh,
                         "envelope_sha256": item.envelope_sha256,
                         "integrated_time_us": now,
+                        "kind": item.kind,
                         "entry": leaf,
                     }
                 )
@@ -329,6 +347,16 @@ class LedgerStore:
                 ).all()
             yield from (_stored(r) for r in rows)
             start = stop
+
+    def iter_kinds(self, kinds: Sequence[str], start: int, end: int) -> Iterator[StoredEntry]:
+        """Entries of the given kinds with start <= index < end, in index order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries)
+                .where(entries.c.kind.in_(list(kinds)), entries.c.idx >= start, entries.c.idx < end)
+                .order_by(entries.c.idx)
+            ).all()
+        return (_stored(r) for r in rows)
 
     def timeline(
         self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int

@@ -16,13 +16,12 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset, GeoError
-from ledger import dsse, merkle, statements
-from ledger.authz import authenticate, authorize
+from ledger import dsse, merkle, rules
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
-from ledger.trust import Trust
+from ledger.trust import TrustState
 
 # Distances are recorded rounded to 0.1 m; allow that and float noise.
 DISTANCE_TOLERANCE_M = 0.11
@@ -40,7 +39,7 @@ class Replay:
 
     pinned_trust_root: str | None = None
     borders: dict[str, BorderDataset] = field(default_factory=dict)
-    trust: Trust | None = None
+    trust: TrustState | None = None
     trust_root_digest: str = ""
     leaf_hashes: list[bytes] = field(default_factory=list)
     last_time_us: int = 0
@@ -81,18 +80,16 @@ class Replay:
             self._check_trust_root(envelope, entry.envelope)
             return
         assert self.trust is not None
-        signers = authenticate(envelope, self.trust)
-        report = statements.decode(envelope.payload_type, envelope.payload, statements.SUBMITTABLE)
-        assert isinstance(report, pb.IncidentReport)
-        # The server judged "the future" by its clock at integration: replay with that time.
-        statements.validate_incident(report, self.trust, t)
-        authorize(envelope.payload_type, report.reporting_party, signers, self.trust)
+        # The very decision the server made at this index, on the state before it.
+        admitted = rules.admit(self.trust, envelope, index, t)
         v = entry.validation
-        if v.party != report.reporting_party:
+        if v.party != admitted.party:
             raise VerificationError("validation names another party", index=index)
-        if list(v.signer_key_ids) != [k.key_id for k in signers]:
+        if list(v.signer_key_ids) != [k.key_id for k in admitted.signers]:
             raise VerificationError("validation lists other signers", index=index)
-        self._check_geo(index, report, v.geo)
+        if isinstance(admitted.statement, pb.IncidentReport):
+            self._check_geo(index, admitted.statement, v.geo)
+        rules.advance(self.trust, admitted, index)
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
         digest = hashlib.sha256(raw).hexdigest()
@@ -100,17 +97,7 @@ class Replay:
             raise VerificationError(
                 f"trust root {digest} is not the pinned one {self.pinned_trust_root}", index=0
             )
-        root = statements.decode(envelope.payload_type, envelope.payload)
-        if not isinstance(root, pb.TrustRoot):
-            raise VerificationError("entry 0 is not a trust root", index=0)
-        trust = Trust.from_trust_root(root)
-        log_kid = dsse.key_id(trust.log_public_key)
-        if not any(
-            s.keyid == log_kid and dsse.verify_signature(envelope, s, trust.log_public_key)
-            for s in envelope.signatures
-        ):
-            raise VerificationError("trust root is not signed by the log key it names", index=0)
-        self.trust, self.trust_root_digest = trust, digest
+        self.trust, self.trust_root_digest = rules.admit_trust_root(envelope), digest
 
     def _check_geo(self, index: int, report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> None:
         borders = self.borders.get(geo.dataset_sha256)
@@ -152,7 +139,7 @@ def replay(
     return state
 
 
-def open_checkpoint(signed_note: str, trust: Trust) -> Checkpoint:
+def open_checkpoint(signed_note: str, trust: TrustState) -> Checkpoint:
     """Verify a checkpoint's signature by the log key and parse it."""
     verifier = NoteVerifier(trust.origin, trust.log_public_key)
     try:

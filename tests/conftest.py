@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from clients.client import LedgerClient
 from geo.borders import BorderDataset, load_default
-from ledger import keys
+from ledger import dsse, keys, statements
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
@@ -85,6 +85,7 @@ class Parties:
     arm_monitor: SigningKey = field(default_factory=SigningKey.generate)
     aze_monitor: SigningKey = field(default_factory=SigningKey.generate)
     arm_authority: SigningKey = field(default_factory=SigningKey.generate)
+    aze_authority: SigningKey = field(default_factory=SigningKey.generate)
     outsider: SigningKey = field(default_factory=SigningKey.generate)
 
     def trust_root(self, borders: BorderDataset) -> pb.TrustRoot:
@@ -103,12 +104,24 @@ class Parties:
                         key(self.arm_monitor, pb.ROLE_MONITOR),
                         key(self.arm_authority, pb.ROLE_AUTHORITY),
                     ],
+                    authority_threshold=1,
                 ),
                 pb.Party(
-                    code="AZE", name="Azerbaijan", keys=[key(self.aze_monitor, pb.ROLE_MONITOR)]
+                    code="AZE",
+                    name="Azerbaijan",
+                    keys=[
+                        key(self.aze_monitor, pb.ROLE_MONITOR),
+                        key(self.aze_authority, pb.ROLE_AUTHORITY),
+                    ],
+                    authority_threshold=1,
                 ),
             ],
         )
+
+    def founding_envelope(self, borders: BorderDataset) -> dsse.Envelope:
+        """The trust root signed by both founding parties' authorities."""
+        payload = self.trust_root(borders).SerializeToString()
+        return dsse.sign(statements.TRUST_ROOT, payload, [self.arm_authority, self.aze_authority])
 
 
 @pytest.fixture
@@ -130,7 +143,7 @@ def running(db_url: str, parties: Parties, borders: BorderDataset) -> Iterator[R
     """An initialised ledger behind a real gRPC server on loopback."""
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
-    initialize(store, parties.trust_root(borders), log_key)
+    initialize(store, parties.founding_envelope(borders), log_key)
     ledger = Ledger(store, log_key, borders)
     server, port = build_server(ledger, "127.0.0.1:0")
     server.start()

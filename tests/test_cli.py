@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.cli import main
 from ledger import dsse
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
@@ -72,28 +73,46 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
+KEYS = (
+    "log",
+    "arm-authority-1",
+    "arm-authority-2",
+    "arm-authority-3",
+    "arm-monitor",
+    "aze-authority-1",
+    "aze-monitor",
+    "obs-authority",
+    "obs-observer",
+)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    for name in ("trust-root.yaml", "incident-arm.yaml", "incident-aze.json"):
+    for name in (
+        "trust-root.yaml",
+        "observer-party.yaml",
+        "incident-arm.yaml",
+        "incident-aze.json",
+    ):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    for name in ("log", "arm-monitor", "aze-monitor"):
-        ceasefire("keygen", name, "--dir", "keys", cwd=tmp_path)
+    for name in KEYS:  # in-process: the same code as the command, without the start-up cost
+        assert main(["keygen", name, "--dir", str(tmp_path / "keys")]) == 0
     return tmp_path
 
 
 @pytest.fixture
 def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]]:
+    # Founding across machines: ARM's authorities sign, then AZE's, then the operator.
+    ceasefire(
+        "trust-root", "trust-root.yaml", "--log-public-key", "keys/log.pub",
+        "--key", "keys/arm-authority-1.key", "--key", "keys/arm-authority-2.key",
+        "--out", "root.json", cwd=workdir,
+    )  # fmt: skip
+    ceasefire("cosign", "root.json", "--key", "keys/aze-authority-1.key", cwd=workdir)
     out = ceasefire(
-        "init",
-        "--db",
-        db_url,
-        "--trust-root",
-        "trust-root.yaml",
-        "--log-key",
-        "keys/log.key",
-        "--json",
-        cwd=workdir,
-    )
+        "init", "--db", db_url, "--trust-root", "root.json", "--log-key", "keys/log.key",
+        "--json", cwd=workdir,
+    )  # fmt: skip
     digest = json.loads(out.stdout)["trust_root_sha256"]
     server = Server(workdir, db_url)
     server.start()

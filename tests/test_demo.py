@@ -14,6 +14,7 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert len(SAMPLES) == 12
     assert out.count(" -> in ") == 12
+    assert "is not valid at index 15: revoked at index 14" in out
     # Each place lies on the reporting party's side, as the bundled border draws it.
     for s in SAMPLES:
         assert re.search(rf" {s.party} .* at {s.place} +-> in {s.party},", out), s.place
@@ -21,4 +22,4 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert "INVALID_ARGUMENT: location.point:" in out and "outside the region" in out
     assert "duplicate=True" in out
     assert out.count("OK: ") == 2
-    assert "consistent with the checkpoint of size 14 verified before" in out
+    assert "consistent with the checkpoint of size 16 verified before" in out

@@ -50,7 +50,7 @@ def test_unknown_party(running: RunningLedger) -> None:
 def test_unknown_key(running: RunningLedger) -> None:
     code, msg, fields = _refused(running, signed(report("ARM"), running.parties.outsider))
     assert code == grpc.StatusCode.PERMISSION_DENIED
-    assert "not in the trust root" in msg and fields == ["signatures[0].keyid"]
+    assert "not a key of any party" in msg and fields == ["signatures[0].keyid"]
 
 
 def test_role_not_allowed(running: RunningLedger) -> None:

@@ -25,35 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x65\x61sefire/v1/statements.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x08PartyKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.ceasefire.v1.Role\x12\r\n\x05label\x18\x03 \x01(\t\"I\n\x05Party\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\"\xaa\x01\n\tTrustRoot\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x16\n\x0elog_public_key\x18\x02 \x01(\x0c\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.ceasefire.v1.Party\x12\x1d\n\x15\x62order_dataset_sha256\x18\x04 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tprecision\x18\x03 \x01(\x0e\x32\x1b.ceasefire.v1.TimePrecision\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"\x8a\x01\n\x08Location\x12\'\n\x05point\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPointH\x00\x12\x15\n\runcertainty_m\x18\x04 \x01(\x01\x12\x32\n\tprecision\x18\x05 \x01(\x0e\x32\x1f.ceasefire.v1.LocationPrecisionB\n\n\x08geometry\"\xfd\x02\n\x0eIncidentReport\x12\x17\n\x0freporting_party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06window\x18\x03 \x01(\x0b\x32\x18.ceasefire.v1.TimeWindow\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.Location\x12\x30\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x1e.ceasefire.v1.IncidentCategory\x12\x37\n\x10observation_mode\x18\x06 \x01(\x0e\x32\x1d.ceasefire.v1.ObservationMode\x12!\n\x19\x61lleged_responsible_party\x18\x07 \x01(\t\x12\x11\n\tnarrative\x18\x08 \x01(\t\x12\x1a\n\x12narrative_language\x18\t \x01(\t\x12\x0f\n\x07weapons\x18\n \x03(\t*\x91\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_MONITOR\x10\x01\x12\x12\n\x0eROLE_AUTHORITY\x10\x02\x12\x11\n\rROLE_OBSERVER\x10\x03\x12\x15\n\x11ROLE_INVESTIGATOR\x10\x04\x12\x10\n\x0cROLE_WITNESS\x10\x05\x12\x11\n\rROLE_OPERATOR\x10\x06*\xae\x01\n\rTimePrecision\x12\x1e\n\x1aTIME_PRECISION_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_PRECISION_MINUTE\x10\x01\x12\x17\n\x13TIME_PRECISION_HOUR\x10\x02\x12\x16\n\x12TIME_PRECISION_DAY\x10\x03\x12\x17\n\x13TIME_PRECISION_WEEK\x10\x04\x12\x18\n\x14TIME_PRECISION_MONTH\x10\x05*\x91\x01\n\x11LocationPrecision\x12\"\n\x1eLOCATION_PRECISION_UNSPECIFIED\x10\x00\x12\x1c\n\x18LOCATION_PRECISION_EXACT\x10\x01\x12\x1b\n\x17LOCATION_PRECISION_NEAR\x10\x02\x12\x1d\n\x19LOCATION_PRECISION_REGION\x10\x03*\xc5\x03\n\x10IncidentCategory\x12!\n\x1dINCIDENT_CATEGORY_UNSPECIFIED\x10\x00\x12%\n!INCIDENT_CATEGORY_SMALL_ARMS_FIRE\x10\x01\x12\x1c\n\x18INCIDENT_CATEGORY_SNIPER\x10\x02\x12)\n%INCIDENT_CATEGORY_MORTAR_OR_ARTILLERY\x10\x03\x12\x1c\n\x18INCIDENT_CATEGORY_ROCKET\x10\x04\x12\"\n\x1eINCIDENT_CATEGORY_DRONE_STRIKE\x10\x05\x12(\n$INCIDENT_CATEGORY_AIRSPACE_VIOLATION\x10\x06\x12\'\n#INCIDENT_CATEGORY_ENGINEERING_WORKS\x10\x07\x12$\n INCIDENT_CATEGORY_TROOP_MOVEMENT\x10\x08\x12\x1f\n\x1bINCIDENT_CATEGORY_DETENTION\x10\t\x12%\n!INCIDENT_CATEGORY_PROPERTY_DAMAGE\x10\n\x12\x1b\n\x17INCIDENT_CATEGORY_OTHER\x10\x0b*\xb0\x01\n\x0fObservationMode\x12 \n\x1cOBSERVATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15OBSERVATION_MODE_SEEN\x10\x01\x12\x1a\n\x16OBSERVATION_MODE_HEARD\x10\x02\x12\x1b\n\x17OBSERVATION_MODE_SENSOR\x10\x03\x12\'\n#OBSERVATION_MODE_THIRD_PARTY_REPORT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x65\x61sefire/v1/statements.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x08PartyKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.ceasefire.v1.Role\x12\r\n\x05label\x18\x03 \x01(\t\"f\n\x05Party\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x1b\n\x13\x61uthority_threshold\x18\x04 \x01(\r\"@\n\tFreshness\x12\x17\n\x0fmax_age_seconds\x18\x01 \x01(\r\x12\x1a\n\x12max_future_seconds\x18\x02 \x01(\r\"/\n\x0bNamedPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\xa5\x02\n\tTrustRoot\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x16\n\x0elog_public_key\x18\x02 \x01(\x0c\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.ceasefire.v1.Party\x12\x1d\n\x15\x62order_dataset_sha256\x18\x04 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\tfreshness\x18\x06 \x01(\x0b\x32\x17.ceasefire.v1.Freshness\x12\x18\n\x10\x61\x64mission_policy\x18\x07 \x01(\t\x12\x33\n\x10\x66inding_policies\x18\x08 \x03(\x0b\x32\x19.ceasefire.v1.NamedPolicy\"\xb6\x01\n\tKeyChange\x12\r\n\x05party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x03\x61\x64\x64\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x16\n\x0erevoke_key_ids\x18\x04 \x03(\t\x12\x1b\n\x13\x61uthority_threshold\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"v\n\x0ePartyAdmission\x12\"\n\x05party\x18\x01 \x01(\x0b\x32\x13.ceasefire.v1.Party\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x01\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tprecision\x18\x03 \x01(\x0e\x32\x1b.ceasefire.v1.TimePrecision\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"\x8a\x01\n\x08Location\x12\'\n\x05point\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPointH\x00\x12\x15\n\runcertainty_m\x18\x04 \x01(\x01\x12\x32\n\tprecision\x18\x05 \x01(\x0e\x32\x1f.ceasefire.v1.LocationPrecisionB\n\n\x08geometry\"\xfd\x02\n\x0eIncidentReport\x12\x17\n\x0freporting_party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06window\x18\x03 \x01(\x0b\x32\x18.ceasefire.v1.TimeWindow\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.Location\x12\x30\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x1e.ceasefire.v1.IncidentCategory\x12\x37\n\x10observation_mode\x18\x06 \x01(\x0e\x32\x1d.ceasefire.v1.ObservationMode\x12!\n\x19\x61lleged_responsible_party\x18\x07 \x01(\t\x12\x11\n\tnarrative\x18\x08 \x01(\t\x12\x1a\n\x12narrative_language\x18\t \x01(\t\x12\x0f\n\x07weapons\x18\n \x03(\t*\x91\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_MONITOR\x10\x01\x12\x12\n\x0eROLE_AUTHORITY\x10\x02\x12\x11\n\rROLE_OBSERVER\x10\x03\x12\x15\n\x11ROLE_INVESTIGATOR\x10\x04\x12\x10\n\x0cROLE_WITNESS\x10\x05\x12\x11\n\rROLE_OPERATOR\x10\x06*\xae\x01\n\rTimePrecision\x12\x1e\n\x1aTIME_PRECISION_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_PRECISION_MINUTE\x10\x01\x12\x17\n\x13TIME_PRECISION_HOUR\x10\x02\x12\x16\n\x12TIME_PRECISION_DAY\x10\x03\x12\x17\n\x13TIME_PRECISION_WEEK\x10\x04\x12\x18\n\x14TIME_PRECISION_MONTH\x10\x05*\x91\x01\n\x11LocationPrecision\x12\"\n\x1eLOCATION_PRECISION_UNSPECIFIED\x10\x00\x12\x1c\n\x18LOCATION_PRECISION_EXACT\x10\x01\x12\x1b\n\x17LOCATION_PRECISION_NEAR\x10\x02\x12\x1d\n\x19LOCATION_PRECISION_REGION\x10\x03*\xc5\x03\n\x10IncidentCategory\x12!\n\x1dINCIDENT_CATEGORY_UNSPECIFIED\x10\x00\x12%\n!INCIDENT_CATEGORY_SMALL_ARMS_FIRE\x10\x01\x12\x1c\n\x18INCIDENT_CATEGORY_SNIPER\x10\x02\x12)\n%INCIDENT_CATEGORY_MORTAR_OR_ARTILLERY\x10\x03\x12\x1c\n\x18INCIDENT_CATEGORY_ROCKET\x10\x04\x12\"\n\x1eINCIDENT_CATEGORY_DRONE_STRIKE\x10\x05\x12(\n$INCIDENT_CATEGORY_AIRSPACE_VIOLATION\x10\x06\x12\'\n#INCIDENT_CATEGORY_ENGINEERING_WORKS\x10\x07\x12$\n INCIDENT_CATEGORY_TROOP_MOVEMENT\x10\x08\x12\x1f\n\x1bINCIDENT_CATEGORY_DETENTION\x10\t\x12%\n!INCIDENT_CATEGORY_PROPERTY_DAMAGE\x10\n\x12\x1b\n\x17INCIDENT_CATEGORY_OTHER\x10\x0b*\xb0\x01\n\x0fObservationMode\x12 \n\x1cOBSERVATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15OBSERVATION_MODE_SEEN\x10\x01\x12\x1a\n\x16OBSERVATION_MODE_HEARD\x10\x02\x12\x1b\n\x17OBSERVATION_MODE_SENSOR\x10\x03\x12\'\n#OBSERVATION_MODE_THIRD_PARTY_REPORT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ceasefire.v1.statements_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1131
-  _globals['_ROLE']._serialized_end=1276
-  _globals['_TIMEPRECISION']._serialized_start=1279
-  _globals['_TIMEPRECISION']._serialized_end=1453
-  _globals['_LOCATIONPRECISION']._serialized_start=1456
-  _globals['_LOCATIONPRECISION']._serialized_end=1601
-  _globals['_INCIDENTCATEGORY']._serialized_start=1604
-  _globals['_INCIDENTCATEGORY']._serialized_end=2057
-  _globals['_OBSERVATIONMODE']._serialized_start=2060
-  _globals['_OBSERVATIONMODE']._serialized_end=2236
+  _globals['_ROLE']._serialized_start=1703
+  _globals['_ROLE']._serialized_end=1848
+  _globals['_TIMEPRECISION']._serialized_start=1851
+  _globals['_TIMEPRECISION']._serialized_end=2025
+  _globals['_LOCATIONPRECISION']._serialized_start=2028
+  _globals['_LOCATIONPRECISION']._serialized_end=2173
+  _globals['_INCIDENTCATEGORY']._serialized_start=2176
+  _globals['_INCIDENTCATEGORY']._serialized_end=2629
+  _globals['_OBSERVATIONMODE']._serialized_start=2632
+  _globals['_OBSERVATIONMODE']._serialized_end=2808
   _globals['_PARTYKEY']._serialized_start=80
   _globals['_PARTYKEY']._serialized_end=159
   _globals['_PARTY']._serialized_start=161
-  _globals['_PARTY']._serialized_end=234
-  _globals['_TRUSTROOT']._serialized_start=237
-  _globals['_TRUSTROOT']._serialized_end=407
-  _globals['_TIMEWINDOW']._serialized_start=410
-  _globals['_TIMEWINDOW']._serialized_end=554
-  _globals['_GEOPOINT']._serialized_start=556
-  _globals['_GEOPOINT']._serialized_end=603
-  _globals['_LOCATION']._serialized_start=606
-  _globals['_LOCATION']._serialized_end=744
-  _globals['_INCIDENTREPORT']._serialized_start=747
-  _globals['_INCIDENTREPORT']._serialized_end=1128
+  _globals['_PARTY']._serialized_end=263
+  _globals['_FRESHNESS']._serialized_start=265
+  _globals['_FRESHNESS']._serialized_end=329
+  _globals['_NAMEDPOLICY']._serialized_start=331
+  _globals['_NAMEDPOLICY']._serialized_end=378
+  _globals['_TRUSTROOT']._serialized_start=381
+  _globals['_TRUSTROOT']._serialized_end=674
+  _globals['_KEYCHANGE']._serialized_start=677
+  _globals['_KEYCHANGE']._serialized_end=859
+  _globals['_PARTYADMISSION']._serialized_start=861
+  _globals['_PARTYADMISSION']._serialized_end=979
+  _globals['_TIMEWINDOW']._serialized_start=982
+  _globals['_TIMEWINDOW']._serialized_end=1126
+  _globals['_GEOPOINT']._serialized_start=1128
+  _globals['_GEOPOINT']._serialized_end=1175
+  _globals['_LOCATION']._serialized_start=1178
+  _globals['_LOCATION']._serialized_end=1316
+  _globals['_INCIDENTREPORT']._serialized_start=1319
+  _globals['_INCIDENTREPORT']._serialized_end=1700
 # @@protoc_insertion_point(module_scope)

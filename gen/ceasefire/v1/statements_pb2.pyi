@@ -224,9 +224,14 @@ class Party(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
+    AUTHORITY_THRESHOLD_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Short stable code, e.g. ISO 3166-1 alpha-3 "ARM", "AZE", or "OBS"."""
     name: _builtins.str
+    authority_threshold: _builtins.int
+    """How many of the party's authority keys must sign to change its keys, to consent
+    for it (the principal PARTY.authority), or to found a ledger in its name. At least 1.
+    """
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyKey]: ...
     def __init__(
@@ -235,18 +240,74 @@ class Party(_message.Message):
         code: _builtins.str = ...,
         name: _builtins.str = ...,
         keys: _abc.Iterable[Global___PartyKey] | None = ...,
+        authority_threshold: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "keys", b"keys", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority_threshold", b"authority_threshold", "code", b"code", "keys", b"keys", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Party: _TypeAlias = Party  # noqa: Y015
 
 @_typing.final
+class Freshness(_message.Message):
+    """How far a statement's signed created_time may be from the log's clock at the index it
+    is integrated: older than max_age_seconds or ahead by more than max_future_seconds is
+    refused. Order is always the log index, never this clock.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_FUTURE_SECONDS_FIELD_NUMBER: _builtins.int
+    max_age_seconds: _builtins.int
+    max_future_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        max_age_seconds: _builtins.int = ...,
+        max_future_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_age_seconds", b"max_age_seconds", "max_future_seconds", b"max_future_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Freshness: _TypeAlias = Freshness  # noqa: Y015
+
+@_typing.final
+class NamedPolicy(_message.Message):
+    """A named signature policy, e.g. name "joint", expression
+    "AND(ARM.authority, AZE.authority)". See docs/authorization.md for the grammar.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    expression: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        expression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expression", b"expression", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NamedPolicy: _TypeAlias = NamedPolicy  # noqa: Y015
+
+@_typing.final
 class TrustRoot(_message.Message):
-    """The ledger's first entry: who may say what. Auditors pin its digest."""
+    """The ledger's first entry: who may say what. It must carry the signatures of every
+    founding party's authority threshold and of the log key. Auditors pin its digest.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -255,17 +316,32 @@ class TrustRoot(_message.Message):
     PARTIES_FIELD_NUMBER: _builtins.int
     BORDER_DATASET_SHA256_FIELD_NUMBER: _builtins.int
     CREATED_TIME_FIELD_NUMBER: _builtins.int
+    FRESHNESS_FIELD_NUMBER: _builtins.int
+    ADMISSION_POLICY_FIELD_NUMBER: _builtins.int
+    FINDING_POLICIES_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     """The log's name: the origin line of every checkpoint."""
     log_public_key: _builtins.bytes
     """Raw 32-byte Ed25519 public key of the log (signs checkpoints and receipts)."""
     border_dataset_sha256: _builtins.str
     """SHA-256 (lowercase hex) of the border data set in force from this entry on."""
+    admission_policy: _builtins.str
+    """Whose consent admits a new party (a policy expression), e.g.
+    "AND(ARM.authority, AZE.authority)". Empty: every founding party's authority.
+    """
     @_builtins.property
     def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Party]: ...
     @_builtins.property
     def created_time(self) -> _timestamp_pb2.Timestamp:
         """Author's clock; informational, order is the log index."""
+
+    @_builtins.property
+    def freshness(self) -> Global___Freshness:
+        """Defaults when unset: 72 hours and 5 minutes."""
+
+    @_builtins.property
+    def finding_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedPolicy]:
+        """Policies that findings of joint investigations may name."""
 
     def __init__(
         self,
@@ -275,14 +351,95 @@ class TrustRoot(_message.Message):
         parties: _abc.Iterable[Global___Party] | None = ...,
         border_dataset_sha256: _builtins.str = ...,
         created_time: _timestamp_pb2.Timestamp | None = ...,
+        freshness: Global___Freshness | None = ...,
+        admission_policy: _builtins.str = ...,
+        finding_policies: _abc.Iterable[Global___NamedPolicy] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "freshness", b"freshness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["border_dataset_sha256", b"border_dataset_sha256", "created_time", b"created_time", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_policy", b"admission_policy", "border_dataset_sha256", b"border_dataset_sha256", "created_time", b"created_time", "finding_policies", b"finding_policies", "freshness", b"freshness", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrustRoot: _TypeAlias = TrustRoot  # noqa: Y015
+
+@_typing.final
+class KeyChange(_message.Message):
+    """Adds, rotates (add + revoke in one statement) or revokes keys of one party, or changes
+    its authority threshold. Signed by that party's authority threshold, counted on the key
+    state before this entry. A revocation takes effect at this entry's index: signatures by
+    the key at later indexes are refused; earlier entries stay valid. Keys are never reused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    ADD_FIELD_NUMBER: _builtins.int
+    REVOKE_KEY_IDS_FIELD_NUMBER: _builtins.int
+    AUTHORITY_THRESHOLD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    authority_threshold: _builtins.int
+    """The new authority threshold; 0 leaves it unchanged."""
+    reason: _builtins.str
+    """Why, for the record, e.g. "device lost", "scheduled rotation"."""
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def add(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyKey]: ...
+    @_builtins.property
+    def revoke_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key ids (lowercase hex SHA-256 of the public key) to revoke."""
+
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        add: _abc.Iterable[Global___PartyKey] | None = ...,
+        revoke_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        authority_threshold: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "authority_threshold", b"authority_threshold", "created_time", b"created_time", "party", b"party", "reason", b"reason", "revoke_key_ids", b"revoke_key_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyChange: _TypeAlias = KeyChange  # noqa: Y015
+
+@_typing.final
+class PartyAdmission(_message.Message):
+    """Admits a new party (e.g. a neutral observer mission). Signed by the consent the trust
+    root's admission_policy names, and by the new party's own authority threshold.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def party(self) -> Global___Party: ...
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        party: Global___Party | None = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "party", b"party"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "party", b"party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartyAdmission: _TypeAlias = PartyAdmission  # noqa: Y015
 
 @_typing.final
 class TimeWindow(_message.Message):

@@ -26,8 +26,10 @@ def upgrade() -> None:
         sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("envelope_sha256", sa.LargeBinary(32), nullable=False, unique=True),
         sa.Column("integrated_time_us", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.String(128), nullable=False),
         sa.Column("entry", sa.LargeBinary, nullable=False),
     )
+    op.create_index("entries_kind", "entries", ["kind", "idx"])
     op.create_table(
         "tree_nodes",
         sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),

@@ -1,0 +1,170 @@
+"""Property: over random sequences of key events and statements, the server's accept/refuse
+decisions equal the offline verifier's replay, entry by entry.
+
+The server runs for real (SQLite, its sequencer, a fixed clock); the verifier sees only the
+entries read back from the database, and judges each refused submission on the key state it
+rebuilt itself.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ceasefire.v1 import statements_pb2 as pb
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from clients.reports import sign_report
+from geo.borders import BorderDataset, load_default
+from ledger import dsse, keys, rules, statements
+from ledger.clock import now_us, to_timestamp
+from ledger.errors import LedgerError
+from ledger.log_key import LogKey
+from ledger.service import Ledger, initialize
+from ledger.storage import LedgerStore
+from ledger.verifier import Replay
+from tests.conftest import ORIGIN
+from tests.reports import report
+
+NOW = now_us()
+# Fixed key material, so that hypothesis can shrink over indexes into it.
+KEYS = [SigningKey(bytes([i + 1]) * 32) for i in range(10)]
+LOG = SigningKey(b"\x99" * 32)
+# Founding: ARM authorities 0,1,2 (threshold 2), ARM monitor 3; AZE authority 4, monitor 5.
+# Keys 6..9 start outside the ledger and may be added.
+FOUNDING = {0: ("ARM", pb.ROLE_AUTHORITY), 1: ("ARM", pb.ROLE_AUTHORITY),
+            2: ("ARM", pb.ROLE_AUTHORITY), 3: ("ARM", pb.ROLE_MONITOR),
+            4: ("AZE", pb.ROLE_AUTHORITY), 5: ("AZE", pb.ROLE_MONITOR)}  # fmt: skip
+PLACES = {"ARM": (40.8811, 45.3875), "AZE": (41.0933, 45.3661)}
+ROLES = [pb.ROLE_MONITOR, pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER]
+
+
+def _pub(i: int) -> bytes:
+    return keys.public_bytes(KEYS[i])
+
+
+def _founding(borders: BorderDataset) -> dsse.Envelope:
+    parties = []
+    for code, threshold in (("ARM", 2), ("AZE", 1)):
+        party = pb.Party(code=code, name=code, authority_threshold=threshold)
+        for i, (owner, role) in FOUNDING.items():
+            if owner == code:
+                party.keys.add(public_key=_pub(i), role=role)
+        parties.append(party)
+    root = pb.TrustRoot(
+        origin=ORIGIN,
+        log_public_key=keys.public_bytes(LOG),
+        border_dataset_sha256=borders.sha256,
+        parties=parties,
+    )
+    return dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), [KEYS[0], KEYS[1], KEYS[4]])
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str  # report | add | revoke | threshold
+    party: str
+    target: int  # a key index, or a threshold
+    role: int
+    signers: tuple[int, ...]
+    age_s: int
+
+    def envelope(self, n: int) -> bytes:
+        signing = [KEYS[i] for i in self.signers]
+        created = to_timestamp(NOW - self.age_s * 1_000_000)
+        if self.kind == "report":
+            lat, lon = PLACES[self.party]
+            r = report(self.party, lat=lat, lon=lon, narrative=f"report {n}")
+            r.created_time.CopyFrom(created)
+            return sign_report(r, signing)
+        change = pb.KeyChange(party=self.party, created_time=created, reason=f"change {n}")
+        if self.kind == "add":
+            change.add.add(public_key=_pub(self.target), role=ROLES[self.role])
+        elif self.kind == "revoke":
+            change.revoke_key_ids.append(dsse.key_id(_pub(self.target)))
+        else:
+            change.authority_threshold = self.target
+        return dsse.sign(statements.KEY_CHANGE, change.SerializeToString(), signing).to_json()
+
+
+# Signer sets that often make sense for a party and kind, so that many statements pass.
+PLAUSIBLE: dict[tuple[str, str], list[tuple[int, ...]]] = {
+    ("ARM", "report"): [(3,), (6,), (7,)],
+    ("AZE", "report"): [(5,), (8,), (9,)],
+    ("ARM", "change"): [(0, 1), (1, 2), (0, 2), (0, 1, 2), (0, 6), (6, 7)],
+    ("AZE", "change"): [(4,), (4, 8), (8,), (9,)],
+}
+
+
+@st.composite
+def ops(draw: st.DrawFn) -> Op:
+    kind = draw(st.sampled_from(["report", "report", "add", "revoke", "threshold"]))
+    party = draw(st.sampled_from(["ARM", "AZE"]))
+    plausible = PLAUSIBLE[(party, "report" if kind == "report" else "change")]
+    signers = draw(
+        st.one_of(
+            st.sampled_from(plausible),
+            st.sampled_from(plausible),
+            st.lists(st.integers(0, 9), min_size=1, max_size=3, unique=True).map(tuple),
+        )
+    )
+    return Op(
+        kind=kind,
+        party=party,
+        target=draw(st.integers(0, 9) if kind != "threshold" else st.integers(1, 3)),
+        role=draw(st.integers(0, 2)),
+        signers=signers,
+        # Mostly fresh; now and then older than the 72 h window.
+        age_s=draw(st.sampled_from([0, 0, 0, 3600, 80 * 3600])),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ops(), min_size=1, max_size=12))
+def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
+    borders = load_default()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LedgerStore.open(f"sqlite:///{Path(tmp) / 'l.db'}")
+        log_key = LogKey(ORIGIN, LOG)
+        initialize(store, _founding(borders), log_key)
+        ledger = Ledger(store, log_key, borders, clock_us=lambda: NOW)
+        outcomes: list[tuple[bytes, int | type[LedgerError] | None]] = []
+        try:
+            for n, op in enumerate(sequence):
+                envelope = op.envelope(n)
+                outcome: int | type[LedgerError] | None
+                try:
+                    accepted = ledger.submit(envelope)
+                    outcome = None if accepted.duplicate else accepted.receipt.index
+                except LedgerError as e:
+                    outcome = type(e)
+                outcomes.append((envelope, outcome))
+                label = (
+                    "accepted" if isinstance(outcome, int) else getattr(outcome, "__name__", "dup")
+                )
+                event(f"{op.kind}: {label}")
+            stored = {e.index: e.entry for e in store.iter_entries(0, store.tree_size())}
+        finally:
+            ledger.close()
+            store.close()
+
+    verifier = Replay()
+    verifier.add(0, stored[0])
+    assert verifier.trust is not None
+    for envelope, outcome in outcomes:
+        if outcome is None:  # a duplicate: the first receipt, nothing appended
+            continue
+        if isinstance(outcome, int):
+            assert outcome == verifier.size, "indexes are contiguous"
+            verifier.add(outcome, stored[outcome])  # raises if the verifier would refuse
+            continue
+        try:
+            rules.admit(verifier.trust, dsse.Envelope.from_json(envelope), verifier.size, NOW)
+        except LedgerError as e:
+            assert type(e) is outcome, (type(e), outcome)
+        else:
+            raise AssertionError(f"the server refused ({outcome.__name__}); the verifier admits")
+    assert verifier.size == len(stored)
