@@ -36,8 +36,9 @@ def ceasefire(*args: str, cwd: Path, check: bool = True) -> subprocess.Completed
 
 
 class Server:
-    def __init__(self, workdir: Path, db_url: str) -> None:
-        self.workdir, self.db_url = workdir, db_url
+    def __init__(self, workdir: Path, db_url: str, *extra: str) -> None:
+        self.workdir, self.db_url, self.extra = workdir, db_url, extra
+        self.log_key = "keys/log.key"
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
 
@@ -51,9 +52,10 @@ class Server:
                 "--db",
                 self.db_url,
                 "--log-key",
-                "keys/log.key",
+                self.log_key,
                 "--listen",
                 "127.0.0.1:0",
+                *self.extra,
             ],
             cwd=self.workdir,
             stdout=subprocess.PIPE,
@@ -62,10 +64,13 @@ class Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r" on (127\.0\.0\.1:\d+);", line)
-        assert m, f"server did not start: {line!r}"
-        self.address = m.group(1)
+        seen = []
+        for line in self.proc.stdout:  # first-run messages may come before the address
+            seen.append(line)
+            if m := re.search(r"^serving .* on (127\.0\.0\.1:\d+);", line):
+                self.address = m.group(1)
+                return
+        raise AssertionError(f"server did not start: {''.join(seen)!r}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -210,3 +215,85 @@ def test_acknowledged_entries_survive_a_crash(initialised: tuple[Path, Server, s
         "submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", "--json", cwd=wd
     )
     assert json.loads(again.stdout)[0]["index"] == 3  # a new report (new created_time)
+
+
+def test_key_lifecycle_with_threshold_signing_across_machines(
+    initialised: tuple[Path, Server, str],
+) -> None:
+    wd, server, digest = initialised
+    s = ("--server", server.address)
+    arm_monitor = json.loads((wd / "keys/arm-monitor.pub").read_text())["key_id"]
+    ceasefire("keygen", "arm-monitor-2", "--dir", "keys", cwd=wd)
+
+    # ARM's first authority drafts the rotation; one signature is not enough for ARM (2 of 3).
+    ceasefire(
+        "keys", "rotate", *s, "--party", "ARM", "--old-key-id", arm_monitor, "--role", "monitor",
+        "--public-key", "keys/arm-monitor-2.pub", "--reason", "handset lost",
+        "--key", "keys/arm-authority-1.key", "--out", "rotate.json", cwd=wd,
+    )  # fmt: skip
+    early = ceasefire("submit", *s, "rotate.json", cwd=wd, check=False)
+    assert early.returncode == 1 and "needs 2 of ARM's authority keys" in early.stderr
+    # The second authority, on another machine, reads what it signs and adds its signature.
+    cosigned = ceasefire("cosign", "rotate.json", "--key", "keys/arm-authority-3.key", cwd=wd)
+    assert "now 2 signature(s)" in cosigned.stdout
+    assert "handset lost" in cosigned.stderr  # shown before signing
+    assert "entry 1" in ceasefire("submit", *s, "rotate.json", cwd=wd).stdout
+
+    old = ceasefire(
+        "submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd, check=False
+    )
+    assert old.returncode == 1 and "revoked at index 1" in old.stderr
+    ceasefire("submit", *s, "--key", "keys/arm-monitor-2.key", "incident-arm.yaml", cwd=wd)
+
+    # Admitting the observer mission: both founders' consent and its own authority.
+    ceasefire(
+        "keys", "add-party", *s, "--party-file", "observer-party.yaml",
+        "--key", "keys/arm-authority-1.key", "--key", "keys/arm-authority-2.key",
+        "--out", "obs.json", cwd=wd,
+    )  # fmt: skip
+    ceasefire("cosign", "obs.json", "--key", "keys/aze-authority-1.key", cwd=wd)
+    ceasefire("cosign", "obs.json", "--key", "keys/obs-authority.key", "--quiet", cwd=wd)
+    ceasefire("submit", *s, "obs.json", cwd=wd)
+
+    state = json.loads(
+        ceasefire("keys", "list", *s, "--trust-root", digest, "--json", cwd=wd).stdout
+    )
+    assert set(state["parties"]) == {"ARM", "AZE", "OBS"}
+    assert state["parties"]["ARM"]["authority_threshold"] == 2
+    revoked = [k for k in state["keys"] if k["key_id"] == arm_monitor]
+    assert revoked == [
+        {"party": "ARM", "role": "monitor", "key_id": arm_monitor, "added_at": 0, "revoked_at": 1}
+    ]
+    listing = ceasefire("keys", "list", *s, cwd=wd).stdout
+    assert "OBS   observer" in listing and "revoked at 1" in listing
+    verified = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
+    assert verified["ok"] and verified["tree_size"] == 4
+
+
+def test_first_run_bootstraps_a_local_ledger(tmp_path: Path) -> None:
+    """What `scripts/run` does on a fresh machine: serve --bootstrap, then submit."""
+    shutil.copy(EXAMPLES / "incident-arm.yaml", tmp_path)
+    home = tmp_path / "var"
+    server = Server(tmp_path, str(home / "ledger.db"), "--bootstrap", "--data-dir", str(home))
+    server.log_key = str(home / "keys/log.key")
+    server.start()
+    try:
+        s = ("--server", server.address)
+        key = str(home / "keys/arm-monitor.key")
+        assert (
+            "entry 1"
+            in ceasefire("submit", *s, "--key", key, "incident-arm.yaml", cwd=tmp_path).stdout
+        )
+        out = json.loads(ceasefire("verify", *s, "--json", cwd=tmp_path).stdout)
+        assert out["ok"] and out["tree_size"] == 2
+        assert server.stop() == 0
+        server.start()  # a second run reuses the ledger
+        assert (
+            json.loads(
+                ceasefire("checkpoint", "--server", server.address, "--json", cwd=tmp_path).stdout
+            )["tree_size"]
+            == 2
+        )
+    finally:
+        if server.proc and server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
