@@ -3,14 +3,18 @@ negative test for every rule, through a real gRPC server on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
 from ceasefire.v1 import statements_pb2 as pb
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
+from clients.cli import main
 from clients.client import LedgerClient, field_violations
 from clients.reports import sign_report
 from geo.borders import BorderDataset
@@ -18,6 +22,7 @@ from ledger import dsse, keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import PermissionDenied, Unauthenticated
 from ledger.grpc_server import build_server
+from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
 from ledger.storage import LedgerStore
@@ -86,12 +91,12 @@ class Env:
     ledger: Ledger
     client: LedgerClient
 
-    def submit(self, kind: str, statement: object, *signers: SigningKey) -> int:
-        payload = statement.SerializeToString()  # type: ignore[attr-defined]
+    def submit(self, kind: str, statement: Message, *signers: SigningKey) -> int:
+        payload = statement.SerializeToString()
         return self.client.submit(dsse.sign(kind, payload, list(signers)).to_json()).receipt.index
 
     def refused(
-        self, kind: str, statement: object, *signers: SigningKey
+        self, kind: str, statement: Message, *signers: SigningKey
     ) -> tuple[grpc.StatusCode, str]:
         size = self.client.checkpoint().tree_size
         with pytest.raises(grpc.RpcError) as info:
@@ -136,7 +141,9 @@ def change(party: str = "ARM", **kw: object) -> pb.KeyChange:
 # -- founding ------------------------------------------------------------------------------
 
 
-def test_trust_root_needs_every_founding_partys_threshold(tmp_path, borders: BorderDataset) -> None:  # type: ignore[no-untyped-def]
+def test_trust_root_needs_every_founding_partys_threshold(
+    tmp_path: Path, borders: BorderDataset
+) -> None:
     k = Keys()
     store = LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
     log_key = LogKey(ORIGIN, k.log)
@@ -156,7 +163,9 @@ def test_trust_root_needs_every_founding_partys_threshold(tmp_path, borders: Bor
     store.close()
 
 
-def test_trust_root_signed_by_another_log_is_refused(tmp_path, borders: BorderDataset) -> None:  # type: ignore[no-untyped-def]
+def test_trust_root_signed_by_another_log_is_refused(
+    tmp_path: Path, borders: BorderDataset
+) -> None:
     k = Keys()
     store = LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
     envelope = k.founding(borders).add_signature(SigningKey.generate())
@@ -319,13 +328,11 @@ def test_admission_policy_from_the_trust_root(db_url: str, borders: BorderDatase
     )
     ledger = Ledger(store, log_key, borders)
     try:
-        env = Env(k, store, ledger, None)  # type: ignore[arg-type]
         adm = _admission(k)
         envelope = dsse.sign(
             statements.PARTY_ADMISSION, adm.SerializeToString(), [k.aze_auth, k.obs_auth]
         )
         assert ledger.submit(envelope.to_json()).receipt.index == 1
-        assert env is not None
     finally:
         ledger.close()
         store.close()
@@ -376,3 +383,26 @@ def test_bad_signature_on_a_key_change_is_unauthenticated(env: Env) -> None:
     forged = dsse.Envelope(other, good.payload_type, good.signatures)
     with pytest.raises(Unauthenticated):
         env.ledger.submit(forged.to_json())
+
+
+def test_verifier_pinned_to_one_trust_root_refuses_a_ledger_founded_on_another(
+    env: Env, tmp_path: Path, borders: BorderDataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same parties, same origin, other keys: an impostor ledger cannot pass as this one."""
+    pinned = hashlib.sha256(parse_entry(env.client.entry(0).entry).envelope).hexdigest()
+    other = Keys()
+    store = LedgerStore.open(f"sqlite:///{tmp_path / 'impostor.db'}")
+    log_key = LogKey(ORIGIN, other.log)
+    initialize(store, other.founding(borders), log_key)
+    ledger = Ledger(store, log_key, borders)
+    server, port = build_server(ledger, "127.0.0.1:0")
+    server.start()
+    try:
+        assert main(["verify", "--server", env.client.target, "--trust-root", pinned]) == 0
+        capsys.readouterr()
+        assert main(["verify", "--server", f"127.0.0.1:{port}", "--trust-root", pinned]) == 1
+        assert f"is not the pinned one {pinned}" in capsys.readouterr().err
+    finally:
+        server.stop(grace=None).wait()
+        ledger.close()
+        store.close()
