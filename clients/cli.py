@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,12 @@ def _message_dict(message: Message) -> dict[str, Any]:
 # -- keys, init, serve -------------------------------------------------------------------
 
 
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if not KEY_NAME.match(args.name):
+        raise UsageError("a key name is 1-64 letters, digits, '.', '_' or '-'")
     out: Path = args.dir
     out.mkdir(parents=True, exist_ok=True)
     private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
@@ -157,7 +163,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> None:
-    """A local ledger for trying things out: keys for the log and one monitor per party."""
+    """A local ledger for trying things out: the log key, and an authority and a monitor
+    key for each of ARM and AZE; the trust root is signed by both authorities."""
     home: Path = args.data_dir
     store = LedgerStore.open(args.db)
     try:
@@ -167,11 +174,16 @@ def _bootstrap(args: argparse.Namespace) -> None:
         store.close()
     keydir = home / "keys"
     keydir.mkdir(parents=True, exist_ok=True)
-    for name in ("log", "arm-monitor", "aze-monitor", "arm-authority", "aze-authority"):
-        if not (keydir / f"{name}.key").exists():
+    wanted = [
+        keydir / f"{n}.key"
+        for n in ("arm-monitor", "aze-monitor", "arm-authority", "aze-authority")
+    ]
+    for private in [Path(args.log_key), *wanted]:
+        if not private.exists():
+            private.parent.mkdir(parents=True, exist_ok=True)
             key = keys.generate()
-            keys.write_private(keydir / f"{name}.key", key)
-            keys.write_public(keydir / f"{name}.pub", keys.public_bytes(key))
+            keys.write_private(private, key)
+            keys.write_public(private.with_suffix(".pub"), keys.public_bytes(key))
     if not (home / "trust-root.yaml").exists():
         (home / "trust-root.yaml").write_text(
             "origin: local.ceasefire-ledger/arm-aze\n"
@@ -184,7 +196,7 @@ def _bootstrap(args: argparse.Namespace) -> None:
             "      - {role: authority, public_key_file: keys/aze-authority.pub}\n"
         )
     ns = argparse.Namespace(
-        log_key=keydir / "log.key",
+        log_key=Path(args.log_key),
         border_data=args.border_data,
         trust_root=home / "trust-root.yaml",
         sign_with=[keydir / "arm-authority.key", keydir / "aze-authority.key"],
