@@ -68,7 +68,8 @@ class Replay:
         prev = self.leaf_hashes[-1] if self.leaf_hashes else GENESIS_PREVIOUS_HASH
         if entry.previous_leaf_hash != prev:
             raise VerificationError(
-                "hash chain broken: previous_leaf_hash is not the leaf hash of the entry before it",
+                f"hash chain broken: previous_leaf_hash is not the leaf hash of entry "
+                f"{index - 1}, so entry {index - 1} (or this link) was altered after logging",
                 index=index,
             )
         t = to_us(entry.integrated_time)
@@ -115,8 +116,9 @@ class Replay:
         ):
             raise VerificationError(
                 f"geo facts differ from a recomputation on data set {geo.dataset_sha256[:12]}: "
-                f"recorded {geo.territory or '-'} {geo.distance_to_border_m:.1f} m, "
-                f"computed {facts.territory or '-'} {facts.distance_to_border_m:.1f} m",
+                f"recorded {geo.territory or '-'} {geo.distance_to_border_m:.1f} m from "
+                f"{geo.nearest_segment!r}, computed {facts.territory or '-'} "
+                f"{facts.distance_to_border_m:.1f} m from {facts.nearest_segment!r}",
                 index=index,
             )
         self.geo_rechecked += 1

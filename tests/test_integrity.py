@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -72,3 +76,34 @@ def test_verify_refuses_another_trust_root(
     _fill(running, 1)
     assert main(["verify", "--server", running.address, "--trust-root", "ab" * 32]) == 1
     assert "is not the pinned one" in capsys.readouterr().err
+
+
+def test_offline_bundle_verifies_and_catches_tampering(
+    running: RunningLedger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(running)
+    path = tmp_path / "ledger.bundle"
+    state = str(tmp_path / "seen.checkpoint")
+    assert main(["export", "--server", running.address, "--out", str(path)]) == 0
+    running.client.close()  # offline from here on: no server is asked anything
+    capsys.readouterr()
+    assert main(["verify", "--bundle", str(path), "--state", state, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["tree_size"] == 5 and first["geo_facts_recomputed"] == 4
+
+    original = path.read_text().splitlines()
+    lines = list(original)
+    doc = json.loads(lines[1 + 2])
+    data = bytearray(base64.b64decode(doc["entry"]))
+    data[-3] ^= 0x01  # entry 2's validation facts: no author's signature covers them
+    doc["entry"] = base64.b64encode(bytes(data)).decode()
+    lines[1 + 2] = json.dumps(doc)
+    tampered = tmp_path / "tampered.bundle"
+    tampered.write_text("\n".join(lines) + "\n")
+    assert main(["verify", "--bundle", str(tampered)]) == 1
+    assert "entry 2" in capsys.readouterr().err
+
+    shorter = tmp_path / "shorter.bundle"
+    shorter.write_text("\n".join(original[:4]) + "\n")
+    assert main(["verify", "--bundle", str(shorter)]) == 1
+    assert "the checkpoint covers 5 entries, the bundle holds 3" in capsys.readouterr().err

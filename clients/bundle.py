@@ -1,0 +1,112 @@
+"""Offline audit bundles: the signed checkpoint and every entry it covers, in one file.
+
+`ceasefire export --out ledger.bundle` writes it from a server; `ceasefire verify --bundle
+ledger.bundle` checks it with no network and no trust in whoever handed it over: the
+trust root (pinned by digest), every entry's signatures and authorization replayed, the
+hash chain, and the root rebuilt from all leaves against the log's signature.
+
+Format (JSON lines, UTF-8): a header {"format": "ceasefire-bundle/v1", "origin": ...,
+"tree_size": N, "checkpoint": <signed note>}, then N lines {"index": i, "entry":
+<base64 of the LogEntry bytes>} in index order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from clients.client import LedgerClient
+from geo.borders import BorderDataset
+from ledger import merkle
+from ledger.note import Checkpoint
+from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
+
+FORMAT = "ceasefire-bundle/v1"
+
+
+def export_bundle(
+    client: LedgerClient, path: Path, progress: Callable[[str], None] = lambda _m: None
+) -> int:
+    cp = client.checkpoint()
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        header = {"format": FORMAT, "tree_size": cp.tree_size, "checkpoint": cp.signed_note}
+        out.write(json.dumps(header) + "\n")
+        for e in client.entries(0, cp.tree_size):
+            out.write(json.dumps({"index": e.index, "entry": base64.b64encode(e.entry).decode()}))
+            out.write("\n")
+            if (e.index + 1) % 1000 == 0:
+                progress(f"exported {e.index + 1}/{cp.tree_size} entries")
+    os.replace(tmp, path)  # never a half-written bundle under the final name
+    return cp.tree_size
+
+
+def _read(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
+    f = path.open(encoding="utf-8")
+    try:
+        header = json.loads(f.readline())
+    except json.JSONDecodeError as e:
+        f.close()
+        raise VerificationError(f"{path}: not a bundle ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        f.close()
+        raise VerificationError(f"{path}: not a {FORMAT} file")
+
+    def entries() -> Iterator[tuple[int, bytes]]:
+        with f:
+            for n, line in enumerate(f, start=2):
+                try:
+                    doc = json.loads(line)
+                    yield int(doc["index"]), base64.b64decode(doc["entry"], validate=True)
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as e:
+                    raise VerificationError(f"{path}: line {n} is not an entry ({e})") from e
+
+    return header, entries()
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    pinned_trust_root: str | None,
+    borders: list[BorderDataset],
+    state_file: Path | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> tuple[Replay, Checkpoint, int | None]:
+    header, entries = _read(path)
+    state = Replay(pinned_trust_root, {b.sha256: b for b in borders})
+    checkpoint: Checkpoint | None = None
+    for index, data in entries:
+        state.add(index, data)
+        if index == 0:
+            assert state.trust is not None
+            checkpoint = open_checkpoint(str(header.get("checkpoint", "")), state.trust)
+        if (index + 1) % 1000 == 0:
+            progress(f"checked {index + 1} entries")
+    if checkpoint is None or state.trust is None:
+        raise VerificationError(f"{path}: holds no entries")
+    if checkpoint.size != state.size:
+        raise VerificationError(
+            f"{path}: the checkpoint covers {checkpoint.size} entries, "
+            f"the bundle holds {state.size}"
+        )
+    check_root(state, checkpoint)
+    consistent_from = None
+    if state_file is not None and state_file.exists():
+        old = open_checkpoint(state_file.read_text(encoding="utf-8"), state.trust)
+        if old.size > checkpoint.size or (
+            merkle.root_from_leaf_hashes(state.leaf_hashes[: old.size]) != old.root_hash
+        ):
+            raise VerificationError(
+                f"the checkpoint of size {old.size} verified before is not a prefix of this "
+                "ledger: history was rewritten"
+            )
+        consistent_from = old.size
+    if state_file is not None:
+        tmp = state_file.with_name(state_file.name + ".tmp")
+        tmp.write_text(str(header["checkpoint"]), encoding="utf-8")
+        os.replace(tmp, state_file)
+    return state, checkpoint, consistent_from
