@@ -35,7 +35,7 @@ def run(
     borders = load_default()
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
-    initialize(store, parties.founding_envelope(borders), log_key)
+    initialize(store, parties.founding_envelope(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders, max_batch=max_batch, max_queue=len(envelopes) + 1)
     server, port = build_server(ledger, "127.0.0.1:0", max_workers=clients * 2)
     server.start()

@@ -12,15 +12,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from clients.client import LedgerClient
+from geo import datasets
 from geo.borders import BorderDataset
 from ledger import merkle
 from ledger.note import Checkpoint
-from ledger.trust import TrustState
+from ledger.trust import DatasetInfo, TrustState
 from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
 
 
@@ -47,7 +49,9 @@ def audit(
     first = next(stream, None)
     if first is None:
         raise VerificationError("the ledger is empty: no trust root")
-    state = Replay(pinned_trust_root, {b.sha256: b for b in borders or []})
+    state = Replay(
+        pinned_trust_root, {b.sha256: b for b in borders or []}, load_dataset=fetcher(client)
+    )
     state.add(0, first.entry)
     # Entry 0 names the log key; only now can the checkpoint's signature be checked.
     assert state.trust is not None
@@ -75,6 +79,16 @@ def audit(
         geo_rechecked=state.geo_rechecked,
         consistent_from=consistent_from,
     )
+
+
+def fetcher(client: LedgerClient) -> Callable[[DatasetInfo], BorderDataset | None]:
+    """Loads a registered data set from the log's blob store, each file checked by digest."""
+
+    def load(info: DatasetInfo) -> BorderDataset:
+        contents = {name: client.blob(digest) for name, digest in info.files}
+        return datasets.load_files(contents, Path(tempfile.gettempdir()) / "ceasefire-datasets")
+
+    return load
 
 
 def _check_inclusion(client: LedgerClient, index: int, data: bytes, cp: Checkpoint) -> None:

@@ -19,9 +19,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
-from clients import bundle, envelope_files, keys_cli, reports, trust_root_file
+from clients import border_cli, bundle, envelope_files, keys_cli, reports, trust_root_file
 from clients.audit import AuditResult, audit
 from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
+from clients.describe import describe_entry
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
 from ledger import dsse, keys, merkle, statements
 from ledger.clock import parse_iso, to_iso, to_us
@@ -29,7 +30,7 @@ from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.note import NoteError
-from ledger.service import initialize
+from ledger.service import dataset_files, initialize
 from ledger.storage import LedgerStore
 from ledger.verifier import Replay, VerificationError, open_checkpoint
 
@@ -79,10 +80,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _draft_trust_root(path: Path, log_public_key: bytes, border_data: Path) -> pb.TrustRoot:
+    borders = BorderDataset.load(border_data)
     return trust_root_file.load_trust_root(
         path,
         log_public_key=log_public_key,
-        border_dataset_sha256=BorderDataset.load(border_data).sha256,
+        border_dataset_sha256=borders.sha256,
+        border_dataset_files=dataset_files(borders),
     )
 
 
@@ -122,7 +125,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     log_key = LogKey(origin, log_signing_key)
     store = LedgerStore.open(args.db)
     try:
-        entry = initialize(store, envelope, log_key)
+        entry = initialize(store, envelope, log_key, BorderDataset.load(args.border_data))
     finally:
         store.close()
     digest = hashlib.sha256(parse_entry(entry.entry).envelope).hexdigest()
@@ -312,26 +315,6 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def _observation(value: pb.ObservationMode.ValueType) -> str:
     return pb.ObservationMode.Name(value).removeprefix("OBSERVATION_MODE_").lower()
-
-
-def describe_entry(data: bytes) -> dict[str, Any]:
-    entry = parse_entry(data)
-    envelope = dsse.Envelope.from_json(entry.envelope)
-    doc: dict[str, Any] = {
-        "index": entry.index,
-        "leaf_hash": merkle.leaf_hash(data).hex(),
-        "integrated_time": to_iso(to_us(entry.integrated_time)),
-        "previous_leaf_hash": entry.previous_leaf_hash.hex(),
-        "envelope_sha256": hashlib.sha256(entry.envelope).hexdigest(),
-        "payload_type": envelope.payload_type,
-        "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
-        "validation": _message_dict(entry.validation),
-    }
-    try:
-        doc["statement"] = _message_dict(statements.decode(envelope.payload_type, envelope.payload))
-    except LedgerError as e:
-        doc["statement_error"] = str(e)
-    return doc
 
 
 def cmd_entry(args: argparse.Namespace) -> int:
@@ -560,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
 
     keys_cli.add_parsers(sub, server_opt, json_opt)
+    border_cli.add_parsers(sub, server_opt, json_opt)
 
     sp = add("serve", cmd_serve, "run the gRPC service")
     sp.add_argument(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 import grpc
@@ -16,6 +17,7 @@ from grpc_status import rpc_status
 from ledger.clock import to_timestamp
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+CHUNK_BYTES = 60_000
 
 
 class LedgerClient:
@@ -104,6 +106,44 @@ class LedgerClient:
         if until_us is not None:
             request.until.CopyFrom(to_timestamp(until_us))
         yield from self.stub.Timeline(request, timeout=self.timeout_s * 10)
+
+    def submit_with_blobs(
+        self, envelope: bytes, files: Mapping[str, bytes]
+    ) -> api.SubmitWithBlobsResponse:
+        def parts() -> Iterator[api.SubmitWithBlobsRequest]:
+            yield api.SubmitWithBlobsRequest(envelope=envelope)
+            for name, data in files.items():
+                for start in range(0, max(len(data), 1), CHUNK_BYTES):
+                    chunk = api.BlobChunk(name=name, data=data[start : start + CHUNK_BYTES])
+                    yield api.SubmitWithBlobsRequest(chunk=chunk)
+
+        return self.stub.SubmitWithBlobs(parts(), timeout=self.timeout_s * 4)
+
+    def blob(self, sha256: str) -> bytes:
+        """A stored file by its digest, checked against it."""
+        data = b"".join(
+            r.data
+            for r in self.stub.GetBlob(api.GetBlobRequest(sha256=sha256), timeout=self.timeout_s)
+        )
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"the server sent bytes that are not {sha256}")
+        return data
+
+    def revalidate(
+        self,
+        dataset_sha256: str,
+        *,
+        changed_only: bool = False,
+        parties: Sequence[str] = (),
+        limit: int = 0,
+    ) -> Iterator[api.RevalidateResponse]:
+        request = api.RevalidateRequest(
+            dataset_sha256=dataset_sha256,
+            changed_only=changed_only,
+            parties=list(parties),
+            limit=limit,
+        )
+        yield from self.stub.Revalidate(request, timeout=self.timeout_s * 10)
 
 
 def describe_error(error: grpc.RpcError) -> str:

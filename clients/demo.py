@@ -26,7 +26,7 @@ from ledger.clock import now_us, to_timestamp
 from ledger.grpc_server import build_server
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
-from ledger.service import Ledger, initialize
+from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore
 
 HOUR_US = 3600 * 1_000_000
@@ -249,6 +249,7 @@ def _run(home: Path) -> int:
         origin=origin,
         log_public_key=keys.public_bytes(k["log"]),
         border_dataset_sha256=borders.sha256,
+        border_dataset_files=dataset_files(borders),
         created_time=to_timestamp(now_us()),
         parties=[party("ARM", "Armenia"), party("AZE", "Azerbaijan")],
         finding_policies=[
@@ -261,7 +262,7 @@ def _run(home: Path) -> int:
     db = home / "ledger.db"
     store = LedgerStore.open(str(db))
     log_key = LogKey(origin, k["log"])
-    first = initialize(store, founding, log_key)
+    first = initialize(store, founding, log_key, borders)
     digest = hashlib.sha256(parse_entry(first.entry).envelope).hexdigest()
     print(f"  {db}\n  trust root sha256 {digest}")
     print(f"  border data: {borders.name}, sha256 {borders.sha256}")

@@ -85,7 +85,11 @@ def key_from_dict(k: Any, base: Path, where: str) -> pb.PartyKey:
 
 
 def load_trust_root(
-    path: Path, *, log_public_key: bytes, border_dataset_sha256: str
+    path: Path,
+    *,
+    log_public_key: bytes,
+    border_dataset_sha256: str,
+    border_dataset_files: list[pb.DatasetFile],
 ) -> pb.TrustRoot:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -97,6 +101,7 @@ def load_trust_root(
         origin=str(doc.get("origin", "")),
         log_public_key=log_public_key,
         border_dataset_sha256=border_dataset_sha256,
+        border_dataset_files=border_dataset_files,
         created_time=to_timestamp(now_us()),
     )
     for i, p in enumerate(doc["parties"]):

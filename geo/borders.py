@@ -21,6 +21,8 @@ import shapely
 from numpy.typing import NDArray
 from pyproj import Geod
 
+from geo.manifest import dataset_digest
+
 __all__ = [
     "DEFAULT_DATASET_DIR",
     "BorderDataset",
@@ -88,12 +90,12 @@ class PointFacts:
 class BorderDataset:
     """One pair of neighbours' territories and shared border, loaded once and kept by the caller.
 
-    Identity: ``sha256`` is the lowercase hex SHA-256 of ``territories.geojson`` exactly as
-    stored, so an auditor reproduces it with ``sha256sum territories.geojson``. The border is a
-    function of the territories (their shared boundary), and ``load`` refuses a border file that
-    is not exactly that, so the territories digest pins the whole data set; ``files`` still maps
-    each data file name to its own digest. The digests are taken over the same bytes that are
-    parsed, so they identify what was actually loaded.
+    Identity: ``sha256`` is the SHA-256 of the data set's manifest (``geo.manifest``): the
+    ``sha256sum`` lines of its data files sorted by name, so an auditor reproduces it with
+    ``sha256sum border.geojson territories.geojson | sha256sum``. ``files`` maps each data
+    file name to its own digest. The digests are taken over the same bytes that are parsed,
+    so they identify what was actually loaded; ``load`` also refuses a border file that is not
+    exactly the territories' shared boundary.
 
     Region: a point is monitored when it lies in ``bounds``, the bounding box of both
     territories widened by ``margin_deg`` on every side (0.5 degree is 42-56 km here). A fixed,
@@ -151,7 +153,7 @@ class BorderDataset:
             if geom.geom_type not in ("LineString", "MultiLineString") or geom.is_empty:
                 raise DatasetError(f"{BORDER_FILE}: segment {seg} is not a (Multi)LineString")
         # The border must be exactly the shared boundary, or "which side" and "how far" could
-        # disagree; this also makes the territories digest cover the border.
+        # disagree.
         shared = geoms[0].boundary.intersection(geoms[1].boundary)
         line = shapely.union_all(border.geometry.values)
         if line.hausdorff_distance(shared) > _TOPOLOGY_TOL_DEG:
@@ -192,7 +194,7 @@ class BorderDataset:
         return cls(
             name=directory.name,
             directory=directory,
-            sha256=files[TERRITORIES_FILE],
+            sha256=dataset_digest(files),
             files=files,
             parties=parties,
             party_names=dict(zip(parties, (str(n) for n in territories["name"]), strict=True)),
@@ -220,7 +222,24 @@ class BorderDataset:
         ``territory=None``; on the border that comes with a distance of ~0. Raises ``GeoError``
         for non-finite or out-of-range coordinates and for points outside ``bounds``.
         """
-        _check_coordinates(lat, lon)
+        self.check_point(lat, lon)
+        inside = np.flatnonzero(shapely.contains_xy(self._parts, lon, lat))
+        territory = self.parties[int(self._part_party[inside[0]])] if inside.size else None
+        dist_m, (near_lat, near_lon), edge = self._nearest(lat, lon)
+        return PointFacts(
+            territory=territory,
+            distance_to_border_m=dist_m,
+            nearest_segment=self._segment_ids[int(self._seg_feature[edge])],
+            nearest_border_point=(near_lat, near_lon),
+        )
+
+    def check_point(self, lat: float, lon: float, *, field: str = FIELD_LOCATION) -> None:
+        """Raise ``GeoError`` unless (lat, lon) is a WGS84 point inside ``bounds``.
+
+        ``field`` names the point in the request; a bad coordinate is reported as
+        ``<field>.latitude`` or ``<field>.longitude``, a point outside the region as ``field``.
+        """
+        _check_coordinates(lat, lon, field=field)
         if not self.bounds.contains(lat, lon):
             # The bound-and-refine search degrades far from the plane it projects on, so the
             # rejection uses the nearest vertex: over 40 km out it is within ~1.5 km, plenty
@@ -244,17 +263,12 @@ class BorderDataset:
                 f"({lat:g}, {lon:g}) is about {dist_m / 1000:,.0f} km from the {self.border_label} "
                 f"border, outside the region this ledger monitors (latitude {b.min_lat:.2f} to "
                 f"{b.max_lat:.2f}, longitude {b.min_lon:.2f} to {b.max_lon:.2f}){hint}",
-                field=FIELD_LOCATION,
+                field=field,
             )
-        inside = np.flatnonzero(shapely.contains_xy(self._parts, lon, lat))
-        territory = self.parties[int(self._part_party[inside[0]])] if inside.size else None
-        dist_m, (near_lat, near_lon), edge = self._nearest(lat, lon)
-        return PointFacts(
-            territory=territory,
-            distance_to_border_m=dist_m,
-            nearest_segment=self._segment_ids[int(self._seg_feature[edge])],
-            nearest_border_point=(near_lat, near_lon),
-        )
+
+    def territory_parts(self) -> tuple[NDArray[Any], tuple[str, ...]]:
+        """The territories' polygon parts (prepared shapely Polygons) and each part's party."""
+        return self._parts, tuple(self.parties[int(i)] for i in self._part_party)
 
     def _nearest(self, lat: float, lon: float) -> tuple[float, tuple[float, float], int]:
         """Geodesic distance, nearest border point (lat, lon) and its edge index.
@@ -365,18 +379,19 @@ def _read(data: bytes, file_name: str, columns: tuple[str, ...]) -> Any:
     return frame
 
 
-def _check_coordinates(lat: float, lon: float) -> None:
+def _check_coordinates(lat: float, lon: float, *, field: str = FIELD_LOCATION) -> None:
     """Reject what cannot be a WGS84 point, with a hint at the likely mistake."""
-    for value, name in ((lat, FIELD_LATITUDE), (lon, FIELD_LONGITUDE)):
+    field_lat, field_lon = f"{field}.latitude", f"{field}.longitude"
+    for value, name in ((lat, field_lat), (lon, field_lon)):
         if not math.isfinite(value):
             raise GeoError(f"{value} is not a finite number", field=name)
-    for value, name, limit in ((lat, FIELD_LATITUDE, 90.0), (lon, FIELD_LONGITUDE, 180.0)):
+    for value, name, limit in ((lat, field_lat, 90.0), (lon, field_lon, 180.0)):
         if abs(value) <= limit:
             continue
         message = f"{value:g} is outside [-{limit:g}, {limit:g}]"
         if abs(value) > _PROJECTED_METRES:
             message += "; looks like projected metres, expected WGS84 degrees"
-        elif name == FIELD_LATITUDE and abs(lat) <= 180.0 and abs(lon) <= 90.0:
+        elif name == field_lat and abs(lat) <= 180.0 and abs(lon) <= 90.0:
             message += "; latitude and longitude may be swapped"
         raise GeoError(message, field=name)
 

@@ -21,7 +21,8 @@ from ledger.trust import KeyInfo, TrustState
 
 @dataclass(frozen=True)
 class Rule:
-    # The party the statement speaks for, and the field that names it.
+    # The party the statement speaks for, and the field that names it ("" when the
+    # statement speaks for the ledger as a whole).
     speaks_for: Callable[[Message], str]
     party_field: str
     # Roles a signer of that party may have; None: any party's keys may sign (consent).
@@ -50,6 +51,12 @@ RULES: dict[str, Rule] = {
         roles=None,
         authority_threshold=True,
         consent=lambda state: state.admission_policy,
+    ),
+    statements.BORDER_DATASET: Rule(
+        speaks_for=lambda m: "",
+        party_field="",
+        roles=None,
+        consent=lambda state: state.border_policy,
     ),
 }
 
@@ -88,7 +95,7 @@ def authorize(kind: str, statement: Message, signers: list[KeyInfo], state: Trus
     if rule is None:
         raise InvalidArgument(f"unknown statement type {kind!r}", field="payloadType")
     party = rule.speaks_for(statement)
-    if party not in state.parties:
+    if rule.party_field and party not in state.parties:
         raise PermissionDenied(f"unknown party {party!r}", field=rule.party_field)
     if rule.roles is not None:
         for key in signers:

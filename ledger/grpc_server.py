@@ -12,15 +12,19 @@ from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ledger import geofacts
 from ledger.clock import to_us
+from ledger.errors import InvalidArgument, NotFound
 from ledger.grpc_status import streaming, unary
 from ledger.service import MAX_ENVELOPE_BYTES, Ledger
+from ledger.statements import MAX_DATASET_BYTES, MAX_DATASET_FILES
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["LedgerService"].full_name
 # Requests are small: a bounded envelope plus framing. Refuse anything larger up front.
 MAX_MESSAGE_BYTES = MAX_ENVELOPE_BYTES + 4096
+BLOB_CHUNK_BYTES = 60_000
 
 
 class LedgerServicer(api_grpc.LedgerServiceServicer):
@@ -92,6 +96,66 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             yield api.TimelineResponse(
                 index=stored.index, entry=stored.entry, report=report, geo=geo
             )
+
+    @unary
+    def SubmitWithBlobs(
+        self, requests: Iterator[api.SubmitWithBlobsRequest], context: grpc.ServicerContext
+    ) -> api.SubmitWithBlobsResponse:
+        envelope = b""
+        files: dict[str, bytearray] = {}
+        total = 0
+        for i, part in enumerate(requests):
+            kind = part.WhichOneof("part")
+            if i == 0:
+                if kind != "envelope":
+                    raise InvalidArgument(
+                        "the first message must hold the envelope", field="envelope"
+                    )
+                envelope = part.envelope
+                continue
+            if kind != "chunk":
+                raise InvalidArgument("only the first message holds the envelope", field="envelope")
+            total += len(part.chunk.data)
+            if total > MAX_DATASET_BYTES:
+                raise InvalidArgument("at most 16 MiB of files", field="chunk")
+            if part.chunk.name not in files and len(files) >= MAX_DATASET_FILES:
+                raise InvalidArgument("too many files", field="chunk.name")
+            files.setdefault(part.chunk.name, bytearray()).extend(part.chunk.data)
+        accepted = self.ledger.submit(envelope, {n: bytes(d) for n, d in files.items()})
+        return api.SubmitWithBlobsResponse(
+            signed_receipt=accepted.signed_receipt,
+            receipt=accepted.receipt,
+            duplicate=accepted.duplicate,
+        )
+
+    @streaming
+    def GetBlob(
+        self, request: api.GetBlobRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.GetBlobResponse]:
+        data = self.ledger.store.get_blob(request.sha256)
+        if data is None:
+            raise NotFound(f"no file with SHA-256 {request.sha256[:64]}")
+        for start in range(0, len(data), BLOB_CHUNK_BYTES):
+            yield api.GetBlobResponse(data=data[start : start + BLOB_CHUNK_BYTES])
+
+    @streaming
+    def Revalidate(
+        self, request: api.RevalidateRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.RevalidateResponse]:
+        since = to_us(request.since) if request.HasField("since") else None
+        until = to_us(request.until) if request.HasField("until") else None
+        for index, recorded, other, error in self.ledger.revalidate(
+            request.dataset_sha256, since, until, list(request.parties), request.limit
+        ):
+            changed = other is None or geofacts.side(other) != geofacts.side(recorded)
+            if request.changed_only and not changed:
+                continue
+            response = api.RevalidateResponse(
+                index=index, recorded=recorded, side_changed=changed, error=error
+            )
+            if other is not None:
+                response.revalidated.CopyFrom(other)
+            yield response
 
 
 def build_server(ledger: Ledger, address: str, *, max_workers: int = 16) -> tuple[grpc.Server, int]:

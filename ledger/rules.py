@@ -53,6 +53,8 @@ def advance(state: TrustState, admitted: Admitted, index: int) -> None:
         state.apply_key_change(admitted.statement, index)
     elif isinstance(admitted.statement, pb.PartyAdmission):
         state.apply_admission(admitted.statement, index)
+    elif isinstance(admitted.statement, pb.BorderDatasetRegistration):
+        state.apply_border_dataset(admitted.statement, index)
 
 
 def admit_trust_root(envelope: dsse.Envelope) -> TrustState:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
-from geo.borders import BorderDataset, GeoError
-from ledger import dsse, rules, statements
+from geo import datasets
+from geo.borders import BorderDataset, DatasetError
+from ledger import dsse, geofacts, rules, statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
+    Corrupt,
     FailedPrecondition,
     InvalidArgument,
     LedgerError,
@@ -51,6 +55,19 @@ class Accepted:
     duplicate: bool
 
 
+def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRow:
+    point = report.location.point
+    return IncidentRow(
+        party=report.reporting_party,
+        category=report.category,
+        window_start_us=to_us(report.window.start),
+        window_end_us=to_us(report.window.end),
+        latitude=point.latitude,
+        longitude=point.longitude,
+        territory=geo.territory,
+    )
+
+
 @dataclass(frozen=True)
 class Pending:
     """What a verified submission carries to the sequencer."""
@@ -75,22 +92,42 @@ def read_trust_root(store: LedgerStore) -> tuple[TrustState, StoredEntry]:
     return rules.admit_trust_root(envelope), first
 
 
-def initialize(store: LedgerStore, envelope: dsse.Envelope, log_key: LogKey) -> StoredEntry:
+def dataset_files(borders: BorderDataset) -> list[pb.DatasetFile]:
+    """The files of a data set as statements list them."""
+    return [pb.DatasetFile(name=n, sha256=d, size=z) for n, d, z in datasets.file_list(borders)]
+
+
+def initialize(
+    store: LedgerStore, envelope: dsse.Envelope, log_key: LogKey, borders: BorderDataset
+) -> StoredEntry:
     """Write a trust root signed by the founding parties' authorities as entry 0, adding
-    the log key's signature."""
+    the log key's signature, and store the files of its border data set with it."""
     if dsse.key_id(log_key.public_key) not in {s.keyid for s in envelope.signatures}:
         envelope = envelope.add_signature(log_key.signing_key)
     state = rules.admit_trust_root(envelope)
     if state.log_public_key != log_key.public_key or state.origin != log_key.origin:
         raise InvalidArgument("does not name this log key and origin", field="log_public_key")
+    if state.border_dataset_sha256 != borders.sha256:
+        raise InvalidArgument(
+            f"names data set {state.border_dataset_sha256}, not {borders.sha256} ({borders.name})",
+            field="border_dataset_sha256",
+        )
     data = envelope.to_json()
+    files = datasets.read_files(borders.directory, tuple(borders.files))
 
     def first_only(size: int) -> None:
         if size != 0:
             raise FailedPrecondition("this ledger already has entries; a trust root comes first")
 
     (result,) = store.append(
-        [NewEntry(hashlib.sha256(data).digest(), statements.TRUST_ROOT, data)],
+        [
+            NewEntry(
+                hashlib.sha256(data).digest(),
+                statements.TRUST_ROOT,
+                data,
+                blobs={borders.files[name]: content for name, content in files.items()},
+            )
+        ],
         begin=first_only,
         build=lambda item, index, prev, now: leaf_builder(data, log_pb2.Validation())(
             index, prev, now
@@ -114,11 +151,15 @@ class Ledger:
         max_batch: int = 256,
         max_queue: int = 4096,
         linger_s: float = 0.0,
+        dataset_dir: Path | None = None,
     ) -> None:
+        """`borders` is a data set at hand (usually the bundled one); others registered on
+        the ledger are loaded from its blob store into `dataset_dir` when first needed."""
         self.store = store
         self.log_key = log_key
-        self.borders = borders
         self.clock_us = clock_us
+        self._datasets = {borders.sha256: borders}
+        self._dataset_dir = dataset_dir or Path(tempfile.gettempdir()) / "ceasefire-datasets"
         # (key state, the number of entries it covers): replaced whole, by one thread at a
         # time, so a reader always gets a matching pair.
         root, _ = read_trust_root(store)
@@ -127,11 +168,7 @@ class Ledger:
         self._batch_state = root
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
-        if self.trust.border_dataset_sha256 != borders.sha256:
-            raise FailedPrecondition(
-                f"the trust root names border data set {self.trust.border_dataset_sha256}, "
-                f"but {borders.sha256} was loaded"
-            )
+        self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
         self.sequencer = Sequencer(
             self._append, max_batch=max_batch, max_queue=max_queue, linger_s=linger_s
         )
@@ -141,8 +178,33 @@ class Ledger:
         """The key state as of the newest entry."""
         return self._current[0]
 
+    @property
+    def borders(self) -> BorderDataset:
+        """The border data set in force."""
+        return self.dataset(self.trust.border_dataset_sha256)
+
     def close(self) -> None:
         self.sequencer.close()
+
+    def dataset(self, sha256: str) -> BorderDataset:
+        """A registered border data set, loaded from the ledger's own blob store."""
+        found = self._datasets.get(sha256)
+        if found is not None:
+            return found
+        info = self.trust.datasets.get(sha256)
+        if info is None:
+            raise NotFound(f"border data set {sha256} is not registered on this ledger")
+        contents = {}
+        for name, digest in info.files:
+            data = self.store.get_blob(digest)
+            if data is None:
+                raise Corrupt(f"file {name} ({digest}) of data set {sha256} is missing")
+            contents[name] = data
+        loaded = datasets.load_files(contents, self._dataset_dir)
+        if loaded.sha256 != sha256:
+            raise Corrupt(f"data set {sha256} loads as {loaded.sha256}")
+        self._datasets[sha256] = loaded
+        return loaded
 
     def _catch_up(self, size: int) -> None:
         """Advance the key state over entries another writer committed (or, at start, all)."""
@@ -183,17 +245,27 @@ class Ledger:
         """The authoritative decision, at the entry's own index and the log's clock."""
         pending = item.pending
         assert isinstance(pending, Pending)
-        admitted = rules.admit(self._batch_state, pending.envelope, index, now)
-        rules.advance(self._batch_state, admitted, index)
+        state = self._batch_state
+        admitted = rules.admit(state, pending.envelope, index, now)
+        geo = pending.geo
+        if (
+            isinstance(admitted.statement, pb.IncidentReport)
+            and geo is not None
+            and geo.dataset_sha256 != state.border_dataset_sha256
+        ):
+            # A newer data set came into force since the pre-check: cite the one at this index.
+            geo = self._geo(admitted.statement, state)
+        rules.advance(state, admitted, index)
         validation = log_pb2.Validation(
             party=admitted.party, signer_key_ids=[k.key_id for k in admitted.signers]
         )
-        if pending.geo is not None:
-            validation.geo.CopyFrom(pending.geo)
+        if geo is not None:
+            validation.geo.CopyFrom(geo)
         return leaf_builder(pending.envelope_bytes, validation)(index, prev, now)
 
-    def submit(self, envelope_bytes: bytes) -> Accepted:
-        """Verify, validate and append one envelope; answer after it is durably committed."""
+    def submit(self, envelope_bytes: bytes, files: Mapping[str, bytes] | None = None) -> Accepted:
+        """Verify, validate and append one envelope (with the files it names, if any);
+        answer after it is durably committed."""
         if not envelope_bytes:
             raise InvalidArgument("required", field="envelope")
         if len(envelope_bytes) > MAX_ENVELOPE_BYTES:
@@ -214,11 +286,19 @@ class Ledger:
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
         admitted = rules.admit(state, envelope, size, self.clock_us())
-        geo, incident = None, None
-        if isinstance(admitted.statement, pb.IncidentReport):
-            geo, incident = self._locate(admitted.statement)
+        geo, incident, blobs = None, None, {}
+        statement = admitted.statement
+        if isinstance(statement, pb.BorderDatasetRegistration):
+            blobs = self._accept_dataset(statement, files or {}, state)
+        elif files:
+            raise InvalidArgument("this statement names no files", field="files")
+        if isinstance(statement, pb.IncidentReport):
+            geo = self._geo(statement, state)
+            incident = incident_row(statement, geo)
         pending = Pending(envelope_bytes, envelope, geo)
-        future = self.sequencer.submit(NewEntry(digest, envelope.payload_type, pending, incident))
+        future = self.sequencer.submit(
+            NewEntry(digest, envelope.payload_type, pending, incident, blobs)
+        )
         try:
             return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
         except FutureTimeout:
@@ -229,29 +309,65 @@ class Ledger:
                 retry_after_s=5.0,
             ) from None
 
-    def _locate(self, report: pb.IncidentReport) -> tuple[log_pb2.GeoFacts, IncidentRow]:
-        point = report.location.point
+    def _geo(self, report: pb.IncidentReport, state: TrustState) -> log_pb2.GeoFacts:
+        sha = state.border_dataset_sha256
+        return geofacts.compute(report, self.dataset(sha), state.datasets[sha])
+
+    def _accept_dataset(
+        self,
+        reg: pb.BorderDatasetRegistration,
+        files: Mapping[str, bytes],
+        state: TrustState,
+    ) -> dict[str, bytes]:
+        """The files must be exactly those listed, and must load as a data set whose
+        parties are this ledger's."""
+        listed = {f.name: f for f in reg.files}
+        for name in files:
+            if name not in listed:
+                raise InvalidArgument(f"{name!r} is not listed in the statement", field="files")
+        for i, f in enumerate(reg.files):
+            data = files.get(f.name)
+            if data is None:
+                raise InvalidArgument(f"{f.name} was not sent", field=f"files[{i}]")
+            if len(data) != f.size or hashlib.sha256(data).hexdigest() != f.sha256:
+                raise InvalidArgument(
+                    f"{f.name}: the bytes sent do not have the listed size and SHA-256",
+                    field=f"files[{i}].sha256",
+                )
         try:
-            facts = self.borders.locate(point.latitude, point.longitude)
-        except GeoError as e:  # geo names fields of a bare location; ours sit under .point
-            field = "location.point" + e.field.removeprefix("location")
-            raise InvalidArgument(e.message, field=field) from e
-        geo = log_pb2.GeoFacts(
-            dataset_sha256=self.borders.sha256,
-            territory=facts.territory or "",
-            distance_to_border_m=round(facts.distance_to_border_m, 1),
-            nearest_segment=facts.nearest_segment,
-        )
-        incident = IncidentRow(
-            party=report.reporting_party,
-            category=report.category,
-            window_start_us=to_us(report.window.start),
-            window_end_us=to_us(report.window.end),
-            latitude=point.latitude,
-            longitude=point.longitude,
-            territory=geo.territory,
-        )
-        return geo, incident
+            loaded = datasets.load_files(files, self._dataset_dir)
+        except (DatasetError, ValueError, OSError) as e:
+            raise InvalidArgument(
+                f"not a border data set this ledger can read: {e}", field="files"
+            ) from e
+        unknown = sorted(set(loaded.parties) - set(state.parties))
+        if unknown:
+            raise InvalidArgument(
+                f"names parties {unknown} that this ledger does not have", field="files"
+            )
+        self._datasets[loaded.sha256] = loaded
+        return {listed[name].sha256: data for name, data in files.items()}
+
+    def revalidate(
+        self,
+        dataset_sha256: str,
+        since_us: int | None,
+        until_us: int | None,
+        parties: Sequence[str],
+        limit: int,
+    ) -> Iterator[tuple[int, log_pb2.GeoFacts, log_pb2.GeoFacts | None, str]]:
+        """Each incident's recorded facts beside those another registered data set gives
+        (or the error it gives). A query: nothing is written."""
+        state = self.trust
+        info = state.datasets.get(dataset_sha256)
+        if info is None:
+            raise NotFound(f"border data set {dataset_sha256} is not registered on this ledger")
+        ds = self.dataset(dataset_sha256)
+        for stored, report, recorded in self.timeline(since_us, until_us, parties, limit):
+            try:
+                yield stored.index, recorded, geofacts.compute(report, ds, info), ""
+            except InvalidArgument as e:
+                yield stored.index, recorded, None, str(e)
 
     def _accepted(self, appended: Appended) -> Accepted:
         e = appended.entry

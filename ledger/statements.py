@@ -11,6 +11,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from geo.manifest import FILE_NAME, dataset_digest
 from ledger.clock import to_us
 from ledger.errors import InvalidArgument
 from ledger.trust import SHA256_HEX, TrustState
@@ -26,6 +27,7 @@ TRUST_ROOT = payload_type(pb.TrustRoot)
 INCIDENT_REPORT = payload_type(pb.IncidentReport)
 KEY_CHANGE = payload_type(pb.KeyChange)
 PARTY_ADMISSION = payload_type(pb.PartyAdmission)
+BORDER_DATASET = payload_type(pb.BorderDatasetRegistration)
 RECEIPT = payload_type(log_pb2.Receipt)
 
 # The statement kinds a client may submit (the trust root is written by `init` only).
@@ -33,10 +35,11 @@ SUBMITTABLE: dict[str, type[Message]] = {
     INCIDENT_REPORT: pb.IncidentReport,
     KEY_CHANGE: pb.KeyChange,
     PARTY_ADMISSION: pb.PartyAdmission,
+    BORDER_DATASET: pb.BorderDatasetRegistration,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
 # Kinds that change who holds which key: the server indexes them to rebuild key state.
-KEY_EVENTS = frozenset({TRUST_ROOT, KEY_CHANGE, PARTY_ADMISSION})
+KEY_EVENTS = frozenset({TRUST_ROOT, KEY_CHANGE, PARTY_ADMISSION, BORDER_DATASET})
 
 MAX_NARRATIVE_CHARS = 8000
 MAX_REASON_CHARS = 1000
@@ -117,6 +120,47 @@ def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> N
         if not statement.HasField("party"):
             raise InvalidArgument("required", field="party")
         _reason(statement.reason)
+    elif isinstance(statement, pb.BorderDatasetRegistration):
+        validate_border_dataset(statement)
+
+
+MAX_DATASET_FILES = 16
+MAX_DATASET_BYTES = 16 * 1024 * 1024
+MAX_MONITORED_ZONE_M = 200_000.0
+SUPPORTED_DATUMS = ("EPSG:4326",)
+
+
+def validate_border_dataset(reg: pb.BorderDatasetRegistration) -> None:
+    if not 1 <= len(reg.files) <= MAX_DATASET_FILES:
+        raise InvalidArgument(f"1 to {MAX_DATASET_FILES} files", field="files")
+    names: set[str] = set()
+    for i, f in enumerate(reg.files):
+        if not FILE_NAME.match(f.name) or f.name in names:
+            raise InvalidArgument("a unique plain file name is required", field=f"files[{i}].name")
+        names.add(f.name)
+        if not SHA256_HEX.match(f.sha256):
+            raise InvalidArgument("must be lowercase hex SHA-256", field=f"files[{i}].sha256")
+    if sum(f.size for f in reg.files) > MAX_DATASET_BYTES:
+        raise InvalidArgument("a data set is at most 16 MiB", field="files")
+    if reg.dataset_sha256 != dataset_digest({f.name: f.sha256 for f in reg.files}):
+        raise InvalidArgument(
+            "is not the SHA-256 of the files' manifest (sha256sum output, sorted by name)",
+            field="dataset_sha256",
+        )
+    for name in ("name", "source", "licence"):
+        value = getattr(reg, name)
+        if not 0 < len(value) <= MAX_REASON_CHARS:
+            raise InvalidArgument(f"1 to {MAX_REASON_CHARS} characters", field=name)
+    if reg.datum not in SUPPORTED_DATUMS:
+        raise InvalidArgument(
+            "only WGS84 longitude/latitude (EPSG:4326) data sets are supported", field="datum"
+        )
+    _enum(reg.line_kind, pb.LineKind.values(), "line_kind")
+    if not 0 <= reg.monitored_zone_m <= MAX_MONITORED_ZONE_M:
+        raise InvalidArgument("0 to 200,000 metres", field="monitored_zone_m")
+    _enum(reg.outside_zone, pb.OutsideZone.values(), "outside_zone")
+    if len(reg.description) > MAX_NARRATIVE_CHARS:
+        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="description")
 
 
 def _reason(reason: str) -> None:

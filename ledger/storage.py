@@ -9,7 +9,7 @@ complete Merkle subtree hashes and a signed checkpoint, and commits once per bat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,15 @@ checkpoints = Table(
     Column("note", Text, nullable=False),
 )
 
+# Files that statements name by digest (border data sets), stored beside the log.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
 incidents = Table(
     "incidents",
     metadata,
@@ -118,6 +127,8 @@ class NewEntry:
     kind: str
     pending: object
     incident: IncidentRow | None = None
+    # Files the statement names, by lowercase hex SHA-256; stored with the entry.
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 # build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry, or
@@ -255,6 +266,7 @@ class LedgerStore:
             new_entries: list[dict[str, Any]] = []
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
+            new_blobs: dict[str, bytes] = {}
             for item in items:
                 if item.envelope_sha256 in known:
                     results.append(Appended(known[item.envelope_sha256], duplicate=True))
@@ -283,6 +295,7 @@ class LedgerStore:
                 )
                 if item.incident is not None:
                     new_incidents.append({"idx": size, **item.incident.__dict__})
+                new_blobs.update(item.blobs)
                 size, prev = size + 1, lh
 
             if not new_entries:
@@ -291,6 +304,19 @@ class LedgerStore:
             conn.execute(tree_nodes.insert(), new_nodes)
             if new_incidents:
                 conn.execute(incidents.insert(), new_incidents)
+            if new_blobs:
+                have = set(
+                    conn.execute(
+                        select(blobs.c.sha256).where(blobs.c.sha256.in_(list(new_blobs)))
+                    ).scalars()
+                )
+                rows = [
+                    {"sha256": d, "size": len(b), "data": b}
+                    for d, b in new_blobs.items()
+                    if d not in have
+                ]
+                if rows:
+                    conn.execute(blobs.insert(), rows)
             root = frontier.root()
             conn.execute(
                 checkpoints.insert(),
@@ -347,6 +373,11 @@ class LedgerStore:
                 ).all()
             yield from (_stored(r) for r in rows)
             start = stop
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).scalar()
+            return bytes(data) if data is not None else None
 
     def iter_kinds(self, kinds: Sequence[str], start: int, end: int) -> Iterator[StoredEntry]:
         """Entries of the given kinds with start <= index < end, in index order."""

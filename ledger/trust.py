@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ceasefire.v1 import statements_pb2 as pb
 
+from geo.manifest import dataset_digest
 from ledger import policy
 from ledger.dsse import key_id
 from ledger.errors import InvalidArgument, PermissionDenied
@@ -57,6 +58,18 @@ class PartyInfo:
     admitted_at: int
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered border data set: its files (name -> SHA-256) and where it sits."""
+
+    sha256: str
+    files: tuple[tuple[str, str], ...]
+    registered_at: int
+    name: str = ""
+    monitored_zone_m: float = 0.0
+    outside_zone: int = pb.OUTSIDE_ZONE_REFUSE
+
+
 @dataclass
 class TrustState:
     origin: str
@@ -65,9 +78,16 @@ class TrustState:
     max_age_s: int
     max_future_s: int
     admission_policy: policy.Policy
+    border_policy: policy.Policy
     finding_policies: dict[str, policy.Policy]
     parties: dict[str, PartyInfo] = field(default_factory=dict)
     keys: dict[str, KeyInfo] = field(default_factory=dict)
+    # Every data set registered so far, by digest; the one in force is border_dataset_sha256.
+    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        return self.datasets[self.border_dataset_sha256]
 
     # -- building ----------------------------------------------------------------------
 
@@ -94,8 +114,20 @@ class TrustState:
             border_dataset_sha256=root.border_dataset_sha256,
             max_age_s=max_age,
             max_future_s=max_future,
-            admission_policy=policy.Gate(0, ()),  # set below, once the parties are known
+            # Policies name parties, so they are parsed once the parties are known.
+            admission_policy=policy.Gate(0, ()),
+            border_policy=policy.Gate(0, ()),
             finding_policies={},
+        )
+        # The trust root's data set; its files are stored with entry 0.
+        files = tuple((f.name, f.sha256) for f in root.border_dataset_files)
+        if not files or dataset_digest(dict(files)) != root.border_dataset_sha256:
+            raise InvalidArgument(
+                "must list the files whose manifest digest is border_dataset_sha256",
+                field="border_dataset_files",
+            )
+        state.datasets[root.border_dataset_sha256] = DatasetInfo(
+            root.border_dataset_sha256, files, registered_at=0
         )
         for i, party in enumerate(root.parties):
             state._add_party(party, index=0, where=f"parties[{i}]")
@@ -103,9 +135,11 @@ class TrustState:
             if k.public_key == state.log_public_key:
                 raise InvalidArgument("the log key cannot be a party's key", field="parties")
         founders = tuple(policy.Principal(code, "authority") for code in state.parties)
+        everyone = policy.Gate(len(founders), founders)
         state.admission_policy = state._policy(
-            root.admission_policy, "admission_policy", default=policy.Gate(len(founders), founders)
+            root.admission_policy, "admission_policy", default=everyone
         )
+        state.border_policy = state._policy(root.border_policy, "border_policy", default=everyone)
         if len(root.finding_policies) > MAX_FINDING_POLICIES:
             raise InvalidArgument("too many", field="finding_policies")
         for i, named in enumerate(root.finding_policies):
@@ -237,3 +271,15 @@ class TrustState:
 
     def apply_admission(self, admission: pb.PartyAdmission, index: int) -> None:
         self._add_party(admission.party, index=index, where="party")
+
+    def apply_border_dataset(self, reg: pb.BorderDatasetRegistration, index: int) -> None:
+        """From `index` on, validations use this data set; earlier ones keep theirs."""
+        self.datasets[reg.dataset_sha256] = DatasetInfo(
+            sha256=reg.dataset_sha256,
+            files=tuple((f.name, f.sha256) for f in reg.files),
+            registered_at=index,
+            name=reg.name,
+            monitored_zone_m=reg.monitored_zone_m,
+            outside_zone=reg.outside_zone,
+        )
+        self.border_dataset_sha256 = reg.dataset_sha256

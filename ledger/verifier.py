@@ -15,16 +15,13 @@ from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from geo.borders import BorderDataset, GeoError
-from ledger import dsse, merkle, rules
+from geo.borders import BorderDataset
+from ledger import dsse, geofacts, merkle, rules
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
-from ledger.trust import TrustState
-
-# Distances are recorded rounded to 0.1 m; allow that and float noise.
-DISTANCE_TOLERANCE_M = 0.11
+from ledger.trust import DatasetInfo, TrustState
 
 
 class VerificationError(Exception):
@@ -44,6 +41,8 @@ class Replay:
     leaf_hashes: list[bytes] = field(default_factory=list)
     last_time_us: int = 0
     geo_rechecked: int = 0
+    # Fetches a registered data set that is not at hand (e.g. from the log's blob store).
+    load_dataset: Callable[[DatasetInfo], BorderDataset | None] | None = None
 
     @property
     def size(self) -> int:
@@ -101,24 +100,31 @@ class Replay:
         self.trust, self.trust_root_digest = rules.admit_trust_root(envelope), digest
 
     def _check_geo(self, index: int, report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> None:
-        borders = self.borders.get(geo.dataset_sha256)
-        if borders is None:
-            return  # the data set is not at hand: the facts stay as signed-by-log claims
-        p = report.location.point
-        try:
-            facts = borders.locate(p.latitude, p.longitude)
-        except GeoError as e:
-            raise VerificationError(f"geo facts: the place is not valid ({e})", index=index) from e
-        if (
-            (facts.territory or "") != geo.territory
-            or facts.nearest_segment != geo.nearest_segment
-            or abs(facts.distance_to_border_m - geo.distance_to_border_m) > DISTANCE_TOLERANCE_M
-        ):
+        assert self.trust is not None
+        info = self.trust.dataset  # the data set in force at this index
+        if geo.dataset_sha256 != info.sha256:
             raise VerificationError(
-                f"geo facts differ from a recomputation on data set {geo.dataset_sha256[:12]}: "
-                f"recorded {geo.territory or '-'} {geo.distance_to_border_m:.1f} m from "
-                f"{geo.nearest_segment!r}, computed {facts.territory or '-'} "
-                f"{facts.distance_to_border_m:.1f} m from {facts.nearest_segment!r}",
+                f"geo facts cite data set {geo.dataset_sha256[:12]}, but "
+                f"{info.sha256[:12]} was in force at this index",
+                index=index,
+            )
+        borders = self.borders.get(info.sha256)
+        if borders is None and self.load_dataset is not None:
+            borders = self.load_dataset(info)
+            if borders is not None:
+                self.borders[info.sha256] = borders
+        if borders is None:
+            return  # the data set is not at hand: the facts stay as the log's signed claims
+        try:
+            recomputed = geofacts.compute(report, borders, info)
+        except LedgerError as e:
+            raise VerificationError(f"geo facts: the place is not valid ({e})", index=index) from e
+        if not geofacts.same(recomputed, geo):
+            raise VerificationError(
+                f"geo facts differ from a recomputation on data set {info.sha256[:12]}: "
+                f"recorded {geofacts.side(geo)} {geo.distance_to_border_m:.1f} m from "
+                f"{geo.nearest_segment!r}, computed {geofacts.side(recomputed)} "
+                f"{recomputed.distance_to_border_m:.1f} m from {recomputed.nearest_segment!r}",
                 index=index,
             )
         self.geo_rechecked += 1

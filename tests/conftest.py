@@ -25,7 +25,7 @@ from geo.borders import BorderDataset, load_default
 from ledger import dsse, keys, statements
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
-from ledger.service import Ledger, initialize
+from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore, normalize_url
 
 PG_ADMIN_URL = os.environ.get("CEASEFIRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -96,6 +96,7 @@ class Parties:
             origin=ORIGIN,
             log_public_key=keys.public_bytes(self.log),
             border_dataset_sha256=borders.sha256,
+            border_dataset_files=dataset_files(borders),
             parties=[
                 pb.Party(
                     code="ARM",
@@ -143,7 +144,7 @@ def running(db_url: str, parties: Parties, borders: BorderDataset) -> Iterator[R
     """An initialised ledger behind a real gRPC server on loopback."""
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
-    initialize(store, parties.founding_envelope(borders), log_key)
+    initialize(store, parties.founding_envelope(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders)
     server, port = build_server(ledger, "127.0.0.1:0")
     server.start()

@@ -24,7 +24,7 @@ from ledger.errors import PermissionDenied, Unauthenticated
 from ledger.grpc_server import build_server
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
-from ledger.service import Ledger, initialize
+from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore
 from ledger.verifier import replay
 from tests.conftest import ORIGIN
@@ -58,6 +58,7 @@ class Keys:
             origin=ORIGIN,
             log_public_key=keys.public_bytes(self.log),
             border_dataset_sha256=borders.sha256,
+            border_dataset_files=dataset_files(borders),
             parties=[
                 pb.Party(
                     code="ARM",
@@ -120,7 +121,7 @@ def env(db_url: str, borders: BorderDataset) -> Iterator[Env]:
     k = Keys()
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, k.log)
-    initialize(store, k.founding(borders), log_key)
+    initialize(store, k.founding(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders)
     server, port = build_server(ledger, "127.0.0.1:0")
     server.start()
@@ -150,15 +151,15 @@ def test_trust_root_needs_every_founding_partys_threshold(
     payload = k.root(borders).SerializeToString()
     arm_alone = dsse.sign(statements.TRUST_ROOT, payload, k.arm_auth[:2])
     with pytest.raises(PermissionDenied, match="authority threshold of AZE"):
-        initialize(store, arm_alone, log_key)
+        initialize(store, arm_alone, log_key, borders)
     below_threshold = dsse.sign(statements.TRUST_ROOT, payload, [k.arm_auth[0], k.aze_auth])
     with pytest.raises(PermissionDenied, match="authority threshold of ARM"):
-        initialize(store, below_threshold, log_key)
+        initialize(store, below_threshold, log_key, borders)
     forged = dsse.sign(statements.TRUST_ROOT, payload, [*k.arm_auth[:2], SigningKey.generate()])
     with pytest.raises(PermissionDenied, match="not a founding key"):
-        initialize(store, forged, log_key)
+        initialize(store, forged, log_key, borders)
     assert store.tree_size() == 0
-    initialize(store, k.founding(borders), log_key)
+    initialize(store, k.founding(borders), log_key, borders)
     assert store.tree_size() == 1
     store.close()
 
@@ -170,7 +171,7 @@ def test_trust_root_signed_by_another_log_is_refused(
     store = LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
     envelope = k.founding(borders).add_signature(SigningKey.generate())
     with pytest.raises(PermissionDenied):
-        initialize(store, envelope, LogKey(ORIGIN, k.log))
+        initialize(store, envelope, LogKey(ORIGIN, k.log), borders)
     store.close()
 
 
@@ -324,7 +325,10 @@ def test_admission_policy_from_the_trust_root(db_url: str, borders: BorderDatase
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, k.log)
     initialize(
-        store, k.founding(borders, admission_policy="OR(ARM.authority, AZE.authority)"), log_key
+        store,
+        k.founding(borders, admission_policy="OR(ARM.authority, AZE.authority)"),
+        log_key,
+        borders,
     )
     ledger = Ledger(store, log_key, borders)
     try:
@@ -393,7 +397,7 @@ def test_verifier_pinned_to_one_trust_root_refuses_a_ledger_founded_on_another(
     other = Keys()
     store = LedgerStore.open(f"sqlite:///{tmp_path / 'impostor.db'}")
     log_key = LogKey(ORIGIN, other.log)
-    initialize(store, other.founding(borders), log_key)
+    initialize(store, other.founding(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders)
     server, port = build_server(ledger, "127.0.0.1:0")
     server.start()

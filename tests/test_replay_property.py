@@ -23,7 +23,7 @@ from ledger import dsse, keys, rules, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import LedgerError
 from ledger.log_key import LogKey
-from ledger.service import Ledger, initialize
+from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore
 from ledger.verifier import Replay
 from tests.conftest import ORIGIN
@@ -58,6 +58,7 @@ def _founding(borders: BorderDataset) -> dsse.Envelope:
         origin=ORIGIN,
         log_public_key=keys.public_bytes(LOG),
         border_dataset_sha256=borders.sha256,
+        border_dataset_files=dataset_files(borders),
         parties=parties,
     )
     return dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), [KEYS[0], KEYS[1], KEYS[4]])
@@ -129,7 +130,7 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = LedgerStore.open(f"sqlite:///{Path(tmp) / 'l.db'}")
         log_key = LogKey(ORIGIN, LOG)
-        initialize(store, _founding(borders), log_key)
+        initialize(store, _founding(borders), log_key, borders)
         ledger = Ledger(store, log_key, borders, clock_us=lambda: NOW)
         outcomes: list[tuple[bytes, int | type[LedgerError] | None]] = []
         try:

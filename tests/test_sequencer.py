@@ -32,7 +32,7 @@ def serving(
 ) -> Iterator[tuple[Ledger, LedgerClient]]:
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
-    initialize(store, parties.founding_envelope(borders), log_key)
+    initialize(store, parties.founding_envelope(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders, **options)  # type: ignore[arg-type]
     server, port = build_server(ledger, "127.0.0.1:0", max_workers=32)
     server.start()

@@ -27,41 +27,55 @@ from ceasefire.v1 import statements_pb2 as ceasefire_dot_v1_dot_statements__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ceasefire/v1/ledger_service.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x16\x63\x65\x61sefire/v1/log.proto\x1a\x1d\x63\x65\x61sefire/v1/statements.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"c\n\x0eSubmitResponse\x12\x16\n\x0esigned_receipt\x18\x01 \x01(\x0c\x12&\n\x07receipt\x18\x02 \x01(\x0b\x32\x15.ceasefire.v1.Receipt\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"D\n\x0fGetEntryRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x19\n\x0f\x65nvelope_sha256\x18\x02 \x01(\x0cH\x00\x42\x05\n\x03key\"C\n\x10GetEntryResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"E\n\x12GetEntriesResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"R\n\x15GetCheckpointResponse\x12\x13\n\x0bsigned_note\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"`\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"Q\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x87\x01\n\x0fTimelineRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07parties\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"\x83\x01\n\x10TimelineResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12,\n\x06report\x18\x03 \x01(\x0b\x32\x1c.ceasefire.v1.IncidentReport\x12#\n\x03geo\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts2\xeb\x04\n\rLedgerService\x12\x43\n\x06Submit\x12\x1b.ceasefire.v1.SubmitRequest\x1a\x1c.ceasefire.v1.SubmitResponse\x12I\n\x08GetEntry\x12\x1d.ceasefire.v1.GetEntryRequest\x1a\x1e.ceasefire.v1.GetEntryResponse\x12Q\n\nGetEntries\x12\x1f.ceasefire.v1.GetEntriesRequest\x1a .ceasefire.v1.GetEntriesResponse0\x01\x12X\n\rGetCheckpoint\x12\".ceasefire.v1.GetCheckpointRequest\x1a#.ceasefire.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.ceasefire.v1.GetInclusionProofRequest\x1a\'.ceasefire.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.ceasefire.v1.GetConsistencyProofRequest\x1a).ceasefire.v1.GetConsistencyProofResponse\x12K\n\x08Timeline\x12\x1d.ceasefire.v1.TimelineRequest\x1a\x1e.ceasefire.v1.TimelineResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ceasefire/v1/ledger_service.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x16\x63\x65\x61sefire/v1/log.proto\x1a\x1d\x63\x65\x61sefire/v1/statements.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x16SubmitWithBlobsRequest\x12\x12\n\x08\x65nvelope\x18\x01 \x01(\x0cH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.ceasefire.v1.BlobChunkH\x00\x42\x06\n\x04part\"\'\n\tBlobChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"l\n\x17SubmitWithBlobsResponse\x12\x16\n\x0esigned_receipt\x18\x01 \x01(\x0c\x12&\n\x07receipt\x18\x02 \x01(\x0b\x32\x15.ceasefire.v1.Receipt\x12\x11\n\tduplicate\x18\x03 \x01(\x08\" \n\x0eGetBlobRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x1f\n\x0fGetBlobResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xb7\x01\n\x11RevalidateRequest\x12\x16\n\x0e\x64\x61taset_sha256\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07parties\x18\x04 \x03(\t\x12\x14\n\x0c\x63hanged_only\x18\x05 \x01(\x08\x12\r\n\x05limit\x18\x06 \x01(\r\"\x9f\x01\n\x12RevalidateResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12(\n\x08recorded\x18\x02 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts\x12+\n\x0brevalidated\x18\x03 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts\x12\x14\n\x0cside_changed\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"!\n\rSubmitRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"c\n\x0eSubmitResponse\x12\x16\n\x0esigned_receipt\x18\x01 \x01(\x0c\x12&\n\x07receipt\x18\x02 \x01(\x0b\x32\x15.ceasefire.v1.Receipt\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"D\n\x0fGetEntryRequest\x12\x0f\n\x05index\x18\x01 \x01(\x04H\x00\x12\x19\n\x0f\x65nvelope_sha256\x18\x02 \x01(\x0cH\x00\x42\x05\n\x03key\"C\n\x10GetEntryResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"E\n\x12GetEntriesResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\"\x16\n\x14GetCheckpointRequest\"R\n\x15GetCheckpointResponse\x12\x13\n\x0bsigned_note\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"`\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"Q\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"\x87\x01\n\x0fTimelineRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07parties\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"\x83\x01\n\x10TimelineResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\x12,\n\x06report\x18\x03 \x01(\x0b\x32\x1c.ceasefire.v1.IncidentReport\x12#\n\x03geo\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts2\xea\x06\n\rLedgerService\x12\x43\n\x06Submit\x12\x1b.ceasefire.v1.SubmitRequest\x1a\x1c.ceasefire.v1.SubmitResponse\x12I\n\x08GetEntry\x12\x1d.ceasefire.v1.GetEntryRequest\x1a\x1e.ceasefire.v1.GetEntryResponse\x12Q\n\nGetEntries\x12\x1f.ceasefire.v1.GetEntriesRequest\x1a .ceasefire.v1.GetEntriesResponse0\x01\x12X\n\rGetCheckpoint\x12\".ceasefire.v1.GetCheckpointRequest\x1a#.ceasefire.v1.GetCheckpointResponse\x12\x64\n\x11GetInclusionProof\x12&.ceasefire.v1.GetInclusionProofRequest\x1a\'.ceasefire.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.ceasefire.v1.GetConsistencyProofRequest\x1a).ceasefire.v1.GetConsistencyProofResponse\x12K\n\x08Timeline\x12\x1d.ceasefire.v1.TimelineRequest\x1a\x1e.ceasefire.v1.TimelineResponse0\x01\x12`\n\x0fSubmitWithBlobs\x12$.ceasefire.v1.SubmitWithBlobsRequest\x1a%.ceasefire.v1.SubmitWithBlobsResponse(\x01\x12H\n\x07GetBlob\x12\x1c.ceasefire.v1.GetBlobRequest\x1a\x1d.ceasefire.v1.GetBlobResponse0\x01\x12Q\n\nRevalidate\x12\x1f.ceasefire.v1.RevalidateRequest\x1a .ceasefire.v1.RevalidateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ceasefire.v1.ledger_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITREQUEST']._serialized_start=139
-  _globals['_SUBMITREQUEST']._serialized_end=172
-  _globals['_SUBMITRESPONSE']._serialized_start=174
-  _globals['_SUBMITRESPONSE']._serialized_end=273
-  _globals['_GETENTRYREQUEST']._serialized_start=275
-  _globals['_GETENTRYREQUEST']._serialized_end=343
-  _globals['_GETENTRYRESPONSE']._serialized_start=345
-  _globals['_GETENTRYRESPONSE']._serialized_end=412
-  _globals['_GETENTRIESREQUEST']._serialized_start=414
-  _globals['_GETENTRIESREQUEST']._serialized_end=461
-  _globals['_GETENTRIESRESPONSE']._serialized_start=463
-  _globals['_GETENTRIESRESPONSE']._serialized_end=532
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=534
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=556
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=558
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=640
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=642
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=702
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=704
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=800
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=802
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=866
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=868
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=949
-  _globals['_TIMELINEREQUEST']._serialized_start=952
-  _globals['_TIMELINEREQUEST']._serialized_end=1087
-  _globals['_TIMELINERESPONSE']._serialized_start=1090
-  _globals['_TIMELINERESPONSE']._serialized_end=1221
-  _globals['_LEDGERSERVICE']._serialized_start=1224
-  _globals['_LEDGERSERVICE']._serialized_end=1843
+  _globals['_SUBMITWITHBLOBSREQUEST']._serialized_start=139
+  _globals['_SUBMITWITHBLOBSREQUEST']._serialized_end=233
+  _globals['_BLOBCHUNK']._serialized_start=235
+  _globals['_BLOBCHUNK']._serialized_end=274
+  _globals['_SUBMITWITHBLOBSRESPONSE']._serialized_start=276
+  _globals['_SUBMITWITHBLOBSRESPONSE']._serialized_end=384
+  _globals['_GETBLOBREQUEST']._serialized_start=386
+  _globals['_GETBLOBREQUEST']._serialized_end=418
+  _globals['_GETBLOBRESPONSE']._serialized_start=420
+  _globals['_GETBLOBRESPONSE']._serialized_end=451
+  _globals['_REVALIDATEREQUEST']._serialized_start=454
+  _globals['_REVALIDATEREQUEST']._serialized_end=637
+  _globals['_REVALIDATERESPONSE']._serialized_start=640
+  _globals['_REVALIDATERESPONSE']._serialized_end=799
+  _globals['_SUBMITREQUEST']._serialized_start=801
+  _globals['_SUBMITREQUEST']._serialized_end=834
+  _globals['_SUBMITRESPONSE']._serialized_start=836
+  _globals['_SUBMITRESPONSE']._serialized_end=935
+  _globals['_GETENTRYREQUEST']._serialized_start=937
+  _globals['_GETENTRYREQUEST']._serialized_end=1005
+  _globals['_GETENTRYRESPONSE']._serialized_start=1007
+  _globals['_GETENTRYRESPONSE']._serialized_end=1074
+  _globals['_GETENTRIESREQUEST']._serialized_start=1076
+  _globals['_GETENTRIESREQUEST']._serialized_end=1123
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1125
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1194
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1196
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1218
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1220
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1302
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1304
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1364
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1366
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1462
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1464
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1528
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1530
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1611
+  _globals['_TIMELINEREQUEST']._serialized_start=1614
+  _globals['_TIMELINEREQUEST']._serialized_end=1749
+  _globals['_TIMELINERESPONSE']._serialized_start=1752
+  _globals['_TIMELINERESPONSE']._serialized_end=1883
+  _globals['_LEDGERSERVICE']._serialized_start=1886
+  _globals['_LEDGERSERVICE']._serialized_end=2760
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,21 @@ class LedgerServiceStub:
                 request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.TimelineRequest.SerializeToString,
                 response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.TimelineResponse.FromString,
                 _registered_method=True)
+        self.SubmitWithBlobs = channel.stream_unary(
+                '/ceasefire.v1.LedgerService/SubmitWithBlobs',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsResponse.FromString,
+                _registered_method=True)
+        self.GetBlob = channel.unary_stream(
+                '/ceasefire.v1.LedgerService/GetBlob',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobResponse.FromString,
+                _registered_method=True)
+        self.Revalidate = channel.unary_stream(
+                '/ceasefire.v1.LedgerService/Revalidate',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -124,6 +139,29 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitWithBlobs(self, request_iterator, context):
+        """Appends a statement that brings files with it (a border data set registration): the
+        first message holds the envelope, the next ones the files in chunks of at most
+        60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlob(self, request, context):
+        """A stored file by its SHA-256, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revalidate(self, request, context):
+        """Incidents re-validated against another border data set; nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +199,21 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.Timeline,
                     request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.TimelineRequest.FromString,
                     response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.TimelineResponse.SerializeToString,
+            ),
+            'SubmitWithBlobs': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitWithBlobs,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsResponse.SerializeToString,
+            ),
+            'GetBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetBlob,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobResponse.SerializeToString,
+            ),
+            'Revalidate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Revalidate,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +405,87 @@ class LedgerService:
             '/ceasefire.v1.LedgerService/Timeline',
             ceasefire_dot_v1_dot_ledger__service__pb2.TimelineRequest.SerializeToString,
             ceasefire_dot_v1_dot_ledger__service__pb2.TimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitWithBlobs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ceasefire.v1.LedgerService/SubmitWithBlobs',
+            ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.SubmitWithBlobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/GetBlob',
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revalidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/Revalidate',
+            ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.FromString,
             options,
             channel_credentials,
             insecure,

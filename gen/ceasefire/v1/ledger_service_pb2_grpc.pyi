@@ -53,6 +53,15 @@ class LedgerServiceStub:
     """RFC 9162 consistency proof between two tree sizes."""
     Timeline: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]
     """Incident reports, oldest incident first, filtered."""
+    SubmitWithBlobs: _grpc.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]
+    """Appends a statement that brings files with it (a border data set registration): the
+    first message holds the envelope, the next ones the files in chunks of at most
+    60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
+    """
+    GetBlob: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.GetBlobRequest, _ledger_service_pb2.GetBlobResponse]
+    """A stored file by its SHA-256, in chunks."""
+    Revalidate: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.RevalidateRequest, _ledger_service_pb2.RevalidateResponse]
+    """Incidents re-validated against another border data set; nothing is written."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -73,6 +82,15 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """RFC 9162 consistency proof between two tree sizes."""
     Timeline: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]  # type: ignore[assignment]
     """Incident reports, oldest incident first, filtered."""
+    SubmitWithBlobs: _aio.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]  # type: ignore[assignment]
+    """Appends a statement that brings files with it (a border data set registration): the
+    first message holds the envelope, the next ones the files in chunks of at most
+    60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
+    """
+    GetBlob: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.GetBlobRequest, _ledger_service_pb2.GetBlobResponse]  # type: ignore[assignment]
+    """A stored file by its SHA-256, in chunks."""
+    Revalidate: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.RevalidateRequest, _ledger_service_pb2.RevalidateResponse]  # type: ignore[assignment]
+    """Incidents re-validated against another border data set; nothing is written."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -132,5 +150,32 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.TimelineResponse], _abc.AsyncIterator[_ledger_service_pb2.TimelineResponse]]:
         """Incident reports, oldest incident first, filtered."""
+
+    @_abc_1.abstractmethod
+    def SubmitWithBlobs(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ledger_service_pb2.SubmitWithBlobsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.SubmitWithBlobsResponse, _abc.Awaitable[_ledger_service_pb2.SubmitWithBlobsResponse]]:
+        """Appends a statement that brings files with it (a border data set registration): the
+        first message holds the envelope, the next ones the files in chunks of at most
+        60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBlob(
+        self,
+        request: _ledger_service_pb2.GetBlobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.GetBlobResponse], _abc.AsyncIterator[_ledger_service_pb2.GetBlobResponse]]:
+        """A stored file by its SHA-256, in chunks."""
+
+    @_abc_1.abstractmethod
+    def Revalidate(
+        self,
+        request: _ledger_service_pb2.RevalidateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.RevalidateResponse], _abc.AsyncIterator[_ledger_service_pb2.RevalidateResponse]]:
+        """Incidents re-validated against another border data set; nothing is written."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,22 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ceasefire.v1 import statements_pb2 as ceasefire_dot_v1_dot_statements__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x65\x61sefire/v1/log.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x08GeoFacts\x12\x16\n\x0e\x64\x61taset_sha256\x18\x01 \x01(\t\x12\x11\n\tterritory\x18\x02 \x01(\t\x12\x1c\n\x14\x64istance_to_border_m\x18\x03 \x01(\x01\x12\x17\n\x0fnearest_segment\x18\x04 \x01(\t\"X\n\nValidation\x12\r\n\x05party\x18\x01 \x01(\t\x12\x16\n\x0esigner_key_ids\x18\x02 \x03(\t\x12#\n\x03geo\x18\x03 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts\"\xaa\x01\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x33\n\x0fintegrated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12previous_leaf_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x04 \x01(\x0c\x12,\n\nvalidation\x18\x05 \x01(\x0b\x32\x18.ceasefire.v1.Validation\"\x89\x01\n\x07Receipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x33\n\x0fintegrated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65nvelope_sha256\x18\x05 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x65\x61sefire/v1/log.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1d\x63\x65\x61sefire/v1/statements.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x08GeoFacts\x12\x16\n\x0e\x64\x61taset_sha256\x18\x01 \x01(\t\x12\x11\n\tterritory\x18\x02 \x01(\t\x12\x1c\n\x14\x64istance_to_border_m\x18\x03 \x01(\x01\x12\x17\n\x0fnearest_segment\x18\x04 \x01(\t\x12\x11\n\tambiguous\x18\x05 \x01(\x08\x12\x0f\n\x07touches\x18\x06 \x03(\t\x12\'\n\x06shares\x18\x07 \x03(\x0b\x32\x17.ceasefire.v1.AreaShare\x12%\n\x04line\x18\x08 \x01(\x0b\x32\x17.ceasefire.v1.LineFacts\x12\x1e\n\x16outside_monitored_zone\x18\t \x01(\x08\">\n\tAreaShare\x12\x11\n\tterritory\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12\x0f\n\x07\x61rea_m2\x18\x03 \x01(\x01\"\xc0\x01\n\tLineFacts\x12\x18\n\x10origin_territory\x18\x01 \x01(\t\x12\x18\n\x10impact_territory\x18\x02 \x01(\t\x12\x16\n\x0e\x63rosses_border\x18\x03 \x01(\x08\x12\x14\n\x0c\x63rosses_from\x18\x04 \x01(\t\x12\x14\n\x0c\x63rosses_into\x18\x05 \x01(\t\x12)\n\tcrossings\x18\x06 \x03(\x0b\x32\x16.ceasefire.v1.GeoPoint\x12\x10\n\x08length_m\x18\x07 \x01(\x01\"X\n\nValidation\x12\r\n\x05party\x18\x01 \x01(\t\x12\x16\n\x0esigner_key_ids\x18\x02 \x03(\t\x12#\n\x03geo\x18\x03 \x01(\x0b\x32\x16.ceasefire.v1.GeoFacts\"\xaa\x01\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x33\n\x0fintegrated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12previous_leaf_hash\x18\x03 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x04 \x01(\x0c\x12,\n\nvalidation\x18\x05 \x01(\x0b\x32\x18.ceasefire.v1.Validation\"\x89\x01\n\x07Receipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x33\n\x0fintegrated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65nvelope_sha256\x18\x05 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ceasefire.v1.log_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GEOFACTS']._serialized_start=73
-  _globals['_GEOFACTS']._serialized_end=181
-  _globals['_VALIDATION']._serialized_start=183
-  _globals['_VALIDATION']._serialized_end=271
-  _globals['_LOGENTRY']._serialized_start=274
-  _globals['_LOGENTRY']._serialized_end=444
-  _globals['_RECEIPT']._serialized_start=447
-  _globals['_RECEIPT']._serialized_end=584
+  _globals['_GEOFACTS']._serialized_start=105
+  _globals['_GEOFACTS']._serialized_end=361
+  _globals['_AREASHARE']._serialized_start=363
+  _globals['_AREASHARE']._serialized_end=425
+  _globals['_LINEFACTS']._serialized_start=428
+  _globals['_LINEFACTS']._serialized_end=620
+  _globals['_VALIDATION']._serialized_start=622
+  _globals['_VALIDATION']._serialized_end=710
+  _globals['_LOGENTRY']._serialized_start=713
+  _globals['_LOGENTRY']._serialized_end=883
+  _globals['_RECEIPT']._serialized_start=886
+  _globals['_RECEIPT']._serialized_end=1023
 # @@protoc_insertion_point(module_scope)

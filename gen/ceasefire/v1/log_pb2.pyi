@@ -3,6 +3,7 @@
 isort:skip_file
 What the log itself writes: entries (the Merkle leaves) and receipts."""
 
+from ceasefire.v1 import statements_pb2 as _statements_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -21,7 +22,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class GeoFacts(_message.Message):
-    """Geo facts computed by the server for a point, citing the data set used."""
+    """Geo facts computed by the server for a place, citing the data set used."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -29,14 +30,39 @@ class GeoFacts(_message.Message):
     TERRITORY_FIELD_NUMBER: _builtins.int
     DISTANCE_TO_BORDER_M_FIELD_NUMBER: _builtins.int
     NEAREST_SEGMENT_FIELD_NUMBER: _builtins.int
+    AMBIGUOUS_FIELD_NUMBER: _builtins.int
+    TOUCHES_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    OUTSIDE_MONITORED_ZONE_FIELD_NUMBER: _builtins.int
     dataset_sha256: _builtins.str
-    """SHA-256 (lowercase hex) of the border data set the facts were computed on."""
+    """SHA-256 (lowercase hex) of the border data set in force at the entry's index."""
     territory: _builtins.str
-    """Party code of the territory holding the place; empty when neither's."""
+    """Party code of the territory holding the place (a point, an observer, a line's origin);
+    empty when neither's, or for an area (see shares).
+    """
     distance_to_border_m: _builtins.float
-    """Geodesic distance (WGS84 ellipsoid) to the nearest border point, metres."""
+    """Geodesic distance (WGS84 ellipsoid) from the place to the nearest border point,
+    metres; 0 when an area or line reaches the border.
+    """
     nearest_segment: _builtins.str
     """Id of the nearest border segment, e.g. "main", "nakhchivan"."""
+    ambiguous: _builtins.bool
+    """The circle of uncertainty reaches across the border: the side is not decided."""
+    outside_monitored_zone: _builtins.bool
+    """Farther from the border than the monitored zone (when the data set flags, not refuses)."""
+    @_builtins.property
+    def touches(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Territories the place (with its uncertainty) touches; "" stands for neither party's."""
+
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___AreaShare]:
+        """For an area (polygon, observation sector): the share of its area on each side."""
+
+    @_builtins.property
+    def line(self) -> Global___LineFacts:
+        """For a line from origin to impact."""
+
     def __init__(
         self,
         *,
@@ -44,14 +70,88 @@ class GeoFacts(_message.Message):
         territory: _builtins.str = ...,
         distance_to_border_m: _builtins.float = ...,
         nearest_segment: _builtins.str = ...,
+        ambiguous: _builtins.bool = ...,
+        touches: _abc.Iterable[_builtins.str] | None = ...,
+        shares: _abc.Iterable[Global___AreaShare] | None = ...,
+        line: Global___LineFacts | None = ...,
+        outside_monitored_zone: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["line", b"line"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_sha256", b"dataset_sha256", "distance_to_border_m", b"distance_to_border_m", "nearest_segment", b"nearest_segment", "territory", b"territory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ambiguous", b"ambiguous", "dataset_sha256", b"dataset_sha256", "distance_to_border_m", b"distance_to_border_m", "line", b"line", "nearest_segment", b"nearest_segment", "outside_monitored_zone", b"outside_monitored_zone", "shares", b"shares", "territory", b"territory", "touches", b"touches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GeoFacts: _TypeAlias = GeoFacts  # noqa: Y015
+
+@_typing.final
+class AreaShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TERRITORY_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    AREA_M2_FIELD_NUMBER: _builtins.int
+    territory: _builtins.str
+    """Party code; "" for neither party's territory."""
+    share: _builtins.float
+    """Fraction of the area, 0 to 1; the shares of a place sum to 1."""
+    area_m2: _builtins.float
+    def __init__(
+        self,
+        *,
+        territory: _builtins.str = ...,
+        share: _builtins.float = ...,
+        area_m2: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area_m2", b"area_m2", "share", b"share", "territory", b"territory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AreaShare: _TypeAlias = AreaShare  # noqa: Y015
+
+@_typing.final
+class LineFacts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_TERRITORY_FIELD_NUMBER: _builtins.int
+    IMPACT_TERRITORY_FIELD_NUMBER: _builtins.int
+    CROSSES_BORDER_FIELD_NUMBER: _builtins.int
+    CROSSES_FROM_FIELD_NUMBER: _builtins.int
+    CROSSES_INTO_FIELD_NUMBER: _builtins.int
+    CROSSINGS_FIELD_NUMBER: _builtins.int
+    LENGTH_M_FIELD_NUMBER: _builtins.int
+    origin_territory: _builtins.str
+    impact_territory: _builtins.str
+    crosses_border: _builtins.bool
+    crosses_from: _builtins.str
+    """The first and last territories along the line, where it crosses."""
+    crosses_into: _builtins.str
+    length_m: _builtins.float
+    """Geodesic length, metres."""
+    @_builtins.property
+    def crossings(self) -> _containers.RepeatedCompositeFieldContainer[_statements_pb2.GeoPoint]:
+        """Where it crosses, in order from the origin."""
+
+    def __init__(
+        self,
+        *,
+        origin_territory: _builtins.str = ...,
+        impact_territory: _builtins.str = ...,
+        crosses_border: _builtins.bool = ...,
+        crosses_from: _builtins.str = ...,
+        crosses_into: _builtins.str = ...,
+        crossings: _abc.Iterable[_statements_pb2.GeoPoint] | None = ...,
+        length_m: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crosses_border", b"crosses_border", "crosses_from", b"crosses_from", "crosses_into", b"crosses_into", "crossings", b"crossings", "impact_territory", b"impact_territory", "length_m", b"length_m", "origin_territory", b"origin_territory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineFacts: _TypeAlias = LineFacts  # noqa: Y015
 
 @_typing.final
 class Validation(_message.Message):

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x65\x61sefire/v1/statements.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x08PartyKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.ceasefire.v1.Role\x12\r\n\x05label\x18\x03 \x01(\t\"f\n\x05Party\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x1b\n\x13\x61uthority_threshold\x18\x04 \x01(\r\"@\n\tFreshness\x12\x17\n\x0fmax_age_seconds\x18\x01 \x01(\r\x12\x1a\n\x12max_future_seconds\x18\x02 \x01(\r\"/\n\x0bNamedPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\xa5\x02\n\tTrustRoot\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x16\n\x0elog_public_key\x18\x02 \x01(\x0c\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.ceasefire.v1.Party\x12\x1d\n\x15\x62order_dataset_sha256\x18\x04 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\tfreshness\x18\x06 \x01(\x0b\x32\x17.ceasefire.v1.Freshness\x12\x18\n\x10\x61\x64mission_policy\x18\x07 \x01(\t\x12\x33\n\x10\x66inding_policies\x18\x08 \x03(\x0b\x32\x19.ceasefire.v1.NamedPolicy\"\xb6\x01\n\tKeyChange\x12\r\n\x05party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x03\x61\x64\x64\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x16\n\x0erevoke_key_ids\x18\x04 \x03(\t\x12\x1b\n\x13\x61uthority_threshold\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"v\n\x0ePartyAdmission\x12\"\n\x05party\x18\x01 \x01(\x0b\x32\x13.ceasefire.v1.Party\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x01\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tprecision\x18\x03 \x01(\x0e\x32\x1b.ceasefire.v1.TimePrecision\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"\x8a\x01\n\x08Location\x12\'\n\x05point\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPointH\x00\x12\x15\n\runcertainty_m\x18\x04 \x01(\x01\x12\x32\n\tprecision\x18\x05 \x01(\x0e\x32\x1f.ceasefire.v1.LocationPrecisionB\n\n\x08geometry\"\xfd\x02\n\x0eIncidentReport\x12\x17\n\x0freporting_party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06window\x18\x03 \x01(\x0b\x32\x18.ceasefire.v1.TimeWindow\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.Location\x12\x30\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x1e.ceasefire.v1.IncidentCategory\x12\x37\n\x10observation_mode\x18\x06 \x01(\x0e\x32\x1d.ceasefire.v1.ObservationMode\x12!\n\x19\x61lleged_responsible_party\x18\x07 \x01(\t\x12\x11\n\tnarrative\x18\x08 \x01(\t\x12\x1a\n\x12narrative_language\x18\t \x01(\t\x12\x0f\n\x07weapons\x18\n \x03(\t*\x91\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_MONITOR\x10\x01\x12\x12\n\x0eROLE_AUTHORITY\x10\x02\x12\x11\n\rROLE_OBSERVER\x10\x03\x12\x15\n\x11ROLE_INVESTIGATOR\x10\x04\x12\x10\n\x0cROLE_WITNESS\x10\x05\x12\x11\n\rROLE_OPERATOR\x10\x06*\xae\x01\n\rTimePrecision\x12\x1e\n\x1aTIME_PRECISION_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_PRECISION_MINUTE\x10\x01\x12\x17\n\x13TIME_PRECISION_HOUR\x10\x02\x12\x16\n\x12TIME_PRECISION_DAY\x10\x03\x12\x17\n\x13TIME_PRECISION_WEEK\x10\x04\x12\x18\n\x14TIME_PRECISION_MONTH\x10\x05*\x91\x01\n\x11LocationPrecision\x12\"\n\x1eLOCATION_PRECISION_UNSPECIFIED\x10\x00\x12\x1c\n\x18LOCATION_PRECISION_EXACT\x10\x01\x12\x1b\n\x17LOCATION_PRECISION_NEAR\x10\x02\x12\x1d\n\x19LOCATION_PRECISION_REGION\x10\x03*\xc5\x03\n\x10IncidentCategory\x12!\n\x1dINCIDENT_CATEGORY_UNSPECIFIED\x10\x00\x12%\n!INCIDENT_CATEGORY_SMALL_ARMS_FIRE\x10\x01\x12\x1c\n\x18INCIDENT_CATEGORY_SNIPER\x10\x02\x12)\n%INCIDENT_CATEGORY_MORTAR_OR_ARTILLERY\x10\x03\x12\x1c\n\x18INCIDENT_CATEGORY_ROCKET\x10\x04\x12\"\n\x1eINCIDENT_CATEGORY_DRONE_STRIKE\x10\x05\x12(\n$INCIDENT_CATEGORY_AIRSPACE_VIOLATION\x10\x06\x12\'\n#INCIDENT_CATEGORY_ENGINEERING_WORKS\x10\x07\x12$\n INCIDENT_CATEGORY_TROOP_MOVEMENT\x10\x08\x12\x1f\n\x1bINCIDENT_CATEGORY_DETENTION\x10\t\x12%\n!INCIDENT_CATEGORY_PROPERTY_DAMAGE\x10\n\x12\x1b\n\x17INCIDENT_CATEGORY_OTHER\x10\x0b*\xb0\x01\n\x0fObservationMode\x12 \n\x1cOBSERVATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15OBSERVATION_MODE_SEEN\x10\x01\x12\x1a\n\x16OBSERVATION_MODE_HEARD\x10\x02\x12\x1b\n\x17OBSERVATION_MODE_SENSOR\x10\x03\x12\'\n#OBSERVATION_MODE_THIRD_PARTY_REPORT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x65\x61sefire/v1/statements.proto\x12\x0c\x63\x65\x61sefire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x08PartyKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.ceasefire.v1.Role\x12\r\n\x05label\x18\x03 \x01(\t\"f\n\x05Party\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x1b\n\x13\x61uthority_threshold\x18\x04 \x01(\r\"@\n\tFreshness\x12\x17\n\x0fmax_age_seconds\x18\x01 \x01(\r\x12\x1a\n\x12max_future_seconds\x18\x02 \x01(\r\"/\n\x0bNamedPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\"\xf5\x02\n\tTrustRoot\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x16\n\x0elog_public_key\x18\x02 \x01(\x0c\x12$\n\x07parties\x18\x03 \x03(\x0b\x32\x13.ceasefire.v1.Party\x12\x1d\n\x15\x62order_dataset_sha256\x18\x04 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\tfreshness\x18\x06 \x01(\x0b\x32\x17.ceasefire.v1.Freshness\x12\x18\n\x10\x61\x64mission_policy\x18\x07 \x01(\t\x12\x33\n\x10\x66inding_policies\x18\x08 \x03(\x0b\x32\x19.ceasefire.v1.NamedPolicy\x12\x15\n\rborder_policy\x18\t \x01(\t\x12\x37\n\x14\x62order_dataset_files\x18\n \x03(\x0b\x32\x19.ceasefire.v1.DatasetFile\"9\n\x0b\x44\x61tasetFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\"\xd8\x02\n\x19\x42orderDatasetRegistration\x12\x30\n\x0c\x63reated_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x64\x61taset_sha256\x18\x02 \x01(\t\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x19.ceasefire.v1.DatasetFile\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0f\n\x07licence\x18\x06 \x01(\t\x12\r\n\x05\x64\x61tum\x18\x07 \x01(\t\x12)\n\tline_kind\x18\x08 \x01(\x0e\x32\x16.ceasefire.v1.LineKind\x12\x18\n\x10monitored_zone_m\x18\t \x01(\x01\x12/\n\x0coutside_zone\x18\n \x01(\x0e\x32\x19.ceasefire.v1.OutsideZone\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\"\xb6\x01\n\tKeyChange\x12\r\n\x05party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x03\x61\x64\x64\x18\x03 \x03(\x0b\x32\x16.ceasefire.v1.PartyKey\x12\x16\n\x0erevoke_key_ids\x18\x04 \x03(\t\x12\x1b\n\x13\x61uthority_threshold\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"v\n\x0ePartyAdmission\x12\"\n\x05party\x18\x01 \x01(\x0b\x32\x13.ceasefire.v1.Party\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x01\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\tprecision\x18\x03 \x01(\x0e\x32\x1b.ceasefire.v1.TimePrecision\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"Y\n\x07GeoLine\x12&\n\x06origin\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPoint\x12&\n\x06impact\x18\x02 \x01(\x0b\x32\x16.ceasefire.v1.GeoPoint\"4\n\nGeoPolygon\x12&\n\x06points\x18\x01 \x03(\x0b\x32\x16.ceasefire.v1.GeoPoint\"\x99\x01\n\x0bObservation\x12(\n\x08observer\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPoint\x12\x18\n\x10\x62\x65\x61ring_from_deg\x18\x02 \x01(\x01\x12\x16\n\x0e\x62\x65\x61ring_to_deg\x18\x03 \x01(\x01\x12\x16\n\x0e\x64istance_min_m\x18\x04 \x01(\x01\x12\x16\n\x0e\x64istance_max_m\x18\x05 \x01(\x01\"\x90\x02\n\x08Location\x12\'\n\x05point\x18\x01 \x01(\x0b\x32\x16.ceasefire.v1.GeoPointH\x00\x12%\n\x04line\x18\x02 \x01(\x0b\x32\x15.ceasefire.v1.GeoLineH\x00\x12+\n\x07polygon\x18\x03 \x01(\x0b\x32\x18.ceasefire.v1.GeoPolygonH\x00\x12\x30\n\x0bobservation\x18\x06 \x01(\x0b\x32\x19.ceasefire.v1.ObservationH\x00\x12\x15\n\runcertainty_m\x18\x04 \x01(\x01\x12\x32\n\tprecision\x18\x05 \x01(\x0e\x32\x1f.ceasefire.v1.LocationPrecisionB\n\n\x08geometry\"\xfd\x02\n\x0eIncidentReport\x12\x17\n\x0freporting_party\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06window\x18\x03 \x01(\x0b\x32\x18.ceasefire.v1.TimeWindow\x12(\n\x08location\x18\x04 \x01(\x0b\x32\x16.ceasefire.v1.Location\x12\x30\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x1e.ceasefire.v1.IncidentCategory\x12\x37\n\x10observation_mode\x18\x06 \x01(\x0e\x32\x1d.ceasefire.v1.ObservationMode\x12!\n\x19\x61lleged_responsible_party\x18\x07 \x01(\t\x12\x11\n\tnarrative\x18\x08 \x01(\t\x12\x1a\n\x12narrative_language\x18\t \x01(\t\x12\x0f\n\x07weapons\x18\n \x03(\t*\x91\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_MONITOR\x10\x01\x12\x12\n\x0eROLE_AUTHORITY\x10\x02\x12\x11\n\rROLE_OBSERVER\x10\x03\x12\x15\n\x11ROLE_INVESTIGATOR\x10\x04\x12\x10\n\x0cROLE_WITNESS\x10\x05\x12\x11\n\rROLE_OPERATOR\x10\x06*\x82\x01\n\x08LineKind\x12\x19\n\x15LINE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12LINE_KIND_DE_FACTO\x10\x01\x12\x17\n\x13LINE_KIND_DELIMITED\x10\x02\x12\x15\n\x11LINE_KIND_CLAIMED\x10\x03\x12\x13\n\x0fLINE_KIND_MIXED\x10\x04*[\n\x0bOutsideZone\x12\x1c\n\x18OUTSIDE_ZONE_UNSPECIFIED\x10\x00\x12\x17\n\x13OUTSIDE_ZONE_REFUSE\x10\x01\x12\x15\n\x11OUTSIDE_ZONE_FLAG\x10\x02*\xae\x01\n\rTimePrecision\x12\x1e\n\x1aTIME_PRECISION_UNSPECIFIED\x10\x00\x12\x19\n\x15TIME_PRECISION_MINUTE\x10\x01\x12\x17\n\x13TIME_PRECISION_HOUR\x10\x02\x12\x16\n\x12TIME_PRECISION_DAY\x10\x03\x12\x17\n\x13TIME_PRECISION_WEEK\x10\x04\x12\x18\n\x14TIME_PRECISION_MONTH\x10\x05*\x91\x01\n\x11LocationPrecision\x12\"\n\x1eLOCATION_PRECISION_UNSPECIFIED\x10\x00\x12\x1c\n\x18LOCATION_PRECISION_EXACT\x10\x01\x12\x1b\n\x17LOCATION_PRECISION_NEAR\x10\x02\x12\x1d\n\x19LOCATION_PRECISION_REGION\x10\x03*\xc5\x03\n\x10IncidentCategory\x12!\n\x1dINCIDENT_CATEGORY_UNSPECIFIED\x10\x00\x12%\n!INCIDENT_CATEGORY_SMALL_ARMS_FIRE\x10\x01\x12\x1c\n\x18INCIDENT_CATEGORY_SNIPER\x10\x02\x12)\n%INCIDENT_CATEGORY_MORTAR_OR_ARTILLERY\x10\x03\x12\x1c\n\x18INCIDENT_CATEGORY_ROCKET\x10\x04\x12\"\n\x1eINCIDENT_CATEGORY_DRONE_STRIKE\x10\x05\x12(\n$INCIDENT_CATEGORY_AIRSPACE_VIOLATION\x10\x06\x12\'\n#INCIDENT_CATEGORY_ENGINEERING_WORKS\x10\x07\x12$\n INCIDENT_CATEGORY_TROOP_MOVEMENT\x10\x08\x12\x1f\n\x1bINCIDENT_CATEGORY_DETENTION\x10\t\x12%\n!INCIDENT_CATEGORY_PROPERTY_DAMAGE\x10\n\x12\x1b\n\x17INCIDENT_CATEGORY_OTHER\x10\x0b*\xb0\x01\n\x0fObservationMode\x12 \n\x1cOBSERVATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15OBSERVATION_MODE_SEEN\x10\x01\x12\x1a\n\x16OBSERVATION_MODE_HEARD\x10\x02\x12\x1b\n\x17OBSERVATION_MODE_SENSOR\x10\x03\x12\'\n#OBSERVATION_MODE_THIRD_PARTY_REPORT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ceasefire.v1.statements_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1703
-  _globals['_ROLE']._serialized_end=1848
-  _globals['_TIMEPRECISION']._serialized_start=1851
-  _globals['_TIMEPRECISION']._serialized_end=2025
-  _globals['_LOCATIONPRECISION']._serialized_start=2028
-  _globals['_LOCATIONPRECISION']._serialized_end=2173
-  _globals['_INCIDENTCATEGORY']._serialized_start=2176
-  _globals['_INCIDENTCATEGORY']._serialized_end=2629
-  _globals['_OBSERVATIONMODE']._serialized_start=2632
-  _globals['_OBSERVATIONMODE']._serialized_end=2808
+  _globals['_ROLE']._serialized_start=2624
+  _globals['_ROLE']._serialized_end=2769
+  _globals['_LINEKIND']._serialized_start=2772
+  _globals['_LINEKIND']._serialized_end=2902
+  _globals['_OUTSIDEZONE']._serialized_start=2904
+  _globals['_OUTSIDEZONE']._serialized_end=2995
+  _globals['_TIMEPRECISION']._serialized_start=2998
+  _globals['_TIMEPRECISION']._serialized_end=3172
+  _globals['_LOCATIONPRECISION']._serialized_start=3175
+  _globals['_LOCATIONPRECISION']._serialized_end=3320
+  _globals['_INCIDENTCATEGORY']._serialized_start=3323
+  _globals['_INCIDENTCATEGORY']._serialized_end=3776
+  _globals['_OBSERVATIONMODE']._serialized_start=3779
+  _globals['_OBSERVATIONMODE']._serialized_end=3955
   _globals['_PARTYKEY']._serialized_start=80
   _globals['_PARTYKEY']._serialized_end=159
   _globals['_PARTY']._serialized_start=161
@@ -51,17 +55,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMEDPOLICY']._serialized_start=331
   _globals['_NAMEDPOLICY']._serialized_end=378
   _globals['_TRUSTROOT']._serialized_start=381
-  _globals['_TRUSTROOT']._serialized_end=674
-  _globals['_KEYCHANGE']._serialized_start=677
-  _globals['_KEYCHANGE']._serialized_end=859
-  _globals['_PARTYADMISSION']._serialized_start=861
-  _globals['_PARTYADMISSION']._serialized_end=979
-  _globals['_TIMEWINDOW']._serialized_start=982
-  _globals['_TIMEWINDOW']._serialized_end=1126
-  _globals['_GEOPOINT']._serialized_start=1128
-  _globals['_GEOPOINT']._serialized_end=1175
-  _globals['_LOCATION']._serialized_start=1178
-  _globals['_LOCATION']._serialized_end=1316
-  _globals['_INCIDENTREPORT']._serialized_start=1319
-  _globals['_INCIDENTREPORT']._serialized_end=1700
+  _globals['_TRUSTROOT']._serialized_end=754
+  _globals['_DATASETFILE']._serialized_start=756
+  _globals['_DATASETFILE']._serialized_end=813
+  _globals['_BORDERDATASETREGISTRATION']._serialized_start=816
+  _globals['_BORDERDATASETREGISTRATION']._serialized_end=1160
+  _globals['_KEYCHANGE']._serialized_start=1163
+  _globals['_KEYCHANGE']._serialized_end=1345
+  _globals['_PARTYADMISSION']._serialized_start=1347
+  _globals['_PARTYADMISSION']._serialized_end=1465
+  _globals['_TIMEWINDOW']._serialized_start=1468
+  _globals['_TIMEWINDOW']._serialized_end=1612
+  _globals['_GEOPOINT']._serialized_start=1614
+  _globals['_GEOPOINT']._serialized_end=1661
+  _globals['_GEOLINE']._serialized_start=1663
+  _globals['_GEOLINE']._serialized_end=1752
+  _globals['_GEOPOLYGON']._serialized_start=1754
+  _globals['_GEOPOLYGON']._serialized_end=1806
+  _globals['_OBSERVATION']._serialized_start=1809
+  _globals['_OBSERVATION']._serialized_end=1962
+  _globals['_LOCATION']._serialized_start=1965
+  _globals['_LOCATION']._serialized_end=2237
+  _globals['_INCIDENTREPORT']._serialized_start=2240
+  _globals['_INCIDENTREPORT']._serialized_end=2621
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,58 @@ ROLE_OPERATOR: Role.ValueType  # 6
 """Runs the service."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _LineKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LineKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LineKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINE_KIND_UNSPECIFIED: _LineKind.ValueType  # 0
+    LINE_KIND_DE_FACTO: _LineKind.ValueType  # 1
+    """The line of control on the ground."""
+    LINE_KIND_DELIMITED: _LineKind.ValueType  # 2
+    """Sections delimited by agreement of the parties."""
+    LINE_KIND_CLAIMED: _LineKind.ValueType  # 3
+    """A line one party claims."""
+    LINE_KIND_MIXED: _LineKind.ValueType  # 4
+    """Several of these, per segment."""
+
+class LineKind(_LineKind, metaclass=_LineKindEnumTypeWrapper):
+    """What the border lines of a data set depict."""
+
+LINE_KIND_UNSPECIFIED: LineKind.ValueType  # 0
+LINE_KIND_DE_FACTO: LineKind.ValueType  # 1
+"""The line of control on the ground."""
+LINE_KIND_DELIMITED: LineKind.ValueType  # 2
+"""Sections delimited by agreement of the parties."""
+LINE_KIND_CLAIMED: LineKind.ValueType  # 3
+"""A line one party claims."""
+LINE_KIND_MIXED: LineKind.ValueType  # 4
+"""Several of these, per segment."""
+Global___LineKind: _TypeAlias = LineKind  # noqa: Y015
+
+class _OutsideZone:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutsideZoneEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutsideZone.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTSIDE_ZONE_UNSPECIFIED: _OutsideZone.ValueType  # 0
+    OUTSIDE_ZONE_REFUSE: _OutsideZone.ValueType  # 1
+    """Refuse the report (INVALID_ARGUMENT)."""
+    OUTSIDE_ZONE_FLAG: _OutsideZone.ValueType  # 2
+    """Accept it, with the geo facts flagging it as outside the zone."""
+
+class OutsideZone(_OutsideZone, metaclass=_OutsideZoneEnumTypeWrapper):
+    """What happens to a place farther from the border than the monitored zone."""
+
+OUTSIDE_ZONE_UNSPECIFIED: OutsideZone.ValueType  # 0
+OUTSIDE_ZONE_REFUSE: OutsideZone.ValueType  # 1
+"""Refuse the report (INVALID_ARGUMENT)."""
+OUTSIDE_ZONE_FLAG: OutsideZone.ValueType  # 2
+"""Accept it, with the geo facts flagging it as outside the zone."""
+Global___OutsideZone: _TypeAlias = OutsideZone  # noqa: Y015
+
 class _TimePrecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -319,6 +371,8 @@ class TrustRoot(_message.Message):
     FRESHNESS_FIELD_NUMBER: _builtins.int
     ADMISSION_POLICY_FIELD_NUMBER: _builtins.int
     FINDING_POLICIES_FIELD_NUMBER: _builtins.int
+    BORDER_POLICY_FIELD_NUMBER: _builtins.int
+    BORDER_DATASET_FILES_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     """The log's name: the origin line of every checkpoint."""
     log_public_key: _builtins.bytes
@@ -329,6 +383,8 @@ class TrustRoot(_message.Message):
     """Whose consent admits a new party (a policy expression), e.g.
     "AND(ARM.authority, AZE.authority)". Empty: every founding party's authority.
     """
+    border_policy: _builtins.str
+    """Whose consent registers a new border data set. Empty: every founding party's authority."""
     @_builtins.property
     def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Party]: ...
     @_builtins.property
@@ -343,6 +399,12 @@ class TrustRoot(_message.Message):
     def finding_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedPolicy]:
         """Policies that findings of joint investigations may name."""
 
+    @_builtins.property
+    def border_dataset_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetFile]:
+        """The files of the border data set in force from entry 0; their manifest's SHA-256 is
+        border_dataset_sha256. They are stored with entry 0.
+        """
+
     def __init__(
         self,
         *,
@@ -354,14 +416,110 @@ class TrustRoot(_message.Message):
         freshness: Global___Freshness | None = ...,
         admission_policy: _builtins.str = ...,
         finding_policies: _abc.Iterable[Global___NamedPolicy] | None = ...,
+        border_policy: _builtins.str = ...,
+        border_dataset_files: _abc.Iterable[Global___DatasetFile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "freshness", b"freshness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_policy", b"admission_policy", "border_dataset_sha256", b"border_dataset_sha256", "created_time", b"created_time", "finding_policies", b"finding_policies", "freshness", b"freshness", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_policy", b"admission_policy", "border_dataset_files", b"border_dataset_files", "border_dataset_sha256", b"border_dataset_sha256", "border_policy", b"border_policy", "created_time", b"created_time", "finding_policies", b"finding_policies", "freshness", b"freshness", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrustRoot: _TypeAlias = TrustRoot  # noqa: Y015
+
+@_typing.final
+class DatasetFile(_message.Message):
+    """One file of a border data set, stored beside the log by its SHA-256."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A plain file name, e.g. "territories.geojson"."""
+    sha256: _builtins.str
+    """SHA-256 (lowercase hex) of the file's bytes."""
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetFile: _TypeAlias = DatasetFile  # noqa: Y015
+
+@_typing.final
+class BorderDatasetRegistration(_message.Message):
+    """Registers a border data set: from this entry on, every validation cites it. Earlier
+    entries keep the facts they were given; re-validating them is a query, never an edit.
+    The files travel with the submission (SubmitWithBlobs) and are stored by their digests.
+    Signed by the trust root's border_policy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    DATASET_SHA256_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LICENCE_FIELD_NUMBER: _builtins.int
+    DATUM_FIELD_NUMBER: _builtins.int
+    LINE_KIND_FIELD_NUMBER: _builtins.int
+    MONITORED_ZONE_M_FIELD_NUMBER: _builtins.int
+    OUTSIDE_ZONE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    dataset_sha256: _builtins.str
+    """SHA-256 (lowercase hex) of the data set's manifest: for each file, sorted by name, the
+    line "<sha256 hex>  <name>\\n" (what `sha256sum` prints).
+    """
+    name: _builtins.str
+    source: _builtins.str
+    """Where the data comes from, and its version."""
+    licence: _builtins.str
+    datum: _builtins.str
+    """Coordinate reference system of the files, e.g. "EPSG:4326"."""
+    line_kind: Global___LineKind.ValueType
+    monitored_zone_m: _builtins.float
+    """The monitored zone: places farther than this from the border (metres) are outside it.
+    0: the whole region.
+    """
+    outside_zone: Global___OutsideZone.ValueType
+    description: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetFile]: ...
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        dataset_sha256: _builtins.str = ...,
+        files: _abc.Iterable[Global___DatasetFile] | None = ...,
+        name: _builtins.str = ...,
+        source: _builtins.str = ...,
+        licence: _builtins.str = ...,
+        datum: _builtins.str = ...,
+        line_kind: Global___LineKind.ValueType = ...,
+        monitored_zone_m: _builtins.float = ...,
+        outside_zone: Global___OutsideZone.ValueType = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "dataset_sha256", b"dataset_sha256", "datum", b"datum", "description", b"description", "files", b"files", "licence", b"licence", "line_kind", b"line_kind", "monitored_zone_m", b"monitored_zone_m", "name", b"name", "outside_zone", b"outside_zone", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BorderDatasetRegistration: _TypeAlias = BorderDatasetRegistration  # noqa: Y015
 
 @_typing.final
 class KeyChange(_message.Message):
@@ -495,10 +653,99 @@ class GeoPoint(_message.Message):
 Global___GeoPoint: _TypeAlias = GeoPoint  # noqa: Y015
 
 @_typing.final
+class GeoLine(_message.Message):
+    """From the origin of fire to the point of impact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> Global___GeoPoint: ...
+    @_builtins.property
+    def impact(self) -> Global___GeoPoint: ...
+    def __init__(
+        self,
+        *,
+        origin: Global___GeoPoint | None = ...,
+        impact: Global___GeoPoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "origin", b"origin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["impact", b"impact", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoLine: _TypeAlias = GeoLine  # noqa: Y015
+
+@_typing.final
+class GeoPolygon(_message.Message):
+    """A closed area; the first point need not be repeated at the end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeoPoint]: ...
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___GeoPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoPolygon: _TypeAlias = GeoPolygon  # noqa: Y015
+
+@_typing.final
+class Observation(_message.Message):
+    """How a monitor reports fire heard or seen: from where, in which directions, how far."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBSERVER_FIELD_NUMBER: _builtins.int
+    BEARING_FROM_DEG_FIELD_NUMBER: _builtins.int
+    BEARING_TO_DEG_FIELD_NUMBER: _builtins.int
+    DISTANCE_MIN_M_FIELD_NUMBER: _builtins.int
+    DISTANCE_MAX_M_FIELD_NUMBER: _builtins.int
+    bearing_from_deg: _builtins.float
+    """Bearings clockwise from true north, degrees in [0, 360); the sector runs clockwise
+    from bearing_from_deg to bearing_to_deg and may wrap through north.
+    """
+    bearing_to_deg: _builtins.float
+    distance_min_m: _builtins.float
+    """Distance range from the observer, metres; at most 100 km."""
+    distance_max_m: _builtins.float
+    @_builtins.property
+    def observer(self) -> Global___GeoPoint: ...
+    def __init__(
+        self,
+        *,
+        observer: Global___GeoPoint | None = ...,
+        bearing_from_deg: _builtins.float = ...,
+        bearing_to_deg: _builtins.float = ...,
+        distance_min_m: _builtins.float = ...,
+        distance_max_m: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observer", b"observer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bearing_from_deg", b"bearing_from_deg", "bearing_to_deg", b"bearing_to_deg", "distance_max_m", b"distance_max_m", "distance_min_m", b"distance_min_m", "observer", b"observer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Observation: _TypeAlias = Observation  # noqa: Y015
+
+@_typing.final
 class Location(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POINT_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    POLYGON_FIELD_NUMBER: _builtins.int
+    OBSERVATION_FIELD_NUMBER: _builtins.int
     UNCERTAINTY_M_FIELD_NUMBER: _builtins.int
     PRECISION_FIELD_NUMBER: _builtins.int
     uncertainty_m: _builtins.float
@@ -506,18 +753,27 @@ class Location(_message.Message):
     precision: Global___LocationPrecision.ValueType
     @_builtins.property
     def point(self) -> Global___GeoPoint: ...
+    @_builtins.property
+    def line(self) -> Global___GeoLine: ...
+    @_builtins.property
+    def polygon(self) -> Global___GeoPolygon: ...
+    @_builtins.property
+    def observation(self) -> Global___Observation: ...
     def __init__(
         self,
         *,
         point: Global___GeoPoint | None = ...,
+        line: Global___GeoLine | None = ...,
+        polygon: Global___GeoPolygon | None = ...,
+        observation: Global___Observation | None = ...,
         uncertainty_m: _builtins.float = ...,
         precision: Global___LocationPrecision.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "point", b"point"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "line", b"line", "observation", b"observation", "point", b"point", "polygon", b"polygon"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "point", b"point", "precision", b"precision", "uncertainty_m", b"uncertainty_m"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "line", b"line", "observation", b"observation", "point", b"point", "polygon", b"polygon", "precision", b"precision", "uncertainty_m", b"uncertainty_m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_geometry: _TypeAlias = _typing.Literal["point"]  # noqa: Y015
+    _WhichOneofReturnType_geometry: _TypeAlias = _typing.Literal["point", "line", "polygon", "observation"]  # noqa: Y015
     _WhichOneofArgType_geometry: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_geometry) -> _WhichOneofReturnType_geometry | None: ...
 

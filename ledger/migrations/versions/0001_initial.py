@@ -1,4 +1,4 @@
-"""Initial schema: entries, Merkle nodes, tree state, checkpoints, incident index.
+"""Initial schema: entries, Merkle nodes, tree state, checkpoints, incident index, blobs.
 
 Append-only is enforced inside the database: triggers reject UPDATE and DELETE (and, on
 PostgreSQL, TRUNCATE) on every ledger table. tree_state is the one mutable row, and its
@@ -16,7 +16,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("entries", "tree_nodes", "checkpoints", "incidents")
+APPEND_ONLY = ("entries", "tree_nodes", "checkpoints", "incidents", "blobs")
 
 
 def upgrade() -> None:
@@ -51,6 +51,12 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary(32), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "blobs",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
     )
     op.create_table(
         "incidents",
