@@ -1,9 +1,18 @@
 """Geo facts of an incident's place on a border data set, as the log records them.
 
 One function computes them for the server (at submission, and again at the entry's index
-if a newer data set came into force) and for the verifier and the re-validation query,
-so all three agree. Coordinates beyond the region, or outside the monitored zone when the
-data set refuses those, are clear InvalidArgument errors naming the field.
+if a newer data set came into force), for the verifier and for the re-validation query, so
+all three agree. Impossible places are InvalidArgument errors naming the field; places
+outside the monitored zone are refused or flagged, as the data set's registration says.
+
+Per geometry:
+- point: its territory, distance to the border, nearest segment; with its uncertainty
+  circle, the sides it touches and whether the side is ambiguous;
+- observation (observer, bearings, distances): the observer's facts, and the sector's area
+  shares per side;
+- polygon: area shares per side;
+- line (origin to impact): the ends' territories, the crossings in order, from which side
+  into which, geodesic length.
 """
 
 from __future__ import annotations
@@ -13,60 +22,156 @@ import math
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
+from geo import validate
 from geo.borders import BorderDataset, GeoError
 from ledger.errors import InvalidArgument
 from ledger.trust import DatasetInfo
 
 # Distances are recorded to 0.1 m; recomputations may differ by that and float noise.
 DISTANCE_TOLERANCE_M = 0.11
+SHARE_TOLERANCE = 1e-6
 
 
-def _field(e: GeoError) -> str:
-    # geo names the fields of a bare location; in a report they sit under location.point.
-    return "location.point" + e.field.removeprefix("location")
+def _side(side: str | None) -> str:
+    return "" if side in (None, validate.OUTSIDE) else side
+
+
+def _error(e: GeoError) -> InvalidArgument:
+    field = e.field
+    # The observer's coordinates sit one level deeper in a report than geo names them.
+    for coord in ("latitude", "longitude"):
+        if field == f"{validate.FIELD_OBSERVATION}.{coord}":
+            field = f"{validate.FIELD_OBSERVATION}.observer.{coord}"
+    return InvalidArgument(e.message, field=field)
+
+
+def _place(geo: log_pb2.GeoFacts, place: validate.PlaceFacts) -> None:
+    geo.territory = _side(place.territory)
+    geo.distance_to_border_m = round(place.distance_to_border_m, 1)
+    geo.nearest_segment = place.nearest_segment
+
+
+def _area(geo: log_pb2.GeoFacts, area: validate.AreaFacts) -> None:
+    for share in area.shares:
+        geo.shares.add(
+            territory=_side(share.side), share=round(share.share, 9), area_m2=round(share.area_m2)
+        )
+    geo.ambiguous = area.ambiguous
+    geo.touches.extend(_side(s) for s in area.sides)
 
 
 def compute(report: pb.IncidentReport, ds: BorderDataset, info: DatasetInfo) -> log_pb2.GeoFacts:
-    point = report.location.point
+    loc = report.location
+    geo = log_pb2.GeoFacts(dataset_sha256=ds.sha256)
+    kind = loc.WhichOneof("geometry")
     try:
-        facts = ds.locate(point.latitude, point.longitude)
+        if kind == "point":
+            place = validate.point_facts(
+                ds, loc.point.latitude, loc.point.longitude, loc.uncertainty_m
+            )
+            _place(geo, place)
+            geo.ambiguous = place.ambiguous
+            geo.touches.extend(_side(s) for s in place.sides)
+            reach = place.distance_to_border_m - loc.uncertainty_m
+        elif kind == "observation":
+            o = loc.observation
+            obs = validate.observation_facts(
+                ds,
+                o.observer.latitude,
+                o.observer.longitude,
+                o.bearing_from_deg,
+                o.bearing_to_deg,
+                o.distance_min_m,
+                o.distance_max_m,
+            )
+            _place(geo, obs.observer)
+            _area(geo, obs.sector)
+            reach = obs.observer.distance_to_border_m - o.distance_max_m
+        elif kind == "polygon":
+            area = validate.polygon_facts(
+                ds, [(p.latitude, p.longitude) for p in loc.polygon.points]
+            )
+            _area(geo, area)
+            reach = 0.0  # an area is judged by its shares, not by a distance
+        elif kind == "line":
+            line = validate.line_facts(
+                ds,
+                (loc.line.origin.latitude, loc.line.origin.longitude),
+                (loc.line.impact.latitude, loc.line.impact.longitude),
+            )
+            near = min(line.origin, line.impact, key=lambda p: p.distance_to_border_m)
+            _place(geo, line.origin)
+            geo.distance_to_border_m = (
+                0.0 if line.crossings else round(near.distance_to_border_m, 1)
+            )
+            geo.nearest_segment = near.nearest_segment
+            facts = geo.line
+            facts.origin_territory = _side(line.origin.territory)
+            facts.impact_territory = _side(line.impact.territory)
+            facts.crosses_border = line.crosses_border
+            facts.crosses_from = _side(line.crosses_from)
+            facts.crosses_into = _side(line.crosses_into)
+            facts.length_m = round(line.length_m, 1)
+            for c in line.crossings:
+                facts.crossings.add(latitude=round(c.lat, 7), longitude=round(c.lon, 7))
+            geo.touches.extend(sorted({_side(p.territory) for p in (line.origin, line.impact)}))
+            reach = geo.distance_to_border_m
+        else:
+            raise InvalidArgument(
+                "a point, line, polygon or observation is required", field="location"
+            )
     except GeoError as e:
-        raise InvalidArgument(e.message, field=_field(e)) from e
-    distance = round(facts.distance_to_border_m, 1)
-    uncertainty = report.location.uncertainty_m
-    geo = log_pb2.GeoFacts(
-        dataset_sha256=ds.sha256,
-        territory=facts.territory or "",
-        distance_to_border_m=distance,
-        nearest_segment=facts.nearest_segment,
-        # The circle of uncertainty reaches the border: the side is not decided.
-        ambiguous=uncertainty >= facts.distance_to_border_m,
-    )
+        raise _error(e) from e
     zone = info.monitored_zone_m
-    if zone and facts.distance_to_border_m - uncertainty > zone:
+    if zone and reach > zone:
         if info.outside_zone == pb.OUTSIDE_ZONE_FLAG:
             geo.outside_monitored_zone = True
         else:
             raise InvalidArgument(
-                f"is {facts.distance_to_border_m / 1000:,.1f} km from the border, outside the "
-                f"monitored zone of {zone / 1000:,.1f} km of data set {info.name or ds.name}",
+                f"is {reach / 1000:,.1f} km from the border, outside the monitored zone of "
+                f"{zone / 1000:,.1f} km of data set {info.name or ds.name}",
                 field="location",
             )
     return geo
 
 
+def anchor(report: pb.IncidentReport) -> tuple[float, float]:
+    """One point for the timeline index: the point, the observer, the origin, a vertex."""
+    loc = report.location
+    kind = loc.WhichOneof("geometry")
+    p = {
+        "point": loc.point,
+        "observation": loc.observation.observer,
+        "line": loc.line.origin,
+    }.get(kind or "", loc.polygon.points[0] if loc.polygon.points else loc.point)
+    return p.latitude, p.longitude
+
+
 def same(a: log_pb2.GeoFacts, b: log_pb2.GeoFacts) -> bool:
-    """Equal facts, allowing the recorded rounding of distances."""
+    """Equal facts, allowing the recorded rounding of distances and shares."""
     a2, b2 = log_pb2.GeoFacts(), log_pb2.GeoFacts()
     a2.CopyFrom(a)
     b2.CopyFrom(b)
-    close = math.isclose(
+    if not math.isclose(
         a.distance_to_border_m, b.distance_to_border_m, abs_tol=DISTANCE_TOLERANCE_M
-    )
-    a2.distance_to_border_m = b2.distance_to_border_m = 0
-    return close and a2 == b2
+    ) or len(a.shares) != len(b.shares):
+        return False
+    for x, y in zip(a.shares, b.shares, strict=True):
+        if x.territory != y.territory or not math.isclose(
+            x.share, y.share, abs_tol=SHARE_TOLERANCE
+        ):
+            return False
+    for m in (a2, b2):
+        m.distance_to_border_m = 0
+        m.ClearField("shares")
+        m.line.length_m = 0
+    return a2 == b2 and math.isclose(a.line.length_m, b.line.length_m, abs_tol=1.0)
 
 
 def side(geo: log_pb2.GeoFacts) -> str:
     """What a reader takes as the side: a territory, or undecided."""
-    return "ambiguous" if geo.ambiguous else (geo.territory or "neither")
+    if geo.ambiguous:
+        return "ambiguous"
+    if geo.shares:
+        return next((s.territory or "neither" for s in geo.shares if s.share > 0.5), "ambiguous")
+    return geo.territory or "neither"

@@ -56,14 +56,14 @@ class Accepted:
 
 
 def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRow:
-    point = report.location.point
+    latitude, longitude = geofacts.anchor(report)
     return IncidentRow(
         party=report.reporting_party,
         category=report.category,
         window_start_us=to_us(report.window.start),
         window_end_us=to_us(report.window.end),
-        latitude=point.latitude,
-        longitude=point.longitude,
+        latitude=latitude,
+        longitude=longitude,
         territory=geo.territory,
     )
 

@@ -47,6 +47,7 @@ MAX_KEY_CHANGES = 64
 MAX_WEAPONS = 16
 MAX_WEAPON_CHARS = 64
 MAX_UNCERTAINTY_M = 100_000.0
+MAX_POLYGON_POINTS = 1000
 MAX_WINDOW_US = 366 * 24 * 3600 * 1_000_000
 # Incidents reported as ending this far ahead of the server's clock are refused.
 FUTURE_SLACK_US = 10 * 60 * 1_000_000
@@ -208,10 +209,17 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
     if not report.HasField("location"):
         raise InvalidArgument("required", field="location")
     loc = report.location
-    if not loc.HasField("point"):
-        raise InvalidArgument("a point is required", field="location.point")
-    _finite(loc.point.latitude, "location.point.latitude")
-    _finite(loc.point.longitude, "location.point.longitude")
+    kind = loc.WhichOneof("geometry")
+    if kind is None:
+        raise InvalidArgument("a point, line, polygon or observation is required", field="location")
+    if kind == "point":
+        _finite(loc.point.latitude, "location.point.latitude")
+        _finite(loc.point.longitude, "location.point.longitude")
+    if len(loc.polygon.points) > MAX_POLYGON_POINTS:
+        raise InvalidArgument(
+            f"at most {MAX_POLYGON_POINTS} points", field="location.polygon.points"
+        )
+    # The shape of lines, polygons and sectors is the geo module's to judge.
     _finite(loc.uncertainty_m, "location.uncertainty_m")
     if not 0 <= loc.uncertainty_m <= MAX_UNCERTAINTY_M:
         raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
