@@ -159,7 +159,8 @@ def validate_border_dataset(reg: pb.BorderDatasetRegistration) -> None:
     _enum(reg.line_kind, pb.LineKind.values(), "line_kind")
     if not 0 <= reg.monitored_zone_m <= MAX_MONITORED_ZONE_M:
         raise InvalidArgument("0 to 200,000 metres", field="monitored_zone_m")
-    _enum(reg.outside_zone, pb.OutsideZone.values(), "outside_zone")
+    if reg.monitored_zone_m or reg.outside_zone:
+        _enum(reg.outside_zone, pb.OutsideZone.values(), "outside_zone")
     if len(reg.description) > MAX_NARRATIVE_CHARS:
         raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="description")
 
