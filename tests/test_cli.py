@@ -16,6 +16,7 @@ import pytest
 
 from clients.cli import main
 from ledger import dsse
+from tests.test_borders import shifted_dataset
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 
@@ -297,3 +298,32 @@ def test_first_run_bootstraps_a_local_ledger(tmp_path: Path) -> None:
     finally:
         if server.proc and server.proc.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
+    wd, server, _ = initialised
+    s = ("--server", server.address)
+    facts = json.loads(ceasefire("border", "check", "40.8811", "45.3875", "--json", cwd=wd).stdout)
+    assert facts[0]["territory"] == "ARM" and facts[0]["distance_to_border_m"] > 8000
+    paris = ceasefire("border", "check", "48.8566", "2.3522", cwd=wd, check=False)
+    assert paris.returncode == 1 and "outside the region" in paris.stdout
+    ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+
+    shifted_dataset(wd / "shifted")
+    ceasefire(
+        "border", "add", "shifted", *s, "--name", "Shifted test line", "--source", "test",
+        "--licence", "public domain", "--monitored-zone-km", "50",
+        "--key", "keys/arm-authority-1.key", "--key", "keys/arm-authority-3.key",
+        "--out", "border.json", cwd=wd,
+    )  # fmt: skip
+    ceasefire("cosign", "border.json", "--key", "keys/aze-authority-1.key", "--quiet", cwd=wd)
+    assert "entry 2" in ceasefire("border", "send", "border.json", "shifted", *s, cwd=wd).stdout
+
+    listed = json.loads(ceasefire("border", "list", *s, "--json", cwd=wd).stdout)
+    assert [(d["registered_at"], d["in_force"]) for d in listed] == [(0, False), (2, True)]
+    new, old = listed[1]["sha256"], listed[0]["sha256"]
+    shown = json.loads(ceasefire("border", "show", new, *s, cwd=wd).stdout)
+    assert shown["statement"]["name"] == "Shifted test line" and shown["in_force"]
+    rows = json.loads(ceasefire("border", "revalidate", new, *s, "--json", cwd=wd).stdout)
+    assert [r["index"] for r in rows] == [1] and rows[0]["recorded"] == "ARM"
+    assert "#1" in ceasefire("border", "revalidate", old, *s, cwd=wd).stdout
