@@ -308,6 +308,13 @@ def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
     paris = ceasefire("border", "check", "48.8566", "2.3522", cwd=wd, check=False)
     assert paris.returncode == 1 and "outside the region" in paris.stdout
     ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    sector = json.loads(
+        ceasefire(
+            "border", "check", "--file", str(EXAMPLES / "observation-aze.yaml"), "--json", cwd=wd
+        ).stdout
+    )[0]
+    sides = {x.get("territory") for x in sector["shares"] if x.get("share")}
+    assert sector["territory"] == "AZE" and sides == {"ARM", "AZE"}
 
     shifted_dataset(wd / "shifted")
     ceasefire(
@@ -326,4 +333,13 @@ def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
     assert shown["statement"]["name"] == "Shifted test line" and shown["in_force"]
     rows = json.loads(ceasefire("border", "revalidate", new, *s, "--json", cwd=wd).stdout)
     assert [r["index"] for r in rows] == [1] and rows[0]["recorded"] == "ARM"
+    observed = ceasefire(
+        "submit",
+        *s,
+        "--key",
+        "keys/aze-monitor.key",
+        str(EXAMPLES / "observation-aze.yaml"),
+        cwd=wd,
+    )
+    assert "entry 3" in observed.stdout
     assert "#1" in ceasefire("border", "revalidate", old, *s, cwd=wd).stdout
