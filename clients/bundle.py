@@ -5,24 +5,33 @@ ledger.bundle` checks it with no network and no trust in whoever handed it over:
 trust root (pinned by digest), every entry's signatures and authorization replayed, the
 hash chain, and the root rebuilt from all leaves against the log's signature.
 
-Format (JSON lines, UTF-8): a header {"format": "ceasefire-bundle/v1", "origin": ...,
-"tree_size": N, "checkpoint": <signed note>}, then N lines {"index": i, "entry":
-<base64 of the LogEntry bytes>} in index order.
+Format (JSON lines, UTF-8): a header {"format": "ceasefire-bundle/v1", "tree_size": N,
+"checkpoint": <signed note>}, then N lines {"index": i, "entry": <base64 of the LogEntry
+bytes>} in index order, then one line {"blob": <sha256>, "data": <base64>} per file of
+every border data set the ledger names, so geo facts can be recomputed offline.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ceasefire.v1 import statements_pb2 as pb
+
 from clients.client import LedgerClient
+from geo import datasets
 from geo.borders import BorderDataset
-from ledger import merkle
+from ledger import dsse, merkle, statements
+from ledger.errors import LedgerError
+from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint
+from ledger.trust import DatasetInfo
 from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
 
 FORMAT = "ceasefire-bundle/v1"
@@ -36,13 +45,48 @@ def export_bundle(
     with tmp.open("w", encoding="utf-8") as out:
         header = {"format": FORMAT, "tree_size": cp.tree_size, "checkpoint": cp.signed_note}
         out.write(json.dumps(header) + "\n")
+        files: set[str] = set()
         for e in client.entries(0, cp.tree_size):
             out.write(json.dumps({"index": e.index, "entry": base64.b64encode(e.entry).decode()}))
             out.write("\n")
+            files |= _dataset_files(e.entry)
             if (e.index + 1) % 1000 == 0:
                 progress(f"exported {e.index + 1}/{cp.tree_size} entries")
+        for digest in sorted(files):
+            data = client.blob(digest)
+            out.write(json.dumps({"blob": digest, "data": base64.b64encode(data).decode()}))
+            out.write("\n")
     os.replace(tmp, path)  # never a half-written bundle under the final name
     return cp.tree_size
+
+
+def _dataset_files(entry: bytes) -> set[str]:
+    """Digests of the data set files an entry names (trust root or registration)."""
+    try:
+        envelope = dsse.Envelope.from_json(parse_entry(entry).envelope)
+        statement = statements.decode(envelope.payload_type, envelope.payload)
+    except (dsse.EnvelopeError, LedgerError, ValueError):
+        return set()  # not ours to judge here: the audit will say what is wrong
+    if isinstance(statement, pb.TrustRoot):
+        return {f.sha256 for f in statement.border_dataset_files}
+    if isinstance(statement, pb.BorderDatasetRegistration):
+        return {f.sha256 for f in statement.files}
+    return set()
+
+
+def _blobs(path: Path) -> dict[str, bytes]:
+    """The files in a bundle, each checked against its digest."""
+    found: dict[str, bytes] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith('{"blob"'):
+                continue
+            doc = json.loads(line)
+            data = base64.b64decode(doc["data"], validate=True)
+            if hashlib.sha256(data).hexdigest() != doc["blob"]:
+                raise VerificationError(f"{path}: file {doc['blob']} does not match its digest")
+            found[doc["blob"]] = data
+    return found
 
 
 def _read(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
@@ -59,6 +103,8 @@ def _read(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
     def entries() -> Iterator[tuple[int, bytes]]:
         with f:
             for n, line in enumerate(f, start=2):
+                if line.startswith('{"blob"'):
+                    return
                 try:
                     doc = json.loads(line)
                     yield int(doc["index"]), base64.b64decode(doc["entry"], validate=True)
@@ -76,8 +122,16 @@ def verify_bundle(
     state_file: Path | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> tuple[Replay, Checkpoint, int | None]:
+    blobs = _blobs(path)
+
+    def load(info: DatasetInfo) -> BorderDataset | None:
+        if not all(digest in blobs for _, digest in info.files):
+            return None
+        contents = {name: blobs[digest] for name, digest in info.files}
+        return datasets.load_files(contents, Path(tempfile.gettempdir()) / "ceasefire-datasets")
+
     header, entries = _read(path)
-    state = Replay(pinned_trust_root, {b.sha256: b for b in borders})
+    state = Replay(pinned_trust_root, {b.sha256: b for b in borders}, load_dataset=load)
     checkpoint: Checkpoint | None = None
     for index, data in entries:
         state.add(index, data)

@@ -164,7 +164,10 @@ def test_impossible_shapes_are_refused_naming_the_field(
 
 
 def test_a_newer_data_set_changes_nothing_before_it_and_revalidation_shows_the_difference(
-    running: RunningLedger, tmp_path: Path, borders: BorderDataset
+    running: RunningLedger,
+    tmp_path: Path,
+    borders: BorderDataset,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     p = running.parties
     folder = shifted_dataset(tmp_path / "shifted")
@@ -201,8 +204,15 @@ def test_a_newer_data_set_changes_nothing_before_it_and_revalidation_shows_the_d
     only = list(running.client.revalidate(shifted.sha256, changed_only=True))
     assert {r.index for r in only} == changed
 
-    # An auditor fetches the new data set from the log by its digest and agrees.
+    # An auditor fetches the new data set from the log by its digest and agrees, online
+    # and from an offline bundle that carries the data set files.
     assert main(["verify", "--server", running.address]) == 0
+    bundle = tmp_path / "ledger.bundle"
+    assert main(["export", "--server", running.address, "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--bundle", str(bundle), "--json"]) == 0
+    audit = json.loads(capsys.readouterr().out)
+    assert audit["geo_facts_recomputed"] == len(before) + 1  # both data sets, from the bundle
 
 
 def _flipping_points(old: BorderDataset, new: BorderDataset) -> list[tuple[str, float, float]]:
