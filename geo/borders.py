@@ -12,6 +12,8 @@ import functools
 import hashlib
 import io
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +38,8 @@ __all__ = [
 DEFAULT_DATASET_DIR = Path(__file__).parent / "data" / "armenia-azerbaijan"
 TERRITORIES_FILE = "territories.geojson"
 BORDER_FILE = "border.geojson"
+# Formats geopandas reads from bytes; a Shapefile travels zipped (.shp, .shx, .dbf, .prj).
+DATA_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".zip")
 
 FIELD_LATITUDE = "location.latitude"
 FIELD_LONGITUDE = "location.longitude"
@@ -123,41 +127,45 @@ class BorderDataset:
 
     @classmethod
     def load(cls, directory: Path, *, margin_deg: float = 0.5) -> BorderDataset:
-        """Read and check ``territories.geojson`` and ``border.geojson`` from ``directory``."""
+        """Read and check the territories and border files from ``directory``: named
+        ``territories.<ext>`` and ``border.<ext>``, in any of DATA_SUFFIXES (GeoJSON,
+        GeoPackage, FlatGeobuf, a zipped Shapefile)."""
         directory = directory.resolve()
         if not (math.isfinite(margin_deg) and margin_deg >= 0):
             raise ValueError(f"margin_deg must be a finite number >= 0, not {margin_deg!r}")
-        raw = {fn: (directory / fn).read_bytes() for fn in (TERRITORIES_FILE, BORDER_FILE)}
+        territories_file = _data_file(directory, "territories")
+        border_file = _data_file(directory, "border")
+        raw = {fn: (directory / fn).read_bytes() for fn in (territories_file, border_file)}
         files = {fn: hashlib.sha256(data).hexdigest() for fn, data in raw.items()}
-        territories = _read(raw[TERRITORIES_FILE], TERRITORIES_FILE, ("party", "name"))
-        border = _read(raw[BORDER_FILE], BORDER_FILE, ("segment", "parties"))
+        territories = _read(raw[territories_file], territories_file, ("party", "name"))
+        border = _read(raw[border_file], border_file, ("segment", "parties"))
 
         parties = tuple(str(p) for p in territories["party"])
         if len(parties) != 2 or len(set(parties)) != 2:
-            raise DatasetError(f"{TERRITORIES_FILE}: expected two distinct parties, got {parties}")
+            raise DatasetError(f"{territories_file}: expected two distinct parties, got {parties}")
         geoms = list(territories.geometry)
         for party, geom in zip(parties, geoms, strict=True):
             if geom.geom_type not in ("Polygon", "MultiPolygon") or not geom.is_valid:
-                raise DatasetError(f"{TERRITORIES_FILE}: {party} is not a valid (Multi)Polygon")
+                raise DatasetError(f"{territories_file}: {party} is not a valid (Multi)Polygon")
         if geoms[0].intersection(geoms[1]).area > 0:
-            raise DatasetError(f"{TERRITORIES_FILE}: the territories overlap")
+            raise DatasetError(f"{territories_file}: the territories overlap")
 
         segment_ids = tuple(str(s) for s in border["segment"])
         if len(set(segment_ids)) != len(segment_ids):
-            raise DatasetError(f"{BORDER_FILE}: duplicate segment ids in {segment_ids}")
+            raise DatasetError(f"{border_file}: duplicate segment ids in {segment_ids}")
         for seg, seg_parties, geom in zip(
             segment_ids, border["parties"], border.geometry, strict=True
         ):
-            if sorted(str(p) for p in seg_parties) != sorted(parties):
-                raise DatasetError(f"{BORDER_FILE}: segment {seg} is not between {parties}")
+            if sorted(_codes(seg_parties)) != sorted(parties):
+                raise DatasetError(f"{border_file}: segment {seg} is not between {parties}")
             if geom.geom_type not in ("LineString", "MultiLineString") or geom.is_empty:
-                raise DatasetError(f"{BORDER_FILE}: segment {seg} is not a (Multi)LineString")
+                raise DatasetError(f"{border_file}: segment {seg} is not a (Multi)LineString")
         # The border must be exactly the shared boundary, or "which side" and "how far" could
         # disagree.
         shared = geoms[0].boundary.intersection(geoms[1].boundary)
         line = shapely.union_all(border.geometry.values)
         if line.hausdorff_distance(shared) > _TOPOLOGY_TOL_DEG:
-            raise DatasetError(f"{BORDER_FILE}: the border is not the territories' shared boundary")
+            raise DatasetError(f"{border_file}: the border is not the territories' shared boundary")
 
         parts, part_party = [], []
         for i, geom in enumerate(geoms):
@@ -365,11 +373,30 @@ def _point_segment_distance(
     return np.asarray(np.linalg.norm(point - t[..., None] * segment, axis=-1), dtype=np.float64)
 
 
+def _codes(value: Any) -> list[str]:
+    """Party codes from a list, or from the text other formats store a list as."""
+    if isinstance(value, str):
+        return re.findall(r"[A-Z][A-Z0-9_]{1,15}", value)
+    return [str(v) for v in value]
+
+
+def _data_file(directory: Path, stem: str) -> str:
+    found = [stem + suffix for suffix in DATA_SUFFIXES if (directory / (stem + suffix)).is_file()]
+    if len(found) != 1:
+        raise DatasetError(
+            f"{directory}: expected one {stem} file ({', '.join(stem + x for x in DATA_SUFFIXES)})"
+            f", found {found or 'none'}"
+        )
+    return found[0]
+
+
 def _read(data: bytes, file_name: str, columns: tuple[str, ...]) -> Any:
     # Imported here: geopandas takes a second to import, and most commands never load borders.
     import geopandas as gpd
 
-    frame = gpd.read_file(io.BytesIO(data))
+    with warnings.catch_warnings():  # GDAL cannot see the extension of bytes in memory
+        warnings.filterwarnings("ignore", message=".*non conformant file extension")
+        frame = gpd.read_file(io.BytesIO(data))
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DatasetError(f"{file_name}: missing properties {missing}")

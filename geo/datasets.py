@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from geo.borders import BORDER_FILE, TERRITORIES_FILE, BorderDataset, DatasetError
+from geo.borders import BorderDataset, DatasetError
 from geo.manifest import FILE_NAME, dataset_digest, file_digests
 
 
@@ -38,9 +38,8 @@ def load_files(contents: Mapping[str, bytes], root: Path) -> BorderDataset:
     return BorderDataset.load(materialize(contents, root))
 
 
-def read_files(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, bytes]:
-    """The data files of a data set folder (by default those a BorderDataset reads)."""
-    return {n: (folder / n).read_bytes() for n in (names or (BORDER_FILE, TERRITORIES_FILE))}
+def read_files(folder: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    return {n: (folder / n).read_bytes() for n in names}
 
 
 def file_list(borders: BorderDataset) -> list[tuple[str, str, int]]:

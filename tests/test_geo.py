@@ -275,3 +275,40 @@ near_border_points = st.builds(
 def test_property_matches_brute_force(point: tuple[float, float]) -> None:
     lat, lon = point
     assert_consistent(lat, lon, load_default().locate(lat, lon))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+@pytest.mark.parametrize("fmt", ["gpkg", "zip", "fgb"])
+def test_other_formats_geopandas_reads(ds: BorderDataset, tmp_path: Path, fmt: str) -> None:
+    """GeoPackage, zipped Shapefile and FlatGeobuf copies give the same facts."""
+    import zipfile
+
+    import geopandas as gpd
+
+    for stem in ("territories", "border"):
+        frame = gpd.read_file(DEFAULT_DATASET_DIR / f"{stem}.geojson")
+        if fmt == "zip":
+            if "parties" in frame.columns:  # a Shapefile has no list columns: store the text
+                frame["parties"] = frame["parties"].astype(str)
+            shp = tmp_path / "shp" / stem
+            shp.mkdir(parents=True)
+            frame.to_file(shp / f"{stem}.shp")
+            with zipfile.ZipFile(tmp_path / f"{stem}.zip", "w") as z:
+                for f in shp.iterdir():
+                    z.write(f, f.name)
+        else:
+            frame.to_file(
+                tmp_path / f"{stem}.{fmt}", driver={"gpkg": "GPKG", "fgb": "FlatGeobuf"}[fmt]
+            )
+    copy = BorderDataset.load(tmp_path)
+    assert set(copy.files) == {f"territories.{fmt}", f"border.{fmt}"}
+    assert copy.sha256 != ds.sha256  # other bytes, another data set
+    for lat, lon in [(40.1811, 44.5136), (39.2089, 45.4122), (41.0933, 45.3661)]:
+        a, b = ds.locate(lat, lon), copy.locate(lat, lon)
+        assert (a.territory, a.nearest_segment) == (b.territory, b.nearest_segment)
+        assert a.distance_to_border_m == pytest.approx(b.distance_to_border_m, abs=0.01)
+
+
+def test_a_folder_without_data_files_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="expected one territories file"):
+        BorderDataset.load(tmp_path)
