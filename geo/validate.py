@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from pyproj import Geod, Transformer
+from pyproj import Geod
 
 from geo.borders import BorderDataset, GeoError
 
@@ -233,18 +233,18 @@ def _place(ds: BorderDataset, lat: float, lon: float, radius: float) -> PlaceFac
 
 
 def _circle(lat: float, lon: float, radius: float) -> Any:
-    """The geodesic circle as a lon/lat polygon, with a vertex every 5 degrees at least."""
+    """The geodesic circle as a lon/lat polygon, with a vertex every 5 degrees at least.
+
+    This is the circle of that radius in the azimuthal-equidistant projection centred on
+    the place (which keeps distances from its centre true), computed directly on the
+    ellipsoid with Geod.fwd: building a projection per place costs ~6 ms, this ~50 us.
+    """
     count = 72 * math.ceil(math.pi / math.acos(1.0 - min(_SAGITTA_M / radius, 1.0)) / 72)
-    angle = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
-    lons, lats = _aeqd(lat, lon).transform(radius * np.sin(angle), radius * np.cos(angle))
+    azimuths = np.linspace(0.0, 360.0, count, endpoint=False)
+    lons, lats, _ = _GEOD.fwd(
+        np.full(count, lon), np.full(count, lat), azimuths, np.full(count, radius)
+    )
     return shapely.Polygon(np.column_stack([lons, lats]))
-
-
-@functools.lru_cache(maxsize=256)
-def _aeqd(lat: float, lon: float) -> Transformer:
-    """Projected metres (east, north) from (lat, lon) to WGS84 lon/lat."""
-    proj = f"+proj=aeqd +lat_0={lat!r} +lon_0={lon!r} +datum=WGS84 +units=m"
-    return Transformer.from_crs(proj, "EPSG:4326", always_xy=True)
 
 
 # ---------------------------------------------------------------------------------------------
