@@ -19,8 +19,11 @@ from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
 from ledger import dsse, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.errors import InvalidArgument
 from ledger.log_entry import parse_entry
-from ledger.service import Ledger
+from ledger.log_key import LogKey
+from ledger.service import Ledger, dataset_files, initialize
+from ledger.storage import LedgerStore
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 
@@ -303,3 +306,61 @@ def test_a_restarted_server_loads_registered_data_sets_from_the_log(
         assert accepted.receipt.index == 2
     finally:
         fresh.close()
+
+
+def test_a_ledger_for_another_pair_of_neighbours(tmp_path: Path) -> None:
+    """Nothing is specific to Armenia and Azerbaijan: codes come from the data and the root."""
+    folder = tmp_path / "north-south"
+    folder.mkdir()
+
+    def feature(props: dict[str, Any], geometry: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "Feature", "properties": props, "geometry": geometry}
+
+    north = [[[[10.0, 50.5], [12.0, 50.5], [12.0, 51.0], [10.0, 51.0], [10.0, 50.5]]]]
+    south = [[[[10.0, 50.0], [12.0, 50.0], [12.0, 50.5], [10.0, 50.5], [10.0, 50.0]]]]
+    territories = {"type": "FeatureCollection", "features": [
+        feature({"party": "NTH", "name": "North"}, {"type": "MultiPolygon", "coordinates": north}),
+        feature({"party": "STH", "name": "South"}, {"type": "MultiPolygon", "coordinates": south}),
+    ]}  # fmt: skip
+    border = {"type": "FeatureCollection", "features": [feature(
+        {"segment": "main", "parties": ["NTH", "STH"]},
+        {"type": "LineString", "coordinates": [[10.0, 50.5], [12.0, 50.5]]},
+    )]}  # fmt: skip
+    (folder / "territories.geojson").write_text(json.dumps(territories))
+    (folder / "border.geojson").write_text(json.dumps(border))
+    pair = BorderDataset.load(folder)
+    assert pair.parties == ("NTH", "STH")
+
+    log, monitor, a1, a2 = (SigningKey.generate() for _ in range(4))
+    root = pb.TrustRoot(
+        origin="test.ceasefire-ledger/nth-sth",
+        log_public_key=bytes(log.verify_key),
+        border_dataset_sha256=pair.sha256,
+        border_dataset_files=dataset_files(pair),
+        parties=[
+            pb.Party(code="NTH", name="North", authority_threshold=1, keys=[
+                pb.PartyKey(public_key=bytes(a1.verify_key), role=pb.ROLE_AUTHORITY),
+                pb.PartyKey(public_key=bytes(monitor.verify_key), role=pb.ROLE_MONITOR)]),
+            pb.Party(code="STH", name="South", authority_threshold=1, keys=[
+                pb.PartyKey(public_key=bytes(a2.verify_key), role=pb.ROLE_AUTHORITY)]),
+        ],
+    )  # fmt: skip
+    store = LedgerStore.open(f"sqlite:///{tmp_path / 'pair.db'}")
+    log_key = LogKey(root.origin, log)
+    envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), [a1, a2])
+    initialize(store, envelope, log_key, pair)
+    ledger = Ledger(store, log_key, pair, dataset_dir=tmp_path / "cache")
+    try:
+        accepted = ledger.submit(sign_report(report("NTH", lat=50.52, lon=11.0), [monitor]))
+        stored = store.get_entry(accepted.receipt.index)
+        assert stored is not None
+        geo = parse_entry(stored.entry).validation.geo
+        assert geo.territory == "NTH" and geo.dataset_sha256 == pair.sha256
+        assert geo.distance_to_border_m == pytest.approx(2224, abs=5)  # 0.02 degree of latitude
+        assert not geo.ambiguous  # 2.2 km from the line, 500 m of uncertainty
+        outside = report("NTH", lat=40.88, lon=45.38)  # Berd: far outside this region
+        with pytest.raises(InvalidArgument, match="outside the region"):
+            ledger.submit(sign_report(outside, [monitor]))
+    finally:
+        ledger.close()
+        store.close()
