@@ -15,7 +15,7 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
-from ledger import dsse, geofacts, rules, statements
+from ledger import dsse, duplicates, geofacts, rules, statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
@@ -65,6 +65,7 @@ def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRo
         latitude=latitude,
         longitude=longitude,
         territory=geo.territory,
+        evidence=tuple(report.evidence_sha256),
     )
 
 
@@ -166,6 +167,7 @@ class Ledger:
         self._current = (root, 1)
         self._catch_up(store.tree_size())
         self._batch_state = root
+        self._batch_sightings: list[duplicates.Sighting] = []
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
@@ -226,6 +228,7 @@ class Ledger:
         def begin(size: int) -> None:
             self._catch_up(size)
             self._batch_state = self._current[0].copy()
+            self._batch_sightings = []
 
         results = self.store.append(
             items,
@@ -261,7 +264,28 @@ class Ledger:
         )
         if geo is not None:
             validation.geo.CopyFrom(geo)
+        if isinstance(admitted.statement, pb.IncidentReport):
+            new = duplicates.sighting(index, admitted.statement)
+            validation.likely_duplicates.extend(
+                duplicates.as_facts(duplicates.likely_duplicates(new, self._candidates(new)))
+            )
+            self._batch_sightings.append(new)
         return leaf_builder(pending.envelope_bytes, validation)(index, prev, now)
+
+    def _candidates(self, new: duplicates.Sighting) -> list[duplicates.Sighting]:
+        """Committed incidents near the new one in time, or sharing evidence, and those
+        already taken into this batch."""
+        rows = self.store.sightings_near(
+            new.start_us, new.end_us, sorted(new.evidence), duplicates.TIME_SLACK_US
+        )
+        committed = [
+            duplicates.Sighting(
+                idx, r.window_start_us, r.window_end_us, r.latitude, r.longitude,
+                frozenset(r.evidence),
+            )
+            for r, idx in rows
+        ]  # fmt: skip
+        return committed + self._batch_sightings
 
     def submit(self, envelope_bytes: bytes, files: Mapping[str, bytes] | None = None) -> Accepted:
         """Verify, validate and append one envelope (with the files it names, if any);

@@ -48,6 +48,8 @@ MAX_WEAPONS = 16
 MAX_WEAPON_CHARS = 64
 MAX_UNCERTAINTY_M = 100_000.0
 MAX_POLYGON_POINTS = 1000
+MAX_EVIDENCE = 32
+MAX_CASUALTIES = 100_000
 MAX_WINDOW_US = 366 * 24 * 3600 * 1_000_000
 # Incidents reported as ending this far ahead of the server's clock are refused.
 FUTURE_SLACK_US = 10 * 60 * 1_000_000
@@ -183,6 +185,15 @@ def validate_key_change(change: pb.KeyChange) -> None:
     _reason(change.reason)
 
 
+def _casualties(c: pb.Casualties) -> None:
+    for name in ("civilians_killed", "civilians_injured", "military_killed", "military_injured"):
+        r = getattr(c, name)
+        if not r.low <= r.best <= r.high <= MAX_CASUALTIES:
+            raise InvalidArgument(
+                f"needs low <= best <= high <= {MAX_CASUALTIES:,}", field=f"casualties.{name}"
+            )
+
+
 def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int) -> None:
     """Check every field of an incident report; raise InvalidArgument naming the field.
 
@@ -238,6 +249,18 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
             "a BCP 47 tag such as 'en' or 'az-Latn' is required with a narrative",
             field="narrative_language",
         )
+    _casualties(report.casualties)
+    if report.HasField("fire_from_bearing_deg"):
+        bearing = report.fire_from_bearing_deg
+        if not (math.isfinite(bearing) and 0 <= bearing < 360):
+            raise InvalidArgument("a bearing in [0, 360) degrees", field="fire_from_bearing_deg")
+    if len(report.evidence_sha256) > MAX_EVIDENCE:
+        raise InvalidArgument(f"at most {MAX_EVIDENCE}", field="evidence_sha256")
+    if len(set(report.evidence_sha256)) != len(report.evidence_sha256):
+        raise InvalidArgument("names the same evidence twice", field="evidence_sha256")
+    for i, digest in enumerate(report.evidence_sha256):
+        if not SHA256_HEX.match(digest):
+            raise InvalidArgument("must be lowercase hex SHA-256", field=f"evidence_sha256[{i}]")
     if len(report.weapons) > MAX_WEAPONS:
         raise InvalidArgument(f"at most {MAX_WEAPONS}", field="weapons")
     for i, weapon in enumerate(report.weapons):

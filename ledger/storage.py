@@ -80,6 +80,14 @@ checkpoints = Table(
     Column("note", Text, nullable=False),
 )
 
+# Evidence digests named by incident reports, to link reports that share evidence.
+evidence_refs = Table(
+    "evidence_refs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+)
+
 # Files that statements name by digest (border data sets), stored beside the log.
 blobs = Table(
     "blobs",
@@ -116,6 +124,19 @@ class IncidentRow:
     latitude: float
     longitude: float
     territory: str
+    evidence: tuple[str, ...] = ()
+
+    def columns(self, index: int) -> dict[str, Any]:
+        return {
+            "idx": index,
+            "party": self.party,
+            "category": self.category,
+            "window_start_us": self.window_start_us,
+            "window_end_us": self.window_end_us,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "territory": self.territory,
+        }
 
 
 @dataclass(frozen=True)
@@ -267,6 +288,7 @@ class LedgerStore:
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
             new_blobs: dict[str, bytes] = {}
+            new_evidence: list[dict[str, Any]] = []
             for item in items:
                 if item.envelope_sha256 in known:
                     results.append(Appended(known[item.envelope_sha256], duplicate=True))
@@ -294,7 +316,8 @@ class LedgerStore:
                     {"level": lvl, "idx": i, "hash": h} for lvl, i, h in frontier.append(lh)
                 )
                 if item.incident is not None:
-                    new_incidents.append({"idx": size, **item.incident.__dict__})
+                    new_incidents.append(item.incident.columns(size))
+                    new_evidence.extend({"sha256": d, "idx": size} for d in item.incident.evidence)
                 new_blobs.update(item.blobs)
                 size, prev = size + 1, lh
 
@@ -304,6 +327,8 @@ class LedgerStore:
             conn.execute(tree_nodes.insert(), new_nodes)
             if new_incidents:
                 conn.execute(incidents.insert(), new_incidents)
+            if new_evidence:
+                conn.execute(evidence_refs.insert(), new_evidence)
             if new_blobs:
                 have = set(
                     conn.execute(
@@ -388,6 +413,36 @@ class LedgerStore:
                 .order_by(entries.c.idx)
             ).all()
         return (_stored(r) for r in rows)
+
+    def sightings_near(
+        self, start_us: int, end_us: int, evidence: Sequence[str], slack_us: int
+    ) -> list[tuple[IncidentRow, int]]:
+        """Incidents whose window comes within `slack_us` of [start, end], or that name any
+        of `evidence`: the candidates for likely duplicates."""
+        with self.engine.connect() as conn:
+            near = select(incidents.c.idx).where(
+                incidents.c.window_end_us >= start_us - slack_us,
+                incidents.c.window_start_us <= end_us + slack_us,
+            )
+            shared = select(evidence_refs.c.idx).where(evidence_refs.c.sha256.in_(list(evidence)))
+            rows = conn.execute(
+                select(incidents).where(incidents.c.idx.in_(near.union(shared)))
+            ).all()
+            refs: dict[int, list[str]] = {}
+            for ref in conn.execute(
+                select(evidence_refs).where(evidence_refs.c.idx.in_([r.idx for r in rows]))
+            ):
+                refs.setdefault(ref.idx, []).append(ref.sha256)
+        return [
+            (
+                IncidentRow(
+                    r.party, r.category, r.window_start_us, r.window_end_us, r.latitude,
+                    r.longitude, r.territory, tuple(sorted(refs.get(r.idx, []))),
+                ),
+                r.idx,
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def timeline(
         self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int

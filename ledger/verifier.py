@@ -16,7 +16,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, geofacts, merkle, rules
+from ledger import dsse, duplicates, geofacts, merkle, rules
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
@@ -41,6 +41,7 @@ class Replay:
     leaf_hashes: list[bytes] = field(default_factory=list)
     last_time_us: int = 0
     geo_rechecked: int = 0
+    sightings: duplicates.SightingIndex = field(default_factory=duplicates.SightingIndex)
     # Fetches a registered data set that is not at hand (e.g. from the log's blob store).
     load_dataset: Callable[[DatasetInfo], BorderDataset | None] | None = None
 
@@ -89,6 +90,15 @@ class Replay:
             raise VerificationError("validation lists other signers", index=index)
         if isinstance(admitted.statement, pb.IncidentReport):
             self._check_geo(index, admitted.statement, v.geo)
+            new = duplicates.sighting(index, admitted.statement)
+            earlier = self.sightings.candidates(new)
+            expected = duplicates.as_facts(duplicates.likely_duplicates(new, earlier))
+            if list(v.likely_duplicates) != expected:
+                raise VerificationError(
+                    "the likely duplicates recorded are not those of the entries before it",
+                    index=index,
+                )
+            self.sightings.add(new)
         rules.advance(self.trust, admitted, index)
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:

@@ -162,6 +162,7 @@ class Validation(_message.Message):
     PARTY_FIELD_NUMBER: _builtins.int
     SIGNER_KEY_IDS_FIELD_NUMBER: _builtins.int
     GEO_FIELD_NUMBER: _builtins.int
+    LIKELY_DUPLICATES_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     """The party the statement speaks for, as authorized."""
     @_builtins.property
@@ -170,20 +171,52 @@ class Validation(_message.Message):
 
     @_builtins.property
     def geo(self) -> Global___GeoFacts: ...
+    @_builtins.property
+    def likely_duplicates(self) -> _containers.RepeatedCompositeFieldContainer[Global___LikelyDuplicate]:
+        """Earlier incident reports this one likely duplicates (close in time and place, or
+        naming the same evidence): flagged and linked, never merged.
+        """
+
     def __init__(
         self,
         *,
         party: _builtins.str = ...,
         signer_key_ids: _abc.Iterable[_builtins.str] | None = ...,
         geo: Global___GeoFacts | None = ...,
+        likely_duplicates: _abc.Iterable[Global___LikelyDuplicate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo", "party", b"party", "signer_key_ids", b"signer_key_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo", "likely_duplicates", b"likely_duplicates", "party", b"party", "signer_key_ids", b"signer_key_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Validation: _TypeAlias = Validation  # noqa: Y015
+
+@_typing.final
+class LikelyDuplicate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why: "time and place" and/or "evidence"."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "reasons", b"reasons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LikelyDuplicate: _TypeAlias = LikelyDuplicate  # noqa: Y015
 
 @_typing.final
 class LogEntry(_message.Message):

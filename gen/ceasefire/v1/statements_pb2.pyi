@@ -780,6 +780,67 @@ class Location(_message.Message):
 Global___Location: _TypeAlias = Location  # noqa: Y015
 
 @_typing.final
+class CountRange(_message.Message):
+    """A count known only within a range: low <= best <= high."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOW_FIELD_NUMBER: _builtins.int
+    BEST_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    low: _builtins.int
+    best: _builtins.int
+    high: _builtins.int
+    def __init__(
+        self,
+        *,
+        low: _builtins.int = ...,
+        best: _builtins.int = ...,
+        high: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best", b"best", "high", b"high", "low", b"low"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountRange: _TypeAlias = CountRange  # noqa: Y015
+
+@_typing.final
+class Casualties(_message.Message):
+    """Casualties as reported, civilian apart from military (as UCDP GED and ACLED keep them)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIVILIANS_KILLED_FIELD_NUMBER: _builtins.int
+    CIVILIANS_INJURED_FIELD_NUMBER: _builtins.int
+    MILITARY_KILLED_FIELD_NUMBER: _builtins.int
+    MILITARY_INJURED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def civilians_killed(self) -> Global___CountRange: ...
+    @_builtins.property
+    def civilians_injured(self) -> Global___CountRange: ...
+    @_builtins.property
+    def military_killed(self) -> Global___CountRange: ...
+    @_builtins.property
+    def military_injured(self) -> Global___CountRange: ...
+    def __init__(
+        self,
+        *,
+        civilians_killed: Global___CountRange | None = ...,
+        civilians_injured: Global___CountRange | None = ...,
+        military_killed: Global___CountRange | None = ...,
+        military_injured: Global___CountRange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["civilians_injured", b"civilians_injured", "civilians_killed", b"civilians_killed", "military_injured", b"military_injured", "military_killed", b"military_killed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["civilians_injured", b"civilians_injured", "civilians_killed", b"civilians_killed", "military_injured", b"military_injured", "military_killed", b"military_killed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Casualties: _TypeAlias = Casualties  # noqa: Y015
+
+@_typing.final
 class IncidentReport(_message.Message):
     """An alleged ceasefire violation as a party's monitor (or an observer) saw it."""
 
@@ -795,6 +856,9 @@ class IncidentReport(_message.Message):
     NARRATIVE_FIELD_NUMBER: _builtins.int
     NARRATIVE_LANGUAGE_FIELD_NUMBER: _builtins.int
     WEAPONS_FIELD_NUMBER: _builtins.int
+    CASUALTIES_FIELD_NUMBER: _builtins.int
+    FIRE_FROM_BEARING_DEG_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
     reporting_party: _builtins.str
     """The party the report speaks for; the signing key must belong to it."""
     category: Global___IncidentCategory.ValueType
@@ -807,6 +871,10 @@ class IncidentReport(_message.Message):
     """Free text, at most 8,000 characters."""
     narrative_language: _builtins.str
     """BCP 47 language tag of the narrative, e.g. "en", "hy", "az-Latn"."""
+    fire_from_bearing_deg: _builtins.float
+    """Where the fire came from, as a bearing at the place (degrees clockwise from true
+    north, [0, 360)); unset when not known.
+    """
     @_builtins.property
     def created_time(self) -> _timestamp_pb2.Timestamp:
         """The author's clock when signing. Informational: order is the log index."""
@@ -818,6 +886,14 @@ class IncidentReport(_message.Message):
     @_builtins.property
     def weapons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Weapons observed, free text, at most 16 of at most 64 characters each."""
+
+    @_builtins.property
+    def casualties(self) -> Global___Casualties: ...
+    @_builtins.property
+    def evidence_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256 (lowercase hex) of each piece of evidence (photo, video, sensor log) the
+        reporter holds; at most 32. Two reports naming the same evidence are linked.
+        """
 
     def __init__(
         self,
@@ -832,11 +908,16 @@ class IncidentReport(_message.Message):
         narrative: _builtins.str = ...,
         narrative_language: _builtins.str = ...,
         weapons: _abc.Iterable[_builtins.str] | None = ...,
+        casualties: Global___Casualties | None = ...,
+        fire_from_bearing_deg: _builtins.float | None = ...,
+        evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "location", b"location", "window", b"window"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fire_from_bearing_deg", b"_fire_from_bearing_deg", "casualties", b"casualties", "created_time", b"created_time", "fire_from_bearing_deg", b"fire_from_bearing_deg", "location", b"location", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alleged_responsible_party", b"alleged_responsible_party", "category", b"category", "created_time", b"created_time", "location", b"location", "narrative", b"narrative", "narrative_language", b"narrative_language", "observation_mode", b"observation_mode", "reporting_party", b"reporting_party", "weapons", b"weapons", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fire_from_bearing_deg", b"_fire_from_bearing_deg", "alleged_responsible_party", b"alleged_responsible_party", "casualties", b"casualties", "category", b"category", "created_time", b"created_time", "evidence_sha256", b"evidence_sha256", "fire_from_bearing_deg", b"fire_from_bearing_deg", "location", b"location", "narrative", b"narrative", "narrative_language", b"narrative_language", "observation_mode", b"observation_mode", "reporting_party", b"reporting_party", "weapons", b"weapons", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__fire_from_bearing_deg: _TypeAlias = _typing.Literal["fire_from_bearing_deg"]  # noqa: Y015
+    _WhichOneofArgType__fire_from_bearing_deg: _TypeAlias = _typing.Literal["_fire_from_bearing_deg", b"_fire_from_bearing_deg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fire_from_bearing_deg) -> _WhichOneofReturnType__fire_from_bearing_deg | None: ...
 
 Global___IncidentReport: _TypeAlias = IncidentReport  # noqa: Y015

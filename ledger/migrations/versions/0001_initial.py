@@ -1,4 +1,5 @@
-"""Initial schema: entries, Merkle nodes, tree state, checkpoints, incident index, blobs.
+"""Initial schema: entries, Merkle nodes, tree state, checkpoints, incident and evidence
+indexes, blobs.
 
 Append-only is enforced inside the database: triggers reject UPDATE and DELETE (and, on
 PostgreSQL, TRUNCATE) on every ledger table. tree_state is the one mutable row, and its
@@ -16,7 +17,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("entries", "tree_nodes", "checkpoints", "incidents", "blobs")
+APPEND_ONLY = ("entries", "tree_nodes", "checkpoints", "incidents", "evidence_refs", "blobs")
 
 
 def upgrade() -> None:
@@ -51,6 +52,17 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary(32), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "evidence_refs",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column(
+            "idx",
+            sa.BigInteger,
+            sa.ForeignKey("entries.idx"),
+            primary_key=True,
+            autoincrement=False,
+        ),
     )
     op.create_table(
         "blobs",
