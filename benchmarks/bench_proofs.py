@@ -35,7 +35,7 @@ def build(url: str, size: int) -> LedgerStore:
         ]
         store.append(
             batch,
-            build=lambda item, index, prev, t: b"leaf %d %b" % (index, prev),
+            build=lambda item, index, prev, t: (b"leaf %d %b" % (index, prev), ()),
             clock_us=lambda: 0,
             sign_checkpoint=lambda s, r: f"{s}",
         )

@@ -52,6 +52,23 @@ RULES: dict[str, Rule] = {
         authority_threshold=True,
         consent=lambda state: state.admission_policy,
     ),
+    # Only the reporting party amends or retracts its report (checked against the report
+    # itself in rules.admit); the other parties' authorities answer it.
+    statements.AMENDMENT: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
+    ),
+    statements.RETRACTION: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
+    ),
+    statements.COUNTER_CLAIM: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_AUTHORITY}),
+    ),
     statements.BORDER_DATASET: Rule(
         speaks_for=lambda m: "",
         party_field="",

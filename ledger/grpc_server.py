@@ -90,12 +90,29 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     ) -> Iterator[api.TimelineResponse]:
         since = to_us(request.since) if request.HasField("since") else None
         until = to_us(request.until) if request.HasField("until") else None
-        for stored, report, geo in self.ledger.timeline(
-            since, until, list(request.parties), request.limit
-        ):
+        rows = list(self.ledger.timeline(since, until, list(request.parties), request.limit))
+        statuses = self.ledger.statuses([stored.index for stored, _, _ in rows])
+        for stored, report, geo in rows:
             yield api.TimelineResponse(
-                index=stored.index, entry=stored.entry, report=report, geo=geo
+                index=stored.index,
+                entry=stored.entry,
+                report=report,
+                geo=geo,
+                status=statuses[stored.index],
             )
+
+    @unary
+    def GetDossier(
+        self, request: api.GetDossierRequest, context: grpc.ServicerContext
+    ) -> api.GetDossierResponse:
+        status, entries = self.ledger.dossier(request.incident_index)
+        return api.GetDossierResponse(
+            status=status,
+            entries=[
+                api.DossierEntry(index=e.index, entry=e.entry, relation=relation)
+                for e, relation in entries
+            ],
+        )
 
     @unary
     def SubmitWithBlobs(

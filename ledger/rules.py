@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from ledger import dsse, statements
 from ledger.authz import authenticate, authorize
 from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.incidents import IncidentLookup
 from ledger.trust import KeyInfo, TrustState
 
 
@@ -26,8 +27,15 @@ class Admitted:
     signers: list[KeyInfo]
 
 
-def admit(state: TrustState, envelope: dsse.Envelope, index: int, now_us: int) -> Admitted:
-    """Decide entry `index`; raise the LedgerError that refuses it. `state` is not changed."""
+def admit(
+    state: TrustState,
+    envelope: dsse.Envelope,
+    index: int,
+    now_us: int,
+    incidents: IncidentLookup = lambda _index: None,
+) -> Admitted:
+    """Decide entry `index`; raise the LedgerError that refuses it. `state` is not changed.
+    `incidents` looks up the earlier incident reports that statements refer to."""
     kind = envelope.payload_type
     statement = statements.decode(kind, envelope.payload, statements.SUBMITTABLE)
     judged_on = state
@@ -42,9 +50,34 @@ def admit(state: TrustState, envelope: dsse.Envelope, index: int, now_us: int) -
     signers = authenticate(envelope, state, index, introduced)
     statements.validate(kind, statement, state, now_us)
     party = authorize(kind, statement, signers, judged_on)
+    if kind in statements.ABOUT_INCIDENT:
+        _check_target(statement, index, incidents)
     if isinstance(statement, pb.KeyChange):
         state.copy().apply_key_change(statement, index)  # refuses what cannot be applied
     return Admitted(kind, statement, party, signers)
+
+
+def _check_target(statement: Message, index: int, incidents: IncidentLookup) -> None:
+    target: int = statement.incident_index  # type: ignore[attr-defined]
+    party: str = statement.party  # type: ignore[attr-defined]
+    info = incidents(target) if target < index else None
+    if info is None:
+        raise InvalidArgument(f"entry {target} is not an incident report", field="incident_index")
+    if isinstance(statement, pb.CounterClaim):
+        if info.party == party:
+            raise InvalidArgument(
+                "a party does not answer its own report; it may amend it", field="party"
+            )
+        return
+    if info.party != party:
+        raise PermissionDenied(
+            f"only {info.party}, the reporting party, may amend or retract entry {target}",
+            field="party",
+        )
+    if info.retracted_at is not None:
+        raise InvalidArgument(
+            f"entry {target} was retracted at index {info.retracted_at}", field="incident_index"
+        )
 
 
 def advance(state: TrustState, admitted: Admitted, index: int) -> None:

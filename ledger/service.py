@@ -10,12 +10,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
+from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
-from ledger import dsse, duplicates, geofacts, rules, statements
+from ledger import dsse, duplicates, geofacts, incidents, rules, statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
@@ -53,6 +54,15 @@ class Accepted:
     signed_receipt: bytes
     receipt: log_pb2.Receipt
     duplicate: bool
+
+
+def _placed_report(statement: object) -> pb.IncidentReport | None:
+    """The report whose place gets geo facts: a report, or an amendment's corrected one."""
+    if isinstance(statement, pb.IncidentReport):
+        return statement
+    if isinstance(statement, pb.IncidentAmendment):
+        return statement.corrected
+    return None
 
 
 def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRow:
@@ -130,8 +140,9 @@ def initialize(
             )
         ],
         begin=first_only,
-        build=lambda item, index, prev, now: leaf_builder(data, log_pb2.Validation())(
-            index, prev, now
+        build=lambda item, index, prev, now: (
+            leaf_builder(data, log_pb2.Validation())(index, prev, now),
+            (),
         ),
         clock_us=now_us,
         sign_checkpoint=log_key.sign_checkpoint,
@@ -168,6 +179,8 @@ class Ledger:
         self._catch_up(store.tree_size())
         self._batch_state = root
         self._batch_sightings: list[duplicates.Sighting] = []
+        # Incident reports and retractions taken into the batch being committed.
+        self._batch_incidents: dict[int, incidents.IncidentInfo] = {}
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
@@ -229,6 +242,7 @@ class Ledger:
             self._catch_up(size)
             self._batch_state = self._current[0].copy()
             self._batch_sightings = []
+            self._batch_incidents = {}
 
         results = self.store.append(
             items,
@@ -244,33 +258,49 @@ class Ledger:
         self._current = (self._batch_state, size)
         return results
 
-    def _build(self, item: NewEntry, index: int, prev: bytes, now: int) -> bytes:
+    def _build(
+        self, item: NewEntry, index: int, prev: bytes, now: int
+    ) -> tuple[bytes, list[incidents.Link]]:
         """The authoritative decision, at the entry's own index and the log's clock."""
         pending = item.pending
         assert isinstance(pending, Pending)
         state = self._batch_state
-        admitted = rules.admit(state, pending.envelope, index, now)
+        admitted = rules.admit(state, pending.envelope, index, now, self._lookup_in_batch)
+        statement = admitted.statement
         geo = pending.geo
+        placed = _placed_report(statement)
         if (
-            isinstance(admitted.statement, pb.IncidentReport)
+            placed is not None
             and geo is not None
             and geo.dataset_sha256 != state.border_dataset_sha256
         ):
             # A newer data set came into force since the pre-check: cite the one at this index.
-            geo = self._geo(admitted.statement, state)
+            geo = self._geo(placed, state)
         rules.advance(state, admitted, index)
         validation = log_pb2.Validation(
             party=admitted.party, signer_key_ids=[k.key_id for k in admitted.signers]
         )
         if geo is not None:
             validation.geo.CopyFrom(geo)
-        if isinstance(admitted.statement, pb.IncidentReport):
-            new = duplicates.sighting(index, admitted.statement)
-            validation.likely_duplicates.extend(
-                duplicates.as_facts(duplicates.likely_duplicates(new, self._candidates(new)))
-            )
+        links: list[incidents.Link] = []
+        if isinstance(statement, pb.IncidentReport):
+            new = duplicates.sighting(index, statement)
+            found = duplicates.likely_duplicates(new, self._candidates(new))
+            validation.likely_duplicates.extend(duplicates.as_facts(found))
+            links = [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
             self._batch_sightings.append(new)
-        return leaf_builder(pending.envelope_bytes, validation)(index, prev, now)
+            self._batch_incidents[index] = incidents.IncidentInfo(index, admitted.party)
+        elif isinstance(statement, pb.IncidentRetraction | pb.IncidentAmendment | pb.CounterClaim):
+            link = incidents.link_of(statement, index)
+            links = [link]
+            if link.relation == incidents.RETRACTION:
+                self._batch_incidents[link.target] = incidents.IncidentInfo(
+                    link.target, admitted.party, retracted_at=index
+                )
+        return leaf_builder(pending.envelope_bytes, validation)(index, prev, now), links
+
+    def _lookup_in_batch(self, index: int) -> incidents.IncidentInfo | None:
+        return self._batch_incidents.get(index) or self.store.incident(index)
 
     def _candidates(self, new: duplicates.Sighting) -> list[duplicates.Sighting]:
         """Committed incidents near the new one in time, or sharing evidence, and those
@@ -309,15 +339,18 @@ class Ledger:
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
-        admitted = rules.admit(state, envelope, size, self.clock_us())
+        admitted = rules.admit(state, envelope, size, self.clock_us(), self.store.incident)
         geo, incident, blobs = None, None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
             blobs = self._accept_dataset(statement, files or {}, state)
         elif files:
             raise InvalidArgument("this statement names no files", field="files")
+        placed = _placed_report(statement)
+        if placed is not None:
+            geo = self._geo(placed, state)
         if isinstance(statement, pb.IncidentReport):
-            geo = self._geo(statement, state)
+            assert geo is not None
             incident = incident_row(statement, geo)
         pending = Pending(envelope_bytes, envelope, geo)
         future = self.sequencer.submit(
@@ -455,6 +488,7 @@ class Ledger:
     def timeline(
         self, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int
     ) -> Iterator[tuple[StoredEntry, pb.IncidentReport, log_pb2.GeoFacts]]:
+        """Incident reports by incident time (see `statuses` for their derived status)."""
         for i, code in enumerate(parties):
             if code not in self.trust.parties:
                 raise InvalidArgument(f"unknown party {code!r}", field=f"parties[{i}]")
@@ -468,3 +502,21 @@ class Ledger:
             envelope = dsse.Envelope.from_json(entry.envelope)
             report = pb.IncidentReport.FromString(envelope.payload)
             yield stored, report, entry.validation.geo
+
+    def statuses(self, indexes: Sequence[int]) -> dict[int, api.IncidentStatus.ValueType]:
+        """The derived status of each incident, from the entries linked to it."""
+        by_target: dict[int, list[incidents.Link]] = {i: [] for i in indexes}
+        for link in self.store.links_to(list(indexes)):
+            by_target[link.target].append(link)
+        return {i: incidents.derive_status(found) for i, found in by_target.items()}
+
+    def dossier(
+        self, index: int
+    ) -> tuple[api.IncidentStatus.ValueType, list[tuple[StoredEntry, str]]]:
+        """An incident report, every entry linked to it in log order, and its status."""
+        if self.store.incident(index) is None:
+            raise NotFound(f"entry {index} is not an incident report")
+        found = self.store.links_to([index])
+        entries = [(self.entry(index), incidents.REPORT)]
+        entries += [(self.entry(link.index), link.relation) for link in found]
+        return incidents.derive_status(found), entries

@@ -28,6 +28,11 @@ INCIDENT_REPORT = payload_type(pb.IncidentReport)
 KEY_CHANGE = payload_type(pb.KeyChange)
 PARTY_ADMISSION = payload_type(pb.PartyAdmission)
 BORDER_DATASET = payload_type(pb.BorderDatasetRegistration)
+AMENDMENT = payload_type(pb.IncidentAmendment)
+RETRACTION = payload_type(pb.IncidentRetraction)
+COUNTER_CLAIM = payload_type(pb.CounterClaim)
+# Statements about an earlier incident report, which they name by its log index.
+ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM})
 RECEIPT = payload_type(log_pb2.Receipt)
 
 # The statement kinds a client may submit (the trust root is written by `init` only).
@@ -36,6 +41,9 @@ SUBMITTABLE: dict[str, type[Message]] = {
     KEY_CHANGE: pb.KeyChange,
     PARTY_ADMISSION: pb.PartyAdmission,
     BORDER_DATASET: pb.BorderDatasetRegistration,
+    AMENDMENT: pb.IncidentAmendment,
+    RETRACTION: pb.IncidentRetraction,
+    COUNTER_CLAIM: pb.CounterClaim,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
 # Kinds that change who holds which key: the server indexes them to rebuild key state.
@@ -125,6 +133,26 @@ def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> N
         _reason(statement.reason)
     elif isinstance(statement, pb.BorderDatasetRegistration):
         validate_border_dataset(statement)
+    elif isinstance(statement, pb.IncidentAmendment):
+        if not statement.HasField("corrected"):
+            raise InvalidArgument("the report as it should read is required", field="corrected")
+        if statement.corrected.reporting_party != statement.party:
+            raise InvalidArgument("must be the amending party", field="corrected.reporting_party")
+        # The corrected report's own signing time is the amendment's.
+        corrected = pb.IncidentReport()
+        corrected.CopyFrom(statement.corrected)
+        corrected.created_time.CopyFrom(statement.created_time)
+        try:
+            validate_incident(corrected, state, now_us)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"corrected.{e.field}") from e
+        _reason(statement.reason)
+    elif isinstance(statement, pb.IncidentRetraction):
+        _reason(statement.reason)
+    elif isinstance(statement, pb.CounterClaim):
+        _enum(statement.kind, pb.ResponseKind.values(), "kind")
+        _narrative(statement.narrative, statement.narrative_language)
+        _evidence(statement.evidence_sha256)
 
 
 MAX_DATASET_FILES = 16
@@ -185,6 +213,26 @@ def validate_key_change(change: pb.KeyChange) -> None:
     _reason(change.reason)
 
 
+def _narrative(text: str, language: str) -> None:
+    if len(text) > MAX_NARRATIVE_CHARS:
+        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="narrative")
+    if text and not LANGUAGE_TAG.match(language):
+        raise InvalidArgument(
+            "a BCP 47 tag such as 'en' or 'az-Latn' is required with a narrative",
+            field="narrative_language",
+        )
+
+
+def _evidence(digests: Sequence[str]) -> None:
+    if len(digests) > MAX_EVIDENCE:
+        raise InvalidArgument(f"at most {MAX_EVIDENCE}", field="evidence_sha256")
+    if len(set(digests)) != len(digests):
+        raise InvalidArgument("names the same evidence twice", field="evidence_sha256")
+    for i, digest in enumerate(digests):
+        if not SHA256_HEX.match(digest):
+            raise InvalidArgument("must be lowercase hex SHA-256", field=f"evidence_sha256[{i}]")
+
+
 def _casualties(c: pb.Casualties) -> None:
     for name in ("civilians_killed", "civilians_injured", "military_killed", "military_injured"):
         r = getattr(c, name)
@@ -242,25 +290,13 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
     alleged = report.alleged_responsible_party
     if alleged and alleged not in state.parties:
         raise InvalidArgument(f"unknown party {alleged!r}", field="alleged_responsible_party")
-    if len(report.narrative) > MAX_NARRATIVE_CHARS:
-        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="narrative")
-    if report.narrative and not LANGUAGE_TAG.match(report.narrative_language):
-        raise InvalidArgument(
-            "a BCP 47 tag such as 'en' or 'az-Latn' is required with a narrative",
-            field="narrative_language",
-        )
+    _narrative(report.narrative, report.narrative_language)
     _casualties(report.casualties)
     if report.HasField("fire_from_bearing_deg"):
         bearing = report.fire_from_bearing_deg
         if not (math.isfinite(bearing) and 0 <= bearing < 360):
             raise InvalidArgument("a bearing in [0, 360) degrees", field="fire_from_bearing_deg")
-    if len(report.evidence_sha256) > MAX_EVIDENCE:
-        raise InvalidArgument(f"at most {MAX_EVIDENCE}", field="evidence_sha256")
-    if len(set(report.evidence_sha256)) != len(report.evidence_sha256):
-        raise InvalidArgument("names the same evidence twice", field="evidence_sha256")
-    for i, digest in enumerate(report.evidence_sha256):
-        if not SHA256_HEX.match(digest):
-            raise InvalidArgument("must be lowercase hex SHA-256", field=f"evidence_sha256[{i}]")
+    _evidence(report.evidence_sha256)
     if len(report.weapons) > MAX_WEAPONS:
         raise InvalidArgument(f"at most {MAX_WEAPONS}", field="weapons")
     for i, weapon in enumerate(report.weapons):

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from ledger import merkle
 from ledger.errors import Corrupt, LedgerError, OutOfRange
+from ledger.incidents import RETRACTION, IncidentInfo, Link
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 
 metadata = MetaData()
@@ -78,6 +79,17 @@ checkpoints = Table(
     Column("size", BigInteger, primary_key=True, autoincrement=False),
     Column("root", LargeBinary(32), nullable=False),
     Column("note", Text, nullable=False),
+)
+
+# Which entries relate to which incident (amendments, retractions, counter-claims, likely
+# duplicates): the dossier, and the facts the derived status comes from.
+links = Table(
+    "links",
+    metadata,
+    Column("target_idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    Column("relation", String(32), nullable=False),
+    Column("response", Integer, nullable=False),
 )
 
 # Evidence digests named by incident reports, to link reports that share evidence.
@@ -152,9 +164,9 @@ class NewEntry:
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
-# build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry, or
-# raise a LedgerError to refuse the item (it then takes no index).
-BuildLeaf = Callable[[NewEntry, int, bytes, int], bytes]
+# build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry and
+# the incidents it links to, or raise a LedgerError to refuse the item (it takes no index).
+BuildLeaf = Callable[[NewEntry, int, bytes, int], tuple[bytes, Sequence[Link]]]
 
 
 @dataclass(frozen=True)
@@ -289,12 +301,13 @@ class LedgerStore:
             new_incidents: list[dict[str, Any]] = []
             new_blobs: dict[str, bytes] = {}
             new_evidence: list[dict[str, Any]] = []
+            new_links: list[dict[str, Any]] = []
             for item in items:
                 if item.envelope_sha256 in known:
                     results.append(Appended(known[item.envelope_sha256], duplicate=True))
                     continue
                 try:
-                    leaf = build(item, size, prev, now)
+                    leaf, item_links = build(item, size, prev, now)
                 except LedgerError as e:
                     results.append(e)
                     continue
@@ -319,6 +332,11 @@ class LedgerStore:
                     new_incidents.append(item.incident.columns(size))
                     new_evidence.extend({"sha256": d, "idx": size} for d in item.incident.evidence)
                 new_blobs.update(item.blobs)
+                new_links.extend(
+                    {"target_idx": x.target, "idx": x.index, "relation": x.relation,
+                     "response": x.response}
+                    for x in item_links
+                )  # fmt: skip
                 size, prev = size + 1, lh
 
             if not new_entries:
@@ -329,6 +347,8 @@ class LedgerStore:
                 conn.execute(incidents.insert(), new_incidents)
             if new_evidence:
                 conn.execute(evidence_refs.insert(), new_evidence)
+            if new_links:
+                conn.execute(links.insert(), new_links)
             if new_blobs:
                 have = set(
                     conn.execute(
@@ -413,6 +433,26 @@ class LedgerStore:
                 .order_by(entries.c.idx)
             ).all()
         return (_stored(r) for r in rows)
+
+    def links_to(self, targets: Sequence[int]) -> list[Link]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(links).where(links.c.target_idx.in_(list(targets))).order_by(links.c.idx)
+            ).all()
+        return [Link(r.target_idx, r.idx, r.relation, r.response) for r in rows]
+
+    def incident(self, index: int) -> IncidentInfo | None:
+        """The incident report at `index`, with its retraction if any."""
+        with self.engine.connect() as conn:
+            party = conn.execute(select(incidents.c.party).where(incidents.c.idx == index)).scalar()
+            if party is None:
+                return None
+            retracted = conn.execute(
+                select(links.c.idx).where(
+                    links.c.target_idx == index, links.c.relation == RETRACTION
+                )
+            ).scalar()
+        return IncidentInfo(index, party, retracted)
 
     def sightings_near(
         self, start_us: int, end_us: int, evidence: Sequence[str], slack_us: int

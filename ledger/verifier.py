@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, geofacts, merkle, rules
+from ledger import dsse, duplicates, geofacts, merkle, rules, statements
 from ledger.clock import to_us
 from ledger.errors import LedgerError
+from ledger.incidents import (
+    LIKELY_DUPLICATE,
+    RETRACTION,
+    IncidentInfo,
+    Link,
+    derive_status,
+    link_of,
+)
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.trust import DatasetInfo, TrustState
@@ -42,6 +50,13 @@ class Replay:
     last_time_us: int = 0
     geo_rechecked: int = 0
     sightings: duplicates.SightingIndex = field(default_factory=duplicates.SightingIndex)
+    incidents: dict[int, IncidentInfo] = field(default_factory=dict)
+    links: dict[int, list[Link]] = field(default_factory=dict)
+
+    def status(self, index: int) -> int:
+        """An incident's derived status, from the entries replayed so far."""
+        return derive_status(self.links.get(index, []))
+
     # Fetches a registered data set that is not at hand (e.g. from the log's blob store).
     load_dataset: Callable[[DatasetInfo], BorderDataset | None] | None = None
 
@@ -82,7 +97,7 @@ class Replay:
             return
         assert self.trust is not None
         # The very decision the server made at this index, on the state before it.
-        admitted = rules.admit(self.trust, envelope, index, t)
+        admitted = rules.admit(self.trust, envelope, index, t, self.incidents.get)
         v = entry.validation
         if v.party != admitted.party:
             raise VerificationError("validation names another party", index=index)
@@ -99,6 +114,18 @@ class Replay:
                     index=index,
                 )
             self.sightings.add(new)
+            self.incidents[index] = IncidentInfo(index, admitted.party)
+            for target, _ in expected_pairs(v):
+                self.links.setdefault(target, []).append(Link(target, index, LIKELY_DUPLICATE))
+        elif isinstance(admitted.statement, pb.IncidentAmendment):
+            self._check_geo(index, admitted.statement.corrected, v.geo)
+        if admitted.kind in statements.ABOUT_INCIDENT:
+            link = link_of(admitted.statement, index)
+            self.links.setdefault(link.target, []).append(link)
+            if link.relation == RETRACTION:
+                self.incidents[link.target] = replace(
+                    self.incidents[link.target], retracted_at=index
+                )
         rules.advance(self.trust, admitted, index)
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
@@ -138,6 +165,10 @@ class Replay:
                 index=index,
             )
         self.geo_rechecked += 1
+
+
+def expected_pairs(v: log_pb2.Validation) -> list[tuple[int, list[str]]]:
+    return [(d.index, list(d.reasons)) for d in v.likely_duplicates]
 
 
 def replay(

@@ -16,6 +16,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,6 +27,108 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _IncidentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IncidentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IncidentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INCIDENT_STATUS_UNSPECIFIED: _IncidentStatus.ValueType  # 0
+    INCIDENT_STATUS_REPORTED: _IncidentStatus.ValueType  # 1
+    """Reported; nobody has answered."""
+    INCIDENT_STATUS_DISPUTED: _IncidentStatus.ValueType  # 2
+    """Another party denied it or gave another account."""
+    INCIDENT_STATUS_ACKNOWLEDGED: _IncidentStatus.ValueType  # 3
+    """Another party acknowledged it."""
+    INCIDENT_STATUS_RETRACTED: _IncidentStatus.ValueType  # 4
+    """The reporting party withdrew it."""
+
+class IncidentStatus(_IncidentStatus, metaclass=_IncidentStatusEnumTypeWrapper):
+    """What the ledger alone says of an incident, from the entries linked to it."""
+
+INCIDENT_STATUS_UNSPECIFIED: IncidentStatus.ValueType  # 0
+INCIDENT_STATUS_REPORTED: IncidentStatus.ValueType  # 1
+"""Reported; nobody has answered."""
+INCIDENT_STATUS_DISPUTED: IncidentStatus.ValueType  # 2
+"""Another party denied it or gave another account."""
+INCIDENT_STATUS_ACKNOWLEDGED: IncidentStatus.ValueType  # 3
+"""Another party acknowledged it."""
+INCIDENT_STATUS_RETRACTED: IncidentStatus.ValueType  # 4
+"""The reporting party withdrew it."""
+Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
+
+@_typing.final
+class GetDossierRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    incident_index: _builtins.int
+    """The log index of the incident report."""
+    def __init__(
+        self,
+        *,
+        incident_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_index", b"incident_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDossierRequest: _TypeAlias = GetDossierRequest  # noqa: Y015
+
+@_typing.final
+class DossierEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    entry: _builtins.bytes
+    """The serialized LogEntry, verbatim."""
+    relation: _builtins.str
+    """How it relates: "report", "amendment", "retraction", "counter_claim",
+    "likely_duplicate" (a later report flagged as likely the same event).
+    """
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        relation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "index", b"index", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DossierEntry: _TypeAlias = DossierEntry  # noqa: Y015
+
+@_typing.final
+class GetDossierResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    status: Global___IncidentStatus.ValueType
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DossierEntry]: ...
+    def __init__(
+        self,
+        *,
+        status: Global___IncidentStatus.ValueType = ...,
+        entries: _abc.Iterable[Global___DossierEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDossierResponse: _TypeAlias = GetDossierResponse  # noqa: Y015
 
 @_typing.final
 class SubmitWithBlobsRequest(_message.Message):
@@ -555,10 +658,13 @@ class TimelineResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     GEO_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    status: Global___IncidentStatus.ValueType
+    """Derived from the entries linked to the incident."""
     entry: _builtins.bytes
     """The serialized LogEntry, verbatim, so a reader can verify it."""
     @_builtins.property
@@ -571,13 +677,14 @@ class TimelineResponse(_message.Message):
         self,
         *,
         index: _builtins.int = ...,
+        status: Global___IncidentStatus.ValueType = ...,
         entry: _builtins.bytes = ...,
         report: _statements_pb2.IncidentReport | None = ...,
         geo: _log_pb2.GeoFacts | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "geo", b"geo", "index", b"index", "report", b"report"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "geo", b"geo", "index", b"index", "report", b"report", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

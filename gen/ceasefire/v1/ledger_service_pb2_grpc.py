@@ -84,6 +84,11 @@ class LedgerServiceStub:
                 request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.SerializeToString,
                 response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.FromString,
                 _registered_method=True)
+        self.GetDossier = channel.unary_unary(
+                '/ceasefire.v1.LedgerService/GetDossier',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -162,6 +167,13 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDossier(self, request, context):
+        """One incident with every entry linked to it, in log order, and its derived status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +226,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.Revalidate,
                     request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.FromString,
                     response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.SerializeToString,
+            ),
+            'GetDossier': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDossier,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +503,33 @@ class LedgerService:
             '/ceasefire.v1.LedgerService/Revalidate',
             ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateRequest.SerializeToString,
             ceasefire_dot_v1_dot_ledger__service__pb2.RevalidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDossier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/GetDossier',
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.FromString,
             options,
             channel_credentials,
             insecure,

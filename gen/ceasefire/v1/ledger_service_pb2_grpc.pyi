@@ -62,6 +62,8 @@ class LedgerServiceStub:
     """A stored file by its SHA-256, in chunks."""
     Revalidate: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.RevalidateRequest, _ledger_service_pb2.RevalidateResponse]
     """Incidents re-validated against another border data set; nothing is written."""
+    GetDossier: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetDossierRequest, _ledger_service_pb2.GetDossierResponse]
+    """One incident with every entry linked to it, in log order, and its derived status."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -91,6 +93,8 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """A stored file by its SHA-256, in chunks."""
     Revalidate: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.RevalidateRequest, _ledger_service_pb2.RevalidateResponse]  # type: ignore[assignment]
     """Incidents re-validated against another border data set; nothing is written."""
+    GetDossier: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetDossierRequest, _ledger_service_pb2.GetDossierResponse]  # type: ignore[assignment]
+    """One incident with every entry linked to it, in log order, and its derived status."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -177,5 +181,13 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.RevalidateResponse], _abc.AsyncIterator[_ledger_service_pb2.RevalidateResponse]]:
         """Incidents re-validated against another border data set; nothing is written."""
+
+    @_abc_1.abstractmethod
+    def GetDossier(
+        self,
+        request: _ledger_service_pb2.GetDossierRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.GetDossierResponse, _abc.Awaitable[_ledger_service_pb2.GetDossierResponse]]:
+        """One incident with every entry linked to it, in log order, and its derived status."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

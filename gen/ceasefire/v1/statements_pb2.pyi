@@ -238,6 +238,40 @@ OBSERVATION_MODE_SENSOR: ObservationMode.ValueType  # 3
 OBSERVATION_MODE_THIRD_PARTY_REPORT: ObservationMode.ValueType  # 4
 Global___ObservationMode: _TypeAlias = ObservationMode  # noqa: Y015
 
+class _ResponseKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_KIND_UNSPECIFIED: _ResponseKind.ValueType  # 0
+    RESPONSE_KIND_DENIAL: _ResponseKind.ValueType  # 1
+    """It did not happen as reported."""
+    RESPONSE_KIND_ALTERNATIVE_ACCOUNT: _ResponseKind.ValueType  # 2
+    """It happened, but otherwise: another account of the same event."""
+    RESPONSE_KIND_COUNTER_ALLEGATION: _ResponseKind.ValueType  # 3
+    """The other party fired first, or caused it."""
+    RESPONSE_KIND_ACKNOWLEDGEMENT: _ResponseKind.ValueType  # 4
+    """Acknowledged as reported."""
+    RESPONSE_KIND_UNDER_REVIEW: _ResponseKind.ValueType  # 5
+    """Being looked into; no position yet."""
+
+class ResponseKind(_ResponseKind, metaclass=_ResponseKindEnumTypeWrapper):
+    """How a party answers another party's report."""
+
+RESPONSE_KIND_UNSPECIFIED: ResponseKind.ValueType  # 0
+RESPONSE_KIND_DENIAL: ResponseKind.ValueType  # 1
+"""It did not happen as reported."""
+RESPONSE_KIND_ALTERNATIVE_ACCOUNT: ResponseKind.ValueType  # 2
+"""It happened, but otherwise: another account of the same event."""
+RESPONSE_KIND_COUNTER_ALLEGATION: ResponseKind.ValueType  # 3
+"""The other party fired first, or caused it."""
+RESPONSE_KIND_ACKNOWLEDGEMENT: ResponseKind.ValueType  # 4
+"""Acknowledged as reported."""
+RESPONSE_KIND_UNDER_REVIEW: ResponseKind.ValueType  # 5
+"""Being looked into; no position yet."""
+Global___ResponseKind: _TypeAlias = ResponseKind  # noqa: Y015
+
 @_typing.final
 class PartyKey(_message.Message):
     """One Ed25519 key of a party. Its key id (the DSSE keyid) is the lowercase hex
@@ -921,3 +955,122 @@ class IncidentReport(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fire_from_bearing_deg) -> _WhichOneofReturnType__fire_from_bearing_deg | None: ...
 
 Global___IncidentReport: _TypeAlias = IncidentReport  # noqa: Y015
+
+@_typing.final
+class IncidentAmendment(_message.Message):
+    """Corrects an incident report: a new entry pointing at the original, which stays as it
+    was. Only the reporting party (its monitors, observers or authorities) may amend.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    CORRECTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    incident_index: _builtins.int
+    """The log index of the original incident report."""
+    party: _builtins.str
+    """The party amending: must be the original report's reporting_party."""
+    reason: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def corrected(self) -> Global___IncidentReport:
+        """The report as it should read now; its reporting_party is the same party."""
+
+    def __init__(
+        self,
+        *,
+        incident_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        corrected: Global___IncidentReport | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["corrected", b"corrected", "created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corrected", b"corrected", "created_time", b"created_time", "incident_index", b"incident_index", "party", b"party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentAmendment: _TypeAlias = IncidentAmendment  # noqa: Y015
+
+@_typing.final
+class IncidentRetraction(_message.Message):
+    """Withdraws an incident report; the report stays on the record, marked retracted. Only the
+    reporting party may retract, and only once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    incident_index: _builtins.int
+    party: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        incident_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "incident_index", b"incident_index", "party", b"party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentRetraction: _TypeAlias = IncidentRetraction  # noqa: Y015
+
+@_typing.final
+class CounterClaim(_message.Message):
+    """A counter-claim or response by a party other than the reporter, linked to the incident.
+    Signed by that party's authorities.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NARRATIVE_FIELD_NUMBER: _builtins.int
+    NARRATIVE_LANGUAGE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
+    incident_index: _builtins.int
+    party: _builtins.str
+    """The responding party."""
+    kind: Global___ResponseKind.ValueType
+    narrative: _builtins.str
+    """At most 8,000 characters, with its BCP 47 language tag."""
+    narrative_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evidence_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        incident_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        kind: Global___ResponseKind.ValueType = ...,
+        narrative: _builtins.str = ...,
+        narrative_language: _builtins.str = ...,
+        evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "evidence_sha256", b"evidence_sha256", "incident_index", b"incident_index", "kind", b"kind", "narrative", b"narrative", "narrative_language", b"narrative_language", "party", b"party"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CounterClaim: _TypeAlias = CounterClaim  # noqa: Y015

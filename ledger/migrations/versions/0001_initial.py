@@ -17,7 +17,15 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("entries", "tree_nodes", "checkpoints", "incidents", "evidence_refs", "blobs")
+APPEND_ONLY = (
+    "entries",
+    "tree_nodes",
+    "checkpoints",
+    "incidents",
+    "links",
+    "evidence_refs",
+    "blobs",
+)
 
 
 def upgrade() -> None:
@@ -52,6 +60,19 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("root", sa.LargeBinary(32), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "links",
+        sa.Column("target_idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column(
+            "idx",
+            sa.BigInteger,
+            sa.ForeignKey("entries.idx"),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        sa.Column("relation", sa.String(32), nullable=False),
+        sa.Column("response", sa.Integer, nullable=False),
     )
     op.create_table(
         "evidence_refs",

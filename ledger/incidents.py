@@ -1,0 +1,78 @@
+"""What the ledger knows of each incident, and the status derived from its linked entries.
+
+Pure: the server (from its index tables) and the verifier (from the entries it replays)
+feed it the same facts, so they derive the same status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import statements_pb2 as pb
+
+# How an entry relates to the incident it is linked to.
+REPORT = "report"
+AMENDMENT = "amendment"
+RETRACTION = "retraction"
+COUNTER_CLAIM = "counter_claim"
+LIKELY_DUPLICATE = "likely_duplicate"
+
+DISPUTING = frozenset(
+    {
+        pb.RESPONSE_KIND_DENIAL,
+        pb.RESPONSE_KIND_ALTERNATIVE_ACCOUNT,
+        pb.RESPONSE_KIND_COUNTER_ALLEGATION,
+    }
+)
+
+
+@dataclass(frozen=True)
+class IncidentInfo:
+    index: int
+    party: str
+    retracted_at: int | None = None
+
+
+# Looks up the incident report at a log index (None: no incident report there).
+IncidentLookup = Callable[[int], IncidentInfo | None]
+
+
+@dataclass(frozen=True)
+class Link:
+    """Entry `index` relates to incident `target` as `relation` (with a response kind)."""
+
+    target: int
+    index: int
+    relation: str
+    response: int = 0
+
+
+def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
+    """Retracted overrides all; any denial or other account disputes it; else an
+    acknowledgement; else reported."""
+    status = api.INCIDENT_STATUS_REPORTED
+    for link in sorted(links, key=lambda x: x.index):
+        if link.relation == RETRACTION:
+            return api.INCIDENT_STATUS_RETRACTED
+        if link.relation == COUNTER_CLAIM:
+            if link.response in DISPUTING:
+                status = api.INCIDENT_STATUS_DISPUTED
+            elif (
+                link.response == pb.RESPONSE_KIND_ACKNOWLEDGEMENT
+                and status != api.INCIDENT_STATUS_DISPUTED
+            ):
+                status = api.INCIDENT_STATUS_ACKNOWLEDGED
+    return status
+
+
+def link_of(statement: object, index: int) -> Link:
+    """How a statement about an incident links to it."""
+    if isinstance(statement, pb.IncidentAmendment):
+        return Link(statement.incident_index, index, AMENDMENT)
+    if isinstance(statement, pb.IncidentRetraction):
+        return Link(statement.incident_index, index, RETRACTION)
+    if isinstance(statement, pb.CounterClaim):
+        return Link(statement.incident_index, index, COUNTER_CLAIM, statement.kind)
+    raise TypeError(f"{type(statement).__name__} is not about an incident")
