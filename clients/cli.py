@@ -19,7 +19,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
-from clients import border_cli, bundle, envelope_files, keys_cli, reports, trust_root_file
+from clients import (
+    border_cli,
+    bundle,
+    envelope_files,
+    incidents_cli,
+    keys_cli,
+    reports,
+    trust_root_file,
+)
 from clients.audit import AuditResult, audit
 from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
 from clients.describe import describe_entry
@@ -544,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cli.add_parsers(sub, server_opt, json_opt)
     border_cli.add_parsers(sub, server_opt, json_opt)
+    incidents_cli.add_parsers(sub, server_opt, json_opt)
 
     sp = add("serve", cmd_serve, "run the gRPC service")
     sp.add_argument(

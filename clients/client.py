@@ -129,6 +129,11 @@ class LedgerClient:
             raise ValueError(f"the server sent bytes that are not {sha256}")
         return data
 
+    def dossier(self, incident_index: int) -> api.GetDossierResponse:
+        return self.stub.GetDossier(
+            api.GetDossierRequest(incident_index=incident_index), timeout=self.timeout_s
+        )
+
     def revalidate(
         self,
         dataset_sha256: str,

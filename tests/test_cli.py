@@ -343,3 +343,30 @@ def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
     )
     assert "entry 3" in observed.stdout
     assert "#1" in ceasefire("border", "revalidate", old, *s, cwd=wd).stdout
+
+
+def test_an_incident_answered_amended_and_retracted(initialised: tuple[Path, Server, str]) -> None:
+    wd, server, digest = initialised
+    s = ("--server", server.address)
+    ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    answer = ceasefire(
+        "answer", "1", *s, "--party", "AZE", "--kind", "denial",
+        "--narrative", "No fire from our side.", "--key", "keys/aze-authority-1.key", cwd=wd,
+    )  # fmt: skip
+    assert "entry 2: CounterClaim about entry 1" in answer.stdout
+    ceasefire(
+        "amend", "1", "incident-arm.yaml", *s, "--reason", "time corrected",
+        "--key", "keys/arm-monitor.key", cwd=wd,
+    )  # fmt: skip
+    wrong = ceasefire(
+        "retract", "1", *s, "--party", "AZE", "--key", "keys/aze-authority-1.key", cwd=wd,
+        check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 1 and "only ARM, the reporting party" in wrong.stderr
+    shown = json.loads(ceasefire("dossier", "1", *s, "--json", cwd=wd).stdout)
+    assert shown["status"] == "disputed"
+    assert [e["relation"] for e in shown["entries"]] == ["report", "counter_claim", "amendment"]
+    ceasefire("retract", "1", *s, "--party", "ARM", "--key", "keys/arm-monitor.key", cwd=wd)
+    assert "incident 1: retracted" in ceasefire("dossier", "1", *s, cwd=wd).stdout
+    out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
+    assert out["ok"] and out["tree_size"] == 5
