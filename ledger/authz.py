@@ -69,6 +69,11 @@ RULES: dict[str, Rule] = {
         party_field="party",
         roles=frozenset({pb.ROLE_AUTHORITY}),
     ),
+    statements.EVIDENCE: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
+    ),
     statements.BORDER_DATASET: Rule(
         speaks_for=lambda m: "",
         party_field="",

@@ -18,6 +18,7 @@ AMENDMENT = "amendment"
 RETRACTION = "retraction"
 COUNTER_CLAIM = "counter_claim"
 LIKELY_DUPLICATE = "likely_duplicate"
+EVIDENCE = "evidence"
 
 DISPUTING = frozenset(
     {
@@ -67,12 +68,16 @@ def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
     return status
 
 
-def link_of(statement: object, index: int) -> Link:
-    """How a statement about an incident links to it."""
+def link_of(statement: object, index: int) -> Link | None:
+    """How a statement about an incident links to it (None: evidence tied to none)."""
     if isinstance(statement, pb.IncidentAmendment):
         return Link(statement.incident_index, index, AMENDMENT)
     if isinstance(statement, pb.IncidentRetraction):
         return Link(statement.incident_index, index, RETRACTION)
     if isinstance(statement, pb.CounterClaim):
         return Link(statement.incident_index, index, COUNTER_CLAIM, statement.kind)
+    if isinstance(statement, pb.EvidenceRecord):
+        if not statement.incident_index:
+            return None
+        return Link(statement.incident_index, index, EVIDENCE)
     raise TypeError(f"{type(statement).__name__} is not about an incident")

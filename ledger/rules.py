@@ -60,9 +60,13 @@ def admit(
 def _check_target(statement: Message, index: int, incidents: IncidentLookup) -> None:
     target: int = statement.incident_index  # type: ignore[attr-defined]
     party: str = statement.party  # type: ignore[attr-defined]
+    if isinstance(statement, pb.EvidenceRecord) and target == 0:
+        return  # evidence not (yet) tied to an incident
     info = incidents(target) if target < index else None
     if info is None:
         raise InvalidArgument(f"entry {target} is not an incident report", field="incident_index")
+    if isinstance(statement, pb.EvidenceRecord):
+        return  # any party may bring evidence about any incident
     if isinstance(statement, pb.CounterClaim):
         if info.party == party:
             raise InvalidArgument(

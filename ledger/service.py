@@ -16,7 +16,7 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
-from ledger import dsse, duplicates, geofacts, incidents, rules, statements
+from ledger import dsse, duplicates, geofacts, incidents, rules, sealing, statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # envelope of at most 60,000 bytes always fits.
 MAX_ENVELOPE_BYTES = 60_000
 SUBMIT_TIMEOUT_S = 30.0
+# The file name an evidence blob travels under in SubmitWithBlobs.
+EVIDENCE_BLOB = "blob"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,33 @@ class Accepted:
     signed_receipt: bytes
     receipt: log_pb2.Receipt
     duplicate: bool
+
+
+def _accept_evidence_blob(
+    record: pb.EvidenceRecord, files: Mapping[str, bytes]
+) -> dict[str, bytes]:
+    """The bytes an evidence record says travel with it, checked against its digests."""
+    if record.blob == pb.BLOB_KIND_NONE:
+        if files:
+            raise InvalidArgument("this record says no blob travels with it", field="files")
+        return {}
+    data = files.get(EVIDENCE_BLOB)
+    if data is None or len(files) != 1:
+        raise InvalidArgument(f"send the blob as one file named {EVIDENCE_BLOB!r}", field="files")
+    if len(data) != record.blob_size or hashlib.sha256(data).hexdigest() != record.blob_sha256:
+        raise InvalidArgument(
+            "the blob sent does not have the listed size and SHA-256", field="blob_sha256"
+        )
+    if record.blob == pb.BLOB_KIND_SEALED:
+        try:
+            sealed = sealing.parse(data)
+        except sealing.SealingError as e:
+            raise InvalidArgument(str(e), field="files") from e
+        if sorted(r.key_id for r in sealed.recipients) != sorted(record.sealed_to_key_ids):
+            raise InvalidArgument(
+                "the blob is not sealed to exactly the listed keys", field="sealed_to_key_ids"
+            )
+    return {record.blob_sha256: data}
 
 
 def _placed_report(statement: object) -> pb.IncidentReport | None:
@@ -290,10 +319,10 @@ class Ledger:
             links = [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
             self._batch_sightings.append(new)
             self._batch_incidents[index] = incidents.IncidentInfo(index, admitted.party)
-        elif isinstance(statement, pb.IncidentRetraction | pb.IncidentAmendment | pb.CounterClaim):
+        elif admitted.kind in statements.ABOUT_INCIDENT:
             link = incidents.link_of(statement, index)
-            links = [link]
-            if link.relation == incidents.RETRACTION:
+            links = [link] if link is not None else []
+            if link is not None and link.relation == incidents.RETRACTION:
                 self._batch_incidents[link.target] = incidents.IncidentInfo(
                     link.target, admitted.party, retracted_at=index
                 )
@@ -344,6 +373,8 @@ class Ledger:
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
             blobs = self._accept_dataset(statement, files or {}, state)
+        elif isinstance(statement, pb.EvidenceRecord):
+            blobs = _accept_evidence_blob(statement, files or {})
         elif files:
             raise InvalidArgument("this statement names no files", field="files")
         placed = _placed_report(statement)

@@ -31,8 +31,9 @@ BORDER_DATASET = payload_type(pb.BorderDatasetRegistration)
 AMENDMENT = payload_type(pb.IncidentAmendment)
 RETRACTION = payload_type(pb.IncidentRetraction)
 COUNTER_CLAIM = payload_type(pb.CounterClaim)
+EVIDENCE = payload_type(pb.EvidenceRecord)
 # Statements about an earlier incident report, which they name by its log index.
-ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM})
+ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM, EVIDENCE})
 RECEIPT = payload_type(log_pb2.Receipt)
 
 # The statement kinds a client may submit (the trust root is written by `init` only).
@@ -44,6 +45,7 @@ SUBMITTABLE: dict[str, type[Message]] = {
     AMENDMENT: pb.IncidentAmendment,
     RETRACTION: pb.IncidentRetraction,
     COUNTER_CLAIM: pb.CounterClaim,
+    EVIDENCE: pb.EvidenceRecord,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
 # Kinds that change who holds which key: the server indexes them to rebuild key state.
@@ -149,6 +151,8 @@ def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> N
         _reason(statement.reason)
     elif isinstance(statement, pb.IncidentRetraction):
         _reason(statement.reason)
+    elif isinstance(statement, pb.EvidenceRecord):
+        validate_evidence(statement, state)
     elif isinstance(statement, pb.CounterClaim):
         _enum(statement.kind, pb.ResponseKind.values(), "kind")
         _narrative(statement.narrative, statement.narrative_language)
@@ -211,6 +215,37 @@ def validate_key_change(change: pb.KeyChange) -> None:
         if not SHA256_HEX.match(kid):
             raise InvalidArgument("must be a lowercase hex key id", field=f"revoke_key_ids[{i}]")
     _reason(change.reason)
+
+
+MAX_EVIDENCE_BYTES = 16 * 1024 * 1024
+MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,63}$")
+
+
+def validate_evidence(e: pb.EvidenceRecord, state: TrustState) -> None:
+    if not SHA256_HEX.match(e.sha256):
+        raise InvalidArgument("must be lowercase hex SHA-256 of the content", field="sha256")
+    if not MEDIA_TYPE.match(e.media_type):
+        raise InvalidArgument("a media type such as image/jpeg", field="media_type")
+    if len(e.description) > MAX_NARRATIVE_CHARS:
+        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="description")
+    _enum(e.blob, pb.BlobKind.values(), "blob")
+    if e.blob == pb.BLOB_KIND_NONE:
+        if e.blob_sha256 or e.blob_size or e.sealed_to_key_ids:
+            raise InvalidArgument("no blob travels with this record", field="blob")
+        return
+    if not SHA256_HEX.match(e.blob_sha256):
+        raise InvalidArgument("must be lowercase hex SHA-256", field="blob_sha256")
+    if not 0 < e.blob_size <= MAX_EVIDENCE_BYTES:
+        raise InvalidArgument("1 byte to 16 MiB", field="blob_size")
+    if e.blob == pb.BLOB_KIND_PLAIN:
+        if e.blob_sha256 != e.sha256 or e.blob_size != e.size or e.sealed_to_key_ids:
+            raise InvalidArgument("a plain blob is the content itself", field="blob_sha256")
+        return
+    if not e.sealed_to_key_ids or len(e.sealed_to_key_ids) > 64:
+        raise InvalidArgument("1 to 64 recipients", field="sealed_to_key_ids")
+    for i, kid in enumerate(e.sealed_to_key_ids):
+        if kid not in state.keys:
+            raise InvalidArgument("not a key on this ledger", field=f"sealed_to_key_ids[{i}]")
 
 
 def _narrative(text: str, language: str) -> None:

@@ -119,8 +119,8 @@ class Replay:
                 self.links.setdefault(target, []).append(Link(target, index, LIKELY_DUPLICATE))
         elif isinstance(admitted.statement, pb.IncidentAmendment):
             self._check_geo(index, admitted.statement.corrected, v.geo)
-        if admitted.kind in statements.ABOUT_INCIDENT:
-            link = link_of(admitted.statement, index)
+        link = link_of(admitted.statement, index) if admitted.kind in ABOUT else None
+        if link is not None:
             self.links.setdefault(link.target, []).append(link)
             if link.relation == RETRACTION:
                 self.incidents[link.target] = replace(
@@ -165,6 +165,9 @@ class Replay:
                 index=index,
             )
         self.geo_rechecked += 1
+
+
+ABOUT = statements.ABOUT_INCIDENT
 
 
 def expected_pairs(v: log_pb2.Validation) -> list[tuple[int, list[str]]]:

@@ -3,6 +3,8 @@ and the derived status: the same from the server and from the offline verifier."
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 import pytest
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -11,7 +13,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
 
-from ledger import dsse, statements
+from ledger import dsse, sealing, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.verifier import replay
 from tests.conftest import RunningLedger
@@ -127,3 +129,70 @@ def test_only_the_author_amends_and_only_another_party_answers(running: RunningL
     with pytest.raises(grpc.RpcError) as info:
         dossier(running, 0)
     assert isinstance(info.value, grpc.Call) and info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def evidence(
+    party: str,
+    incident: int,
+    content: bytes,
+    blob: pb.BlobKind.ValueType,
+    recipients: dict[str, bytes],
+) -> tuple[pb.EvidenceRecord, dict[str, bytes]]:
+    record = pb.EvidenceRecord(
+        created_time=now(), party=party, incident_index=incident,
+        sha256=hashlib.sha256(content).hexdigest(), media_type="image/jpeg",
+        size=len(content), capture_time=now(), description="crater, looking north", blob=blob,
+    )  # fmt: skip
+    if blob == pb.BLOB_KIND_NONE:
+        return record, {}
+    stored = content if blob == pb.BLOB_KIND_PLAIN else sealing.seal(content, recipients)
+    record.blob_sha256 = hashlib.sha256(stored).hexdigest()
+    record.blob_size = len(stored)
+    record.sealed_to_key_ids.extend(sorted(recipients))
+    return record, {"blob": stored}
+
+
+def test_evidence_sealed_to_chosen_keys(running: RunningLedger) -> None:
+    p = running.parties
+    incident = running.client.submit(signed(report("ARM"), p.arm_monitor)).receipt.index
+    photo = b"\xff\xd8 a photo of the crater \xff\xd9" * 100
+    members = {
+        dsse.key_id(bytes(k.verify_key)): bytes(k.verify_key)
+        for k in (p.arm_authority, p.aze_authority)
+    }
+    record, files = evidence("ARM", incident, photo, pb.BLOB_KIND_SEALED, members)
+    envelope = dsse.sign(statements.EVIDENCE, record.SerializeToString(), [p.arm_monitor])
+    index = running.client.submit_with_blobs(envelope.to_json(), files).receipt.index
+    stored = running.client.blob(record.blob_sha256)
+    assert photo not in stored  # the ledger holds the sealed bytes only
+    assert sealing.open_sealed(stored, p.aze_authority) == photo  # a member opens it
+    assert sealing.open_sealed(stored, p.arm_authority) == photo
+    with pytest.raises(sealing.SealingError, match="not sealed to your key"):
+        sealing.open_sealed(stored, p.arm_monitor)  # the submitter is not a member
+    assert [(e.index, e.relation) for e in dossier(running, incident).entries][-1] == (
+        index,
+        "evidence",
+    )
+
+    plain, plain_files = evidence("AZE", incident, b"sensor log", pb.BLOB_KIND_PLAIN, {})
+    env = dsse.sign(statements.EVIDENCE, plain.SerializeToString(), [p.aze_monitor])
+    running.client.submit_with_blobs(env.to_json(), plain_files)
+    assert running.client.blob(plain.sha256) == b"sensor log"
+    hash_only, _ = evidence("AZE", 0, b"held by the team", pb.BLOB_KIND_NONE, {})
+    submit(running, statements.EVIDENCE, hash_only, p.aze_monitor)
+
+    # Refused: a blob sealed to other keys than listed, bytes that do not match, unknown keys.
+    wrong, wrong_files = evidence("ARM", incident, photo, pb.BLOB_KIND_SEALED, members)
+    del wrong.sealed_to_key_ids[1:]
+    env = dsse.sign(statements.EVIDENCE, wrong.SerializeToString(), [p.arm_monitor])
+    with pytest.raises(grpc.RpcError) as info:
+        running.client.submit_with_blobs(env.to_json(), wrong_files)
+    assert "not sealed to exactly the listed keys" in str(info.value)
+    stranger = {dsse.key_id(bytes(p.outsider.verify_key)): bytes(p.outsider.verify_key)}
+    odd, odd_files = evidence("ARM", incident, photo, pb.BLOB_KIND_SEALED, stranger)
+    env = dsse.sign(statements.EVIDENCE, odd.SerializeToString(), [p.arm_monitor])
+    with pytest.raises(grpc.RpcError) as info:
+        running.client.submit_with_blobs(env.to_json(), odd_files)
+    assert "not a key on this ledger" in str(info.value)
+    entries = [(e.index, e.entry) for e in running.client.entries(0, 0)]
+    replay(entries)

@@ -145,7 +145,8 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitWithBlobs(self, request_iterator, context):
-        """Appends a statement that brings files with it (a border data set registration): the
+        """Appends a statement that brings files with it (a border data set registration, or an
+        evidence record with its blob, sent as the file "blob"): the
         first message holds the envelope, the next ones the files in chunks of at most
         60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
         """

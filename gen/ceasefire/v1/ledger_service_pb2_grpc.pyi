@@ -54,7 +54,8 @@ class LedgerServiceStub:
     Timeline: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]
     """Incident reports, oldest incident first, filtered."""
     SubmitWithBlobs: _grpc.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]
-    """Appends a statement that brings files with it (a border data set registration): the
+    """Appends a statement that brings files with it (a border data set registration, or an
+    evidence record with its blob, sent as the file "blob"): the
     first message holds the envelope, the next ones the files in chunks of at most
     60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
     """
@@ -85,7 +86,8 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     Timeline: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]  # type: ignore[assignment]
     """Incident reports, oldest incident first, filtered."""
     SubmitWithBlobs: _aio.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]  # type: ignore[assignment]
-    """Appends a statement that brings files with it (a border data set registration): the
+    """Appends a statement that brings files with it (a border data set registration, or an
+    evidence record with its blob, sent as the file "blob"): the
     first message holds the envelope, the next ones the files in chunks of at most
     60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
     """
@@ -161,7 +163,8 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_ledger_service_pb2.SubmitWithBlobsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_service_pb2.SubmitWithBlobsResponse, _abc.Awaitable[_ledger_service_pb2.SubmitWithBlobsResponse]]:
-        """Appends a statement that brings files with it (a border data set registration): the
+        """Appends a statement that brings files with it (a border data set registration, or an
+        evidence record with its blob, sent as the file "blob"): the
         first message holds the envelope, the next ones the files in chunks of at most
         60,000 bytes, at most 16 MiB in all. The files are stored by their SHA-256.
         """

@@ -272,6 +272,32 @@ RESPONSE_KIND_UNDER_REVIEW: ResponseKind.ValueType  # 5
 """Being looked into; no position yet."""
 Global___ResponseKind: _TypeAlias = ResponseKind  # noqa: Y015
 
+class _BlobKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BlobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BlobKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BLOB_KIND_UNSPECIFIED: _BlobKind.ValueType  # 0
+    BLOB_KIND_NONE: _BlobKind.ValueType  # 1
+    """Only the digest is on the ledger; the content stays with its holder."""
+    BLOB_KIND_PLAIN: _BlobKind.ValueType  # 2
+    """The content itself is stored beside the log (anyone may fetch it)."""
+    BLOB_KIND_SEALED: _BlobKind.ValueType  # 3
+    """A SealedBlob is stored: only the named keys' holders can open it."""
+
+class BlobKind(_BlobKind, metaclass=_BlobKindEnumTypeWrapper):
+    """How an evidence record's bytes travel with it, if at all."""
+
+BLOB_KIND_UNSPECIFIED: BlobKind.ValueType  # 0
+BLOB_KIND_NONE: BlobKind.ValueType  # 1
+"""Only the digest is on the ledger; the content stays with its holder."""
+BLOB_KIND_PLAIN: BlobKind.ValueType  # 2
+"""The content itself is stored beside the log (anyone may fetch it)."""
+BLOB_KIND_SEALED: BlobKind.ValueType  # 3
+"""A SealedBlob is stored: only the named keys' holders can open it."""
+Global___BlobKind: _TypeAlias = BlobKind  # noqa: Y015
+
 @_typing.final
 class PartyKey(_message.Message):
     """One Ed25519 key of a party. Its key id (the DSSE keyid) is the lowercase hex
@@ -1074,3 +1100,119 @@ class CounterClaim(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CounterClaim: _TypeAlias = CounterClaim  # noqa: Y015
+
+@_typing.final
+class EvidenceRecord(_message.Message):
+    """A piece of evidence: its content hash and what it is, optionally with its bytes, plain
+    or sealed to chosen keys (e.g. the members of a joint investigation). The ledger holds
+    the hash and, for sealed evidence, the sealed bytes only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CAPTURE_TIME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    BLOB_SHA256_FIELD_NUMBER: _builtins.int
+    BLOB_SIZE_FIELD_NUMBER: _builtins.int
+    SEALED_TO_KEY_IDS_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    """Whose evidence; signed by that party's monitors, observers or authorities."""
+    incident_index: _builtins.int
+    """The incident report it documents (its log index); 0 for none."""
+    sha256: _builtins.str
+    """SHA-256 (lowercase hex) of the content."""
+    media_type: _builtins.str
+    """e.g. "image/jpeg", "video/mp4", "text/csv"."""
+    size: _builtins.int
+    description: _builtins.str
+    blob: Global___BlobKind.ValueType
+    blob_sha256: _builtins.str
+    """SHA-256 and size of the stored bytes: the content for PLAIN, the SealedBlob for SEALED."""
+    blob_size: _builtins.int
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def capture_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def sealed_to_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For SEALED: the key ids it is sealed to."""
+
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        incident_index: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        media_type: _builtins.str = ...,
+        size: _builtins.int = ...,
+        capture_time: _timestamp_pb2.Timestamp | None = ...,
+        description: _builtins.str = ...,
+        blob: Global___BlobKind.ValueType = ...,
+        blob_sha256: _builtins.str = ...,
+        blob_size: _builtins.int = ...,
+        sealed_to_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "blob_sha256", b"blob_sha256", "blob_size", b"blob_size", "capture_time", b"capture_time", "created_time", b"created_time", "description", b"description", "incident_index", b"incident_index", "media_type", b"media_type", "party", b"party", "sealed_to_key_ids", b"sealed_to_key_ids", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceRecord: _TypeAlias = EvidenceRecord  # noqa: Y015
+
+@_typing.final
+class SealedBlob(_message.Message):
+    """Sealed evidence: the content encrypted once with a fresh key (XSalsa20-Poly1305,
+    NaCl SecretBox), and that key sealed to each recipient (NaCl SealedBox to the X25519
+    form of the recipient's Ed25519 key).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Recipient(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_ID_FIELD_NUMBER: _builtins.int
+        SEALED_KEY_FIELD_NUMBER: _builtins.int
+        key_id: _builtins.str
+        sealed_key: _builtins.bytes
+        def __init__(
+            self,
+            *,
+            key_id: _builtins.str = ...,
+            sealed_key: _builtins.bytes = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "sealed_key", b"sealed_key"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    box: _builtins.bytes
+    """The SecretBox output: 24-byte nonce, then the ciphertext with its tag."""
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedBlob.Recipient]: ...
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___SealedBlob.Recipient] | None = ...,
+        box: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "recipients", b"recipients"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealedBlob: _TypeAlias = SealedBlob  # noqa: Y015
