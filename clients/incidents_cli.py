@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import mimetypes
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,12 @@ from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
-from clients import reports
+from clients import keys_cli, reports
 from clients.client import LedgerClient, describe_error
 from clients.describe import describe_entry
-from ledger import dsse, keys, statements
-from ledger.clock import now_us, to_timestamp
+from ledger import dsse, keys, sealing, statements
+from ledger.clock import now_us, parse_iso, to_timestamp
+from ledger.log_entry import parse_entry
 
 
 def _send(args: argparse.Namespace, kind: str, statement: Message) -> int:
@@ -132,8 +135,110 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     signed_by(sp)
     sp.set_defaults(func=cmd_answer)
 
+    add_evidence_parsers(sub, server_opt)
+
     sp = sub.add_parser("dossier", help="one incident, every entry linked to it, its status")
     sp.add_argument("index", type=int)
     server_opt(sp)
     json_opt(sp)
     sp.set_defaults(func=cmd_dossier)
+
+
+def cmd_evidence_add(args: argparse.Namespace) -> int:
+    content = args.file.read_bytes()
+    record = pb.EvidenceRecord(
+        created_time=to_timestamp(now_us()),
+        party=args.party,
+        incident_index=args.incident,
+        sha256=hashlib.sha256(content).hexdigest(),
+        media_type=args.media_type
+        or mimetypes.guess_type(args.file.name)[0]
+        or "application/octet-stream",
+        size=len(content),
+        description=args.description or "",
+        blob=pb.BlobKind.Value("BLOB_KIND_" + args.blob.upper()),
+    )
+    if args.capture_time:
+        record.capture_time.CopyFrom(to_timestamp(parse_iso(args.capture_time)))
+    files: dict[str, bytes] = {}
+    with LedgerClient(args.server) as client:
+        if args.blob == "sealed":
+            if not args.seal_to:
+                print("error: --seal-to KEY_ID is needed for sealed evidence", file=sys.stderr)
+                return 2
+            state, _ = keys_cli.key_state(client)
+            unknown = [k for k in args.seal_to if k not in state.keys]
+            if unknown:
+                print(f"error: not keys on this ledger: {unknown}", file=sys.stderr)
+                return 2
+            stored = sealing.seal(content, {k: state.keys[k].public_key for k in args.seal_to})
+            record.sealed_to_key_ids.extend(sorted(args.seal_to))
+        else:
+            stored = content
+        if args.blob != "none":
+            record.blob_sha256 = hashlib.sha256(stored).hexdigest()
+            record.blob_size = len(stored)
+            files = {"blob": stored}
+        envelope = dsse.sign(
+            statements.EVIDENCE,
+            record.SerializeToString(),
+            [keys.read_private(k) for k in args.key],
+        )
+        try:
+            r = client.submit_with_blobs(envelope.to_json(), files)
+        except grpc.RpcError as e:
+            print(f"refused: {describe_error(e)}", file=sys.stderr)
+            return 1
+    print(f"entry {r.receipt.index}: evidence {record.sha256} ({args.blob})")
+    return 0
+
+
+def cmd_evidence_open(args: argparse.Namespace) -> int:
+    with LedgerClient(args.server) as client:
+        envelope = dsse.Envelope.from_json(parse_entry(client.entry(args.index).entry).envelope)
+        record = statements.decode(envelope.payload_type, envelope.payload)
+        if not isinstance(record, pb.EvidenceRecord) or record.blob == pb.BLOB_KIND_NONE:
+            print(f"error: entry {args.index} holds no evidence blob", file=sys.stderr)
+            return 1
+        stored = client.blob(record.blob_sha256)
+    if record.blob == pb.BLOB_KIND_SEALED and args.key is None:
+        print("error: sealed evidence opens only with --key YOUR.key", file=sys.stderr)
+        return 2
+    try:
+        content = (
+            sealing.open_sealed(stored, keys.read_private(args.key))
+            if record.blob == pb.BLOB_KIND_SEALED
+            else stored
+        )
+    except sealing.SealingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if hashlib.sha256(content).hexdigest() != record.sha256:
+        print("error: the content does not match the recorded SHA-256", file=sys.stderr)
+        return 1
+    args.out.write_bytes(content)
+    print(f"wrote {args.out}: {len(content)} bytes, SHA-256 {record.sha256} as recorded")
+    return 0
+
+
+def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
+    ep = sub.add_parser("evidence", help="record evidence (hash, optionally its bytes, sealed)")
+    es = ep.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = es.add_parser("add", help="record a file as evidence")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--party", required=True)
+    sp.add_argument("--incident", type=int, default=0, help="the report's log index")
+    sp.add_argument("--media-type")
+    sp.add_argument("--capture-time", help="ISO 8601")
+    sp.add_argument("--description")
+    sp.add_argument("--blob", choices=["none", "plain", "sealed"], default="none")
+    sp.add_argument("--seal-to", action="append", help="key id to seal to (repeatable)")
+    sp.add_argument("--key", type=Path, action="append", required=True)
+    server_opt(sp)
+    sp.set_defaults(func=cmd_evidence_add)
+    sp = es.add_parser("open", help="fetch an evidence blob, unseal it, check its hash")
+    sp.add_argument("index", type=int, help="the evidence record's log index")
+    sp.add_argument("--key", type=Path, help="your key, for sealed evidence")
+    sp.add_argument("--out", type=Path, required=True)
+    server_opt(sp)
+    sp.set_defaults(func=cmd_evidence_open)

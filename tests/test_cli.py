@@ -366,7 +366,25 @@ def test_an_incident_answered_amended_and_retracted(initialised: tuple[Path, Ser
     shown = json.loads(ceasefire("dossier", "1", *s, "--json", cwd=wd).stdout)
     assert shown["status"] == "disputed"
     assert [e["relation"] for e in shown["entries"]] == ["report", "counter_claim", "amendment"]
+    aze_authority = json.loads((wd / "keys/aze-authority-1.pub").read_text())["key_id"]
+    (wd / "crater.jpg").write_bytes(b"\xff\xd8 crater \xff\xd9")
+    added = ceasefire(
+        "evidence", "add", "crater.jpg", *s, "--party", "ARM", "--incident", "1",
+        "--blob", "sealed", "--seal-to", aze_authority, "--key", "keys/arm-monitor.key", cwd=wd,
+    )  # fmt: skip
+    assert "entry 4: evidence" in added.stdout
+    opened = ceasefire(
+        "evidence", "open", "4", *s, "--key", "keys/aze-authority-1.key", "--out", "got.jpg",
+        cwd=wd,
+    )  # fmt: skip
+    assert "as recorded" in opened.stdout
+    assert (wd / "got.jpg").read_bytes() == (wd / "crater.jpg").read_bytes()
+    denied = ceasefire(
+        "evidence", "open", "4", *s, "--key", "keys/arm-monitor.key", "--out", "x.jpg",
+        cwd=wd, check=False,
+    )  # fmt: skip
+    assert denied.returncode == 1 and "not sealed to your key" in denied.stderr
     ceasefire("retract", "1", *s, "--party", "ARM", "--key", "keys/arm-monitor.key", cwd=wd)
     assert "incident 1: retracted" in ceasefire("dossier", "1", *s, cwd=wd).stdout
     out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
-    assert out["ok"] and out["tree_size"] == 5
+    assert out["ok"] and out["tree_size"] == 6
