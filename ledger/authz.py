@@ -74,6 +74,23 @@ RULES: dict[str, Rule] = {
         party_field="party",
         roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
     ),
+    # Findings: drafted by a party's investigators, authorities or observers; attested or
+    # dissented by the parties the finding's policy names (checked in rules.admit).
+    statements.FINDING: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_INVESTIGATOR, pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
+    ),
+    statements.ATTESTATION: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
+    ),
+    statements.DISSENT: Rule(
+        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
+        party_field="party",
+        roles=frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
+    ),
     statements.BORDER_DATASET: Rule(
         speaks_for=lambda m: "",
         party_field="",

@@ -19,6 +19,16 @@ RETRACTION = "retraction"
 COUNTER_CLAIM = "counter_claim"
 LIKELY_DUPLICATE = "likely_duplicate"
 EVIDENCE = "evidence"
+FINDING = "finding"
+ATTESTATION = "attestation"
+DISSENT = "dissent"
+JOINT_FINDING = "joint_finding"
+
+JOINT_STATUS = {
+    pb.FINDING_OUTCOME_CONFIRMED: api.INCIDENT_STATUS_JOINTLY_CONFIRMED,
+    pb.FINDING_OUTCOME_NOT_CONFIRMED: api.INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED,
+    pb.FINDING_OUTCOME_INCONCLUSIVE: api.INCIDENT_STATUS_INCONCLUSIVE,
+}
 
 DISPUTING = frozenset(
     {
@@ -51,12 +61,19 @@ class Link:
 
 
 def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
-    """Retracted overrides all; any denial or other account disputes it; else an
-    acknowledgement; else reported."""
+    """Retracted overrides all; then the latest jointly attested finding; then a finding
+    under way; then any denial or other account disputes it; else an acknowledgement;
+    else reported. (`response` carries the outcome for finding links.)"""
     status = api.INCIDENT_STATUS_REPORTED
+    joint: api.IncidentStatus.ValueType | None = None
+    drafted = False
     for link in sorted(links, key=lambda x: x.index):
         if link.relation == RETRACTION:
             return api.INCIDENT_STATUS_RETRACTED
+        if link.relation == JOINT_FINDING:
+            joint = JOINT_STATUS.get(link.response, api.INCIDENT_STATUS_INCONCLUSIVE)  # type: ignore[call-overload]
+        if link.relation == FINDING:
+            drafted = True
         if link.relation == COUNTER_CLAIM:
             if link.response in DISPUTING:
                 status = api.INCIDENT_STATUS_DISPUTED
@@ -65,7 +82,9 @@ def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
                 and status != api.INCIDENT_STATUS_DISPUTED
             ):
                 status = api.INCIDENT_STATUS_ACKNOWLEDGED
-    return status
+    if joint is not None:
+        return joint
+    return api.INCIDENT_STATUS_UNDER_INVESTIGATION if drafted else status
 
 
 def link_of(statement: object, index: int) -> Link | None:

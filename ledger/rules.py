@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from ledger import dsse, statements
 from ledger.authz import authenticate, authorize
 from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.findings import FindingLookup, parties_named
 from ledger.incidents import IncidentLookup
 from ledger.trust import KeyInfo, TrustState
 
@@ -33,6 +34,7 @@ def admit(
     index: int,
     now_us: int,
     incidents: IncidentLookup = lambda _index: None,
+    findings: FindingLookup = lambda _index: None,
 ) -> Admitted:
     """Decide entry `index`; raise the LedgerError that refuses it. `state` is not changed.
     `incidents` looks up the earlier incident reports that statements refer to."""
@@ -52,6 +54,14 @@ def admit(
     party = authorize(kind, statement, signers, judged_on)
     if kind in statements.ABOUT_INCIDENT:
         _check_target(statement, index, incidents)
+    if isinstance(statement, pb.FindingDraft):
+        for i, target in enumerate(statement.incident_indexes):
+            if target >= index or incidents(target) is None:
+                raise InvalidArgument(
+                    f"entry {target} is not an incident report", field=f"incident_indexes[{i}]"
+                )
+    if kind in statements.ABOUT_FINDING:
+        _check_finding(statement, index, findings, state)
     if isinstance(statement, pb.KeyChange):
         state.copy().apply_key_change(statement, index)  # refuses what cannot be applied
     return Admitted(kind, statement, party, signers)
@@ -81,6 +91,32 @@ def _check_target(statement: Message, index: int, incidents: IncidentLookup) -> 
     if info.retracted_at is not None:
         raise InvalidArgument(
             f"entry {target} was retracted at index {info.retracted_at}", field="incident_index"
+        )
+
+
+def _check_finding(
+    statement: Message, index: int, findings: FindingLookup, state: TrustState
+) -> None:
+    assert isinstance(statement, pb.Attestation | pb.Dissent)
+    target = statement.finding_index
+    info = findings(target) if target < index else None
+    if info is None:
+        raise InvalidArgument(f"entry {target} is not a finding draft", field="finding_index")
+    if statement.draft_sha256 != info.draft_sha256:
+        raise InvalidArgument(
+            f"is not the digest of the draft at entry {target}: a different text cannot be "
+            "attested in its name",
+            field="draft_sha256",
+        )
+    if statement.party not in parties_named(info, state):
+        raise PermissionDenied(
+            f"the finding's policy {info.policy!r} does not name {statement.party}",
+            field="party",
+        )
+    done = info.attested.get(statement.party, info.dissented.get(statement.party))
+    if done is not None:
+        raise InvalidArgument(
+            f"{statement.party} already attested or dissented at index {done}", field="party"
         )
 
 

@@ -16,7 +16,16 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
-from ledger import dsse, duplicates, geofacts, incidents, rules, sealing, statements
+from ledger import (
+    dsse,
+    duplicates,
+    findings,
+    geofacts,
+    incidents,
+    rules,
+    sealing,
+    statements,
+)
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
@@ -83,6 +92,19 @@ def _accept_evidence_blob(
                 "the blob is not sealed to exactly the listed keys", field="sealed_to_key_ids"
             )
     return {record.blob_sha256: data}
+
+
+FINDING_KINDS = frozenset({statements.FINDING, *statements.ABOUT_FINDING})
+
+
+def draft_digest(envelope: dsse.Envelope) -> str:
+    """What attestations name: the SHA-256 of the draft's exact payload bytes."""
+    return hashlib.sha256(envelope.payload).hexdigest()
+
+
+def _payload(envelope_json: bytes) -> tuple[str, bytes]:
+    envelope = parse_envelope(envelope_json)
+    return envelope.payload_type, envelope.payload
 
 
 def _placed_report(statement: object) -> pb.IncidentReport | None:
@@ -210,6 +232,7 @@ class Ledger:
         self._batch_sightings: list[duplicates.Sighting] = []
         # Incident reports and retractions taken into the batch being committed.
         self._batch_incidents: dict[int, incidents.IncidentInfo] = {}
+        self._batch_findings: dict[int, findings.FindingInfo] = {}
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
@@ -272,6 +295,7 @@ class Ledger:
             self._batch_state = self._current[0].copy()
             self._batch_sightings = []
             self._batch_incidents = {}
+            self._batch_findings = {}
 
         results = self.store.append(
             items,
@@ -294,7 +318,9 @@ class Ledger:
         pending = item.pending
         assert isinstance(pending, Pending)
         state = self._batch_state
-        admitted = rules.admit(state, pending.envelope, index, now, self._lookup_in_batch)
+        admitted = rules.admit(
+            state, pending.envelope, index, now, self._lookup_in_batch, self._finding_in_batch
+        )
         statement = admitted.statement
         geo = pending.geo
         placed = _placed_report(statement)
@@ -319,6 +345,8 @@ class Ledger:
             links = [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
             self._batch_sightings.append(new)
             self._batch_incidents[index] = incidents.IncidentInfo(index, admitted.party)
+        elif admitted.kind in FINDING_KINDS:
+            links = self._finding_links(admitted, index, pending.envelope, state)
         elif admitted.kind in statements.ABOUT_INCIDENT:
             link = incidents.link_of(statement, index)
             links = [link] if link is not None else []
@@ -330,6 +358,60 @@ class Ledger:
 
     def _lookup_in_batch(self, index: int) -> incidents.IncidentInfo | None:
         return self._batch_incidents.get(index) or self.store.incident(index)
+
+    def _finding_in_batch(self, index: int) -> findings.FindingInfo | None:
+        return self._batch_findings.get(index) or self.finding(index)
+
+    def _finding_links(
+        self, admitted: rules.Admitted, index: int, envelope: dsse.Envelope, state: TrustState
+    ) -> list[incidents.Link]:
+        """Record a draft, attestation or dissent in the batch's view, and link it."""
+        statement = admitted.statement
+        if isinstance(statement, pb.FindingDraft):
+            info = findings.from_draft(index, draft_digest(envelope), statement)
+            self._batch_findings[index] = info
+            return [
+                incidents.Link(i, index, incidents.FINDING, statement.outcome)
+                for i in statement.incident_indexes
+            ]
+        assert isinstance(statement, pb.Attestation | pb.Dissent)
+        before = self._finding_in_batch(statement.finding_index)
+        assert before is not None  # admit checked it
+        if isinstance(statement, pb.Dissent):
+            self._batch_findings[before.index] = findings.dissent(before, index, statement.party)
+            return [incidents.Link(before.index, index, incidents.DISSENT)] + [
+                incidents.Link(i, index, incidents.DISSENT) for i in before.incidents
+            ]
+        after = findings.attest(before, index, statement.party, admitted.signers, state)
+        self._batch_findings[before.index] = after
+        links = [incidents.Link(before.index, index, incidents.ATTESTATION)]
+        if after.attested_at == index:  # this attestation met the policy
+            links += [
+                incidents.Link(i, index, incidents.JOINT_FINDING, after.outcome)
+                for i in after.incidents
+            ]
+        return links
+
+    def finding(self, index: int) -> findings.FindingInfo | None:
+        """A finding draft and the attestations and dissents on it, from the log."""
+        stored = self.store.get_entry(index)
+        if stored is None or stored.kind != statements.FINDING:
+            return None
+        envelope = parse_envelope(parse_entry(stored.entry).envelope)
+        draft = statements.decode(envelope.payload_type, envelope.payload)
+        assert isinstance(draft, pb.FindingDraft)
+        info = findings.from_draft(index, draft_digest(envelope), draft)
+        state = self.trust
+        for link in self.store.links_to([index]):
+            entry = parse_entry(self.entry(link.index).entry)
+            said = statements.decode(*_payload(entry.envelope))
+            assert isinstance(said, pb.Attestation | pb.Dissent)
+            if isinstance(said, pb.Dissent):
+                info = findings.dissent(info, link.index, said.party)
+            else:
+                signers = [state.keys[k] for k in entry.validation.signer_key_ids]
+                info = findings.attest(info, link.index, said.party, signers, state)
+        return info
 
     def _candidates(self, new: duplicates.Sighting) -> list[duplicates.Sighting]:
         """Committed incidents near the new one in time, or sharing evidence, and those
@@ -368,7 +450,9 @@ class Ledger:
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
-        admitted = rules.admit(state, envelope, size, self.clock_us(), self.store.incident)
+        admitted = rules.admit(
+            state, envelope, size, self.clock_us(), self.store.incident, self.finding
+        )
         geo, incident, blobs = None, None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):

@@ -32,6 +32,11 @@ AMENDMENT = payload_type(pb.IncidentAmendment)
 RETRACTION = payload_type(pb.IncidentRetraction)
 COUNTER_CLAIM = payload_type(pb.CounterClaim)
 EVIDENCE = payload_type(pb.EvidenceRecord)
+FINDING = payload_type(pb.FindingDraft)
+ATTESTATION = payload_type(pb.Attestation)
+DISSENT = payload_type(pb.Dissent)
+# Statements about a finding draft, which they name by its log index.
+ABOUT_FINDING = frozenset({ATTESTATION, DISSENT})
 # Statements about an earlier incident report, which they name by its log index.
 ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM, EVIDENCE})
 RECEIPT = payload_type(log_pb2.Receipt)
@@ -46,6 +51,9 @@ SUBMITTABLE: dict[str, type[Message]] = {
     RETRACTION: pb.IncidentRetraction,
     COUNTER_CLAIM: pb.CounterClaim,
     EVIDENCE: pb.EvidenceRecord,
+    FINDING: pb.FindingDraft,
+    ATTESTATION: pb.Attestation,
+    DISSENT: pb.Dissent,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
 # Kinds that change who holds which key: the server indexes them to rebuild key state.
@@ -153,6 +161,13 @@ def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> N
         _reason(statement.reason)
     elif isinstance(statement, pb.EvidenceRecord):
         validate_evidence(statement, state)
+    elif isinstance(statement, pb.FindingDraft):
+        validate_finding(statement, state)
+    elif isinstance(statement, pb.Attestation | pb.Dissent):
+        if not SHA256_HEX.match(statement.draft_sha256):
+            raise InvalidArgument("the draft's lowercase hex SHA-256", field="draft_sha256")
+        if isinstance(statement, pb.Dissent):
+            _narrative(statement.reasons, statement.reasons_language)
     elif isinstance(statement, pb.CounterClaim):
         _enum(statement.kind, pb.ResponseKind.values(), "kind")
         _narrative(statement.narrative, statement.narrative_language)
@@ -215,6 +230,24 @@ def validate_key_change(change: pb.KeyChange) -> None:
         if not SHA256_HEX.match(kid):
             raise InvalidArgument("must be a lowercase hex key id", field=f"revoke_key_ids[{i}]")
     _reason(change.reason)
+
+
+MAX_FINDING_INCIDENTS = 64
+
+
+def validate_finding(f: pb.FindingDraft, state: TrustState) -> None:
+    if not 1 <= len(f.incident_indexes) <= MAX_FINDING_INCIDENTS:
+        raise InvalidArgument(f"1 to {MAX_FINDING_INCIDENTS} incidents", field="incident_indexes")
+    if len(set(f.incident_indexes)) != len(f.incident_indexes):
+        raise InvalidArgument("names an incident twice", field="incident_indexes")
+    if f.policy not in state.finding_policies:
+        known = ", ".join(sorted(state.finding_policies)) or "none"
+        raise InvalidArgument(f"not a finding policy of the trust root ({known})", field="policy")
+    _enum(f.outcome, pb.FindingOutcome.values(), "outcome")
+    if f.attribution and f.attribution not in state.parties:
+        raise InvalidArgument(f"unknown party {f.attribution!r}", field="attribution")
+    _narrative(f.reasoning, f.reasoning_language)
+    _evidence(f.evidence_sha256)
 
 
 MAX_EVIDENCE_BYTES = 16 * 1024 * 1024

@@ -176,6 +176,7 @@ class StoredEntry:
     envelope_sha256: bytes
     integrated_time_us: int
     entry: bytes
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,7 @@ class LedgerStore:
                     results.append(e)
                     continue
                 lh = merkle.leaf_hash(leaf)
-                stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf)
+                stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf, item.kind)
                 known[item.envelope_sha256] = stored
                 results.append(Appended(stored, duplicate=False))
                 new_entries.append(
@@ -555,5 +556,5 @@ def _node_getter(conn: Connection) -> merkle.NodeGetter:
 
 def _stored(row: Any) -> StoredEntry:
     return StoredEntry(
-        row.idx, row.leaf_hash, row.envelope_sha256, row.integrated_time_us, row.entry
+        row.idx, row.leaf_hash, row.envelope_sha256, row.integrated_time_us, row.entry, row.kind
     )

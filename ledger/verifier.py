@@ -16,10 +16,13 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, geofacts, merkle, rules, statements
+from ledger import dsse, duplicates, findings, geofacts, merkle, rules, statements
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.incidents import (
+    DISSENT,
+    FINDING,
+    JOINT_FINDING,
     LIKELY_DUPLICATE,
     RETRACTION,
     IncidentInfo,
@@ -51,6 +54,7 @@ class Replay:
     geo_rechecked: int = 0
     sightings: duplicates.SightingIndex = field(default_factory=duplicates.SightingIndex)
     incidents: dict[int, IncidentInfo] = field(default_factory=dict)
+    findings: dict[int, findings.FindingInfo] = field(default_factory=dict)
     links: dict[int, list[Link]] = field(default_factory=dict)
 
     def status(self, index: int) -> int:
@@ -97,7 +101,9 @@ class Replay:
             return
         assert self.trust is not None
         # The very decision the server made at this index, on the state before it.
-        admitted = rules.admit(self.trust, envelope, index, t, self.incidents.get)
+        admitted = rules.admit(
+            self.trust, envelope, index, t, self.incidents.get, self.findings.get
+        )
         v = entry.validation
         if v.party != admitted.party:
             raise VerificationError("validation names another party", index=index)
@@ -119,6 +125,7 @@ class Replay:
                 self.links.setdefault(target, []).append(Link(target, index, LIKELY_DUPLICATE))
         elif isinstance(admitted.statement, pb.IncidentAmendment):
             self._check_geo(index, admitted.statement.corrected, v.geo)
+        self._follow_finding(admitted, index, envelope)
         link = link_of(admitted.statement, index) if admitted.kind in ABOUT else None
         if link is not None:
             self.links.setdefault(link.target, []).append(link)
@@ -127,6 +134,29 @@ class Replay:
                     self.incidents[link.target], retracted_at=index
                 )
         rules.advance(self.trust, admitted, index)
+
+    def _follow_finding(
+        self, admitted: rules.Admitted, index: int, envelope: dsse.Envelope
+    ) -> None:
+        assert self.trust is not None
+        s = admitted.statement
+        if isinstance(s, pb.FindingDraft):
+            digest = hashlib.sha256(envelope.payload).hexdigest()
+            self.findings[index] = findings.from_draft(index, digest, s)
+            for i in s.incident_indexes:
+                self.links.setdefault(i, []).append(Link(i, index, FINDING, s.outcome))
+        elif isinstance(s, pb.Dissent):
+            info = findings.dissent(self.findings[s.finding_index], index, s.party)
+            self.findings[info.index] = info
+            for i in info.incidents:
+                self.links.setdefault(i, []).append(Link(i, index, DISSENT))
+        elif isinstance(s, pb.Attestation):
+            before = self.findings[s.finding_index]
+            info = findings.attest(before, index, s.party, admitted.signers, self.trust)
+            self.findings[info.index] = info
+            if info.attested_at == index:
+                for i in info.incidents:
+                    self.links.setdefault(i, []).append(Link(i, index, JOINT_FINDING, info.outcome))
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
         digest = hashlib.sha256(raw).hexdigest()

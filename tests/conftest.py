@@ -97,6 +97,10 @@ class Parties:
             log_public_key=keys.public_bytes(self.log),
             border_dataset_sha256=borders.sha256,
             border_dataset_files=dataset_files(borders),
+            finding_policies=[
+                pb.NamedPolicy(name="joint", expression="AND(ARM.authority, AZE.authority)"),
+                pb.NamedPolicy(name="arm-only", expression="ARM.authority"),
+            ],
             parties=[
                 pb.Party(
                     code="ARM",

@@ -43,6 +43,14 @@ class _IncidentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Incide
     """Another party acknowledged it."""
     INCIDENT_STATUS_RETRACTED: _IncidentStatus.ValueType  # 4
     """The reporting party withdrew it."""
+    INCIDENT_STATUS_UNDER_INVESTIGATION: _IncidentStatus.ValueType  # 5
+    """A finding about it is drafted, not yet jointly attested."""
+    INCIDENT_STATUS_JOINTLY_CONFIRMED: _IncidentStatus.ValueType  # 6
+    """A jointly attested finding confirmed it."""
+    INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED: _IncidentStatus.ValueType  # 7
+    """A jointly attested finding did not confirm it."""
+    INCIDENT_STATUS_INCONCLUSIVE: _IncidentStatus.ValueType  # 8
+    """A jointly attested finding could not decide."""
 
 class IncidentStatus(_IncidentStatus, metaclass=_IncidentStatusEnumTypeWrapper):
     """What the ledger alone says of an incident, from the entries linked to it."""
@@ -56,6 +64,14 @@ INCIDENT_STATUS_ACKNOWLEDGED: IncidentStatus.ValueType  # 3
 """Another party acknowledged it."""
 INCIDENT_STATUS_RETRACTED: IncidentStatus.ValueType  # 4
 """The reporting party withdrew it."""
+INCIDENT_STATUS_UNDER_INVESTIGATION: IncidentStatus.ValueType  # 5
+"""A finding about it is drafted, not yet jointly attested."""
+INCIDENT_STATUS_JOINTLY_CONFIRMED: IncidentStatus.ValueType  # 6
+"""A jointly attested finding confirmed it."""
+INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED: IncidentStatus.ValueType  # 7
+"""A jointly attested finding did not confirm it."""
+INCIDENT_STATUS_INCONCLUSIVE: IncidentStatus.ValueType  # 8
+"""A jointly attested finding could not decide."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
 
 @_typing.final
@@ -89,8 +105,9 @@ class DossierEntry(_message.Message):
     entry: _builtins.bytes
     """The serialized LogEntry, verbatim."""
     relation: _builtins.str
-    """How it relates: "report", "amendment", "retraction", "counter_claim",
-    "likely_duplicate" (a later report flagged as likely the same event).
+    """How it relates: "report", "amendment", "retraction", "counter_claim", "evidence",
+    "likely_duplicate" (a later report flagged as likely the same event), "finding",
+    "attestation", "dissent", "joint_finding" (the attestation that met the policy).
     """
     def __init__(
         self,

@@ -298,6 +298,26 @@ BLOB_KIND_SEALED: BlobKind.ValueType  # 3
 """A SealedBlob is stored: only the named keys' holders can open it."""
 Global___BlobKind: _TypeAlias = BlobKind  # noqa: Y015
 
+class _FindingOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FindingOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FindingOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINDING_OUTCOME_UNSPECIFIED: _FindingOutcome.ValueType  # 0
+    FINDING_OUTCOME_CONFIRMED: _FindingOutcome.ValueType  # 1
+    FINDING_OUTCOME_NOT_CONFIRMED: _FindingOutcome.ValueType  # 2
+    FINDING_OUTCOME_INCONCLUSIVE: _FindingOutcome.ValueType  # 3
+
+class FindingOutcome(_FindingOutcome, metaclass=_FindingOutcomeEnumTypeWrapper):
+    """What a joint investigation found about the incidents it looked at."""
+
+FINDING_OUTCOME_UNSPECIFIED: FindingOutcome.ValueType  # 0
+FINDING_OUTCOME_CONFIRMED: FindingOutcome.ValueType  # 1
+FINDING_OUTCOME_NOT_CONFIRMED: FindingOutcome.ValueType  # 2
+FINDING_OUTCOME_INCONCLUSIVE: FindingOutcome.ValueType  # 3
+Global___FindingOutcome: _TypeAlias = FindingOutcome  # noqa: Y015
+
 @_typing.final
 class PartyKey(_message.Message):
     """One Ed25519 key of a party. Its key id (the DSSE keyid) is the lowercase hex
@@ -1216,3 +1236,132 @@ class SealedBlob(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SealedBlob: _TypeAlias = SealedBlob  # noqa: Y015
+
+@_typing.final
+class FindingDraft(_message.Message):
+    """The draft of a finding. It counts as jointly attested once attestations over the exact
+    digest of this draft (SHA-256 of its payload bytes) meet the named policy of the trust
+    root, e.g. AND(ARM.authority, AZE.authority). A dissent is recorded beside it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    INCIDENT_INDEXES_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    REASONING_LANGUAGE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    """The drafting party (its investigators, authorities or observers sign)."""
+    policy: _builtins.str
+    """The name of a finding policy in the trust root."""
+    outcome: Global___FindingOutcome.ValueType
+    attribution: _builtins.str
+    """The party held responsible, if the finding attributes it; empty otherwise."""
+    reasoning: _builtins.str
+    reasoning_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def incident_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The incident reports it is about (log indexes)."""
+
+    @_builtins.property
+    def evidence_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256 of the evidence considered."""
+
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        incident_indexes: _abc.Iterable[_builtins.int] | None = ...,
+        policy: _builtins.str = ...,
+        outcome: Global___FindingOutcome.ValueType = ...,
+        attribution: _builtins.str = ...,
+        reasoning: _builtins.str = ...,
+        reasoning_language: _builtins.str = ...,
+        evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "created_time", b"created_time", "evidence_sha256", b"evidence_sha256", "incident_indexes", b"incident_indexes", "outcome", b"outcome", "party", b"party", "policy", b"policy", "reasoning", b"reasoning", "reasoning_language", b"reasoning_language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindingDraft: _TypeAlias = FindingDraft  # noqa: Y015
+
+@_typing.final
+class Attestation(_message.Message):
+    """A party's attestation of a finding draft, by its exact digest; signed by that party's
+    authority keys (or observers, where the policy names PARTY.observer).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDING_INDEX_FIELD_NUMBER: _builtins.int
+    DRAFT_SHA256_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    finding_index: _builtins.int
+    draft_sha256: _builtins.str
+    """SHA-256 (lowercase hex) of the draft's payload bytes: what exactly is attested."""
+    party: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        finding_index: _builtins.int = ...,
+        draft_sha256: _builtins.str = ...,
+        party: _builtins.str = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "draft_sha256", b"draft_sha256", "finding_index", b"finding_index", "party", b"party"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attestation: _TypeAlias = Attestation  # noqa: Y015
+
+@_typing.final
+class Dissent(_message.Message):
+    """A party's dissent from a finding draft; shown beside the finding, never hiding it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDING_INDEX_FIELD_NUMBER: _builtins.int
+    DRAFT_SHA256_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    REASONS_LANGUAGE_FIELD_NUMBER: _builtins.int
+    finding_index: _builtins.int
+    draft_sha256: _builtins.str
+    party: _builtins.str
+    reasons: _builtins.str
+    reasons_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        finding_index: _builtins.int = ...,
+        draft_sha256: _builtins.str = ...,
+        party: _builtins.str = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        reasons: _builtins.str = ...,
+        reasons_language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "draft_sha256", b"draft_sha256", "finding_index", b"finding_index", "party", b"party", "reasons", b"reasons", "reasons_language", b"reasons_language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dissent: _TypeAlias = Dissent  # noqa: Y015
