@@ -136,6 +136,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.set_defaults(func=cmd_answer)
 
     add_evidence_parsers(sub, server_opt)
+    add_finding_parsers(sub, server_opt)
 
     sp = sub.add_parser("dossier", help="one incident, every entry linked to it, its status")
     sp.add_argument("index", type=int)
@@ -242,3 +243,81 @@ def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
     sp.add_argument("--out", type=Path, required=True)
     server_opt(sp)
     sp.set_defaults(func=cmd_evidence_open)
+
+
+def cmd_finding_draft(args: argparse.Namespace) -> int:
+    draft = pb.FindingDraft(
+        created_time=to_timestamp(now_us()),
+        party=args.party,
+        incident_indexes=args.incident,
+        policy=args.policy,
+        outcome=pb.FindingOutcome.Value("FINDING_OUTCOME_" + args.outcome.upper()),
+        attribution=args.attribution or "",
+        reasoning=args.reasoning or "",
+        reasoning_language=args.language if args.reasoning else "",
+        evidence_sha256=args.evidence or [],
+    )
+    args.index = ",".join(str(i) for i in args.incident)
+    return _send(args, statements.FINDING, draft)
+
+
+def _draft_of(client: LedgerClient, index: int) -> tuple[pb.FindingDraft, str]:
+    envelope = dsse.Envelope.from_json(parse_entry(client.entry(index).entry).envelope)
+    draft = statements.decode(envelope.payload_type, envelope.payload)
+    if not isinstance(draft, pb.FindingDraft):
+        raise ValueError(f"entry {index} is not a finding draft")
+    return draft, hashlib.sha256(envelope.payload).hexdigest()
+
+
+def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
+    with LedgerClient(args.server) as client:
+        draft, digest = _draft_of(client, args.index)
+    # Show exactly what is signed: the draft as logged, and its digest.
+    outcome = pb.FindingOutcome.Name(draft.outcome).removeprefix("FINDING_OUTCOME_").lower()
+    print(
+        f"finding {args.index} ({digest}): {outcome} on incidents "
+        f"{list(draft.incident_indexes)}, policy {draft.policy!r}\n  {draft.reasoning}",
+        file=sys.stderr,
+    )
+    common = {
+        "finding_index": args.index,
+        "draft_sha256": digest,
+        "party": args.party,
+        "created_time": to_timestamp(now_us()),
+    }
+    if args.command == "attest":
+        return _send(args, statements.ATTESTATION, pb.Attestation(**common))
+    dissent = pb.Dissent(
+        **common, reasons=args.reasons or "", reasons_language=args.language if args.reasons else ""
+    )
+    return _send(args, statements.DISSENT, dissent)
+
+
+def add_finding_parsers(sub: Any, server_opt: Any) -> None:
+    fp = sub.add_parser("finding", help="draft a finding of a joint investigation")
+    fs = fp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = fs.add_parser("draft", help="draft a finding about incidents, under a trust-root policy")
+    sp.add_argument("--incident", type=int, action="append", required=True)
+    sp.add_argument("--party", required=True, help="the drafting party")
+    sp.add_argument("--policy", required=True, help="a finding policy named in the trust root")
+    sp.add_argument(
+        "--outcome", required=True, choices=["confirmed", "not_confirmed", "inconclusive"]
+    )
+    sp.add_argument("--attribution", help="the party held responsible, if any")
+    sp.add_argument("--reasoning")
+    sp.add_argument("--language", default="en")
+    sp.add_argument("--evidence", action="append", help="SHA-256 of evidence considered")
+    sp.add_argument("--key", type=Path, action="append", required=True)
+    server_opt(sp)
+    sp.set_defaults(func=cmd_finding_draft)
+    for name, help in (("attest", "attest a finding draft, by its exact digest"),
+                       ("dissent", "dissent from a finding draft")):  # fmt: skip
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("index", type=int, help="the finding draft's log index")
+        sp.add_argument("--party", required=True)
+        if name == "dissent":
+            sp.add_argument("--reasons")
+            sp.add_argument("--language", default="en")
+        sp.add_argument("--key", type=Path, action="append", required=True)
+        server_opt(sp)
+        sp.set_defaults(func=cmd_attest_or_dissent)

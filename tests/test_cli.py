@@ -388,3 +388,27 @@ def test_an_incident_answered_amended_and_retracted(initialised: tuple[Path, Ser
     assert "incident 1: retracted" in ceasefire("dossier", "1", *s, cwd=wd).stdout
     out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
     assert out["ok"] and out["tree_size"] == 6
+
+
+def test_a_finding_drafted_and_jointly_attested(initialised: tuple[Path, Server, str]) -> None:
+    wd, server, digest = initialised
+    s = ("--server", server.address)
+    ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
+    drafted = ceasefire(
+        "finding", "draft", *s, "--incident", "1", "--party", "ARM", "--policy", "joint",
+        "--outcome", "confirmed", "--attribution", "AZE", "--reasoning", "Both logs agree.",
+        "--key", "keys/arm-authority-1.key", cwd=wd,
+    )  # fmt: skip
+    assert "entry 2: FindingDraft" in drafted.stdout
+    arm = ceasefire(
+        "attest", "2", *s, "--party", "ARM", "--key", "keys/arm-authority-1.key",
+        "--key", "keys/arm-authority-2.key", cwd=wd,
+    )  # fmt: skip
+    assert "Both logs agree." in arm.stderr  # shown before signing
+    assert "under_investigation" in ceasefire("dossier", "1", *s, "--json", cwd=wd).stdout
+    ceasefire("attest", "2", *s, "--party", "AZE", "--key", "keys/aze-authority-1.key", cwd=wd)
+    shown = json.loads(ceasefire("dossier", "1", *s, "--json", cwd=wd).stdout)
+    assert shown["status"] == "jointly_confirmed"
+    assert [e["relation"] for e in shown["entries"]] == ["report", "finding", "joint_finding"]
+    out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
+    assert out["ok"] and out["tree_size"] == 5
