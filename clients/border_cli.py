@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 
 from clients import envelope_files, keys_cli, reports
-from clients.client import LedgerClient, describe_error
+from clients.client import LedgerClient
 from clients.describe import describe_entry
 from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
@@ -48,11 +47,7 @@ def send(client: LedgerClient, envelope: dsse.Envelope, folder: Path) -> int:
     reg = statements.decode(envelope.payload_type, envelope.payload)
     assert isinstance(reg, pb.BorderDatasetRegistration)
     files = {f.name: (folder / f.name).read_bytes() for f in reg.files}
-    try:
-        r = client.submit_with_blobs(envelope.to_json(), files)
-    except grpc.RpcError as e:
-        print(f"refused: {describe_error(e)}", file=sys.stderr)
-        return 1
+    r = client.submit_with_blobs(envelope.to_json(), files)
     print(f"entry {r.receipt.index}: data set {reg.dataset_sha256} in force from here on")
     return 0
 

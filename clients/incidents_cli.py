@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from clients import keys_cli, reports
-from clients.client import LedgerClient, describe_error
+from clients.client import LedgerClient
 from clients.describe import describe_entry
 from ledger import dsse, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
@@ -28,11 +27,7 @@ def _send(args: argparse.Namespace, kind: str, statement: Message) -> int:
         kind, statement.SerializeToString(), [keys.read_private(k) for k in args.key]
     )
     with LedgerClient(args.server) as client:
-        try:
-            r = client.submit(envelope.to_json())
-        except grpc.RpcError as e:
-            print(f"refused: {describe_error(e)}", file=sys.stderr)
-            return 1
+        r = client.submit(envelope.to_json())
     name = kind.removeprefix("application/vnd.ceasefire.v1.").split("+")[0]
     print(f"entry {r.receipt.index}: {name} about entry {args.index}")
     return 0
@@ -185,11 +180,7 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
             record.SerializeToString(),
             [keys.read_private(k) for k in args.key],
         )
-        try:
-            r = client.submit_with_blobs(envelope.to_json(), files)
-        except grpc.RpcError as e:
-            print(f"refused: {describe_error(e)}", file=sys.stderr)
-            return 1
+        r = client.submit_with_blobs(envelope.to_json(), files)
     print(f"entry {r.receipt.index}: evidence {record.sha256} ({args.blob})")
     return 0
 
