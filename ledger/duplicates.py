@@ -1,14 +1,17 @@
 """Likely duplicates: reports close in time and place, or naming the same evidence.
 
 They are flagged on the later entry and linked to the earlier ones, never merged: two
-parties' accounts of one event both stay on the record. Pure and deterministic, so the
-server (at the entry's index) and the verifier (replaying it) flag the same entries.
+parties' accounts of one event both stay on the record. At most the MAX_LINKED most recent
+matches are linked, so a flood of reports about one place cannot grow entries or cost
+quadratic time. Pure and deterministic: the server (at the entry's index) and the verifier
+(replaying it) flag the same entries, each feeding candidates newest first.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable
+import heapq
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ceasefire.v1 import log_pb2
@@ -21,6 +24,9 @@ from ledger.geofacts import anchor
 # Time windows closer than this, and places closer than this, count as the same event.
 TIME_SLACK_US = 3600 * 1_000_000
 DISTANCE_M = 2_000.0
+MAX_LINKED = 16
+# Grid cells for finding places near each other; a 2 km circle spans at most 3 x 3 cells.
+CELL_DEG = 0.05
 _GEOD = Geod(ellps="WGS84")
 
 
@@ -38,43 +44,68 @@ def overlaps(a: Sighting, b: Sighting) -> bool:
     return a.start_us - TIME_SLACK_US <= b.end_us and b.start_us - TIME_SLACK_US <= a.end_us
 
 
-def likely_duplicates(new: Sighting, earlier: Iterable[Sighting]) -> list[tuple[int, list[str]]]:
-    """(index, reasons) for each earlier sighting the new one likely repeats, by index."""
-    found = []
-    for old in sorted(earlier, key=lambda s: s.index):
-        reasons = []
-        if overlaps(new, old):
+def box(s: Sighting) -> tuple[float, float, float, float]:
+    """(min lat, max lat, min lon, max lon) holding every place within DISTANCE_M."""
+    dlat = DISTANCE_M / 110_000 * 1.05
+    dlon = min(dlat / max(math.cos(math.radians(s.latitude)), 0.01), 1.0)
+    return s.latitude - dlat, s.latitude + dlat, s.longitude - dlon, s.longitude + dlon
+
+
+def match(new: Sighting, old: Sighting) -> list[str]:
+    reasons = []
+    if overlaps(new, old):
+        lat0, lat1, lon0, lon1 = box(new)
+        if lat0 <= old.latitude <= lat1 and lon0 <= old.longitude <= lon1:
             _, _, metres = _GEOD.inv(new.longitude, new.latitude, old.longitude, old.latitude)
             if metres <= DISTANCE_M:
                 reasons.append("time and place")
-        if new.evidence & old.evidence:
-            reasons.append("evidence")
+    if new.evidence & old.evidence:
+        reasons.append("evidence")
+    return reasons
+
+
+def likely_duplicates(
+    new: Sighting, newest_first: Iterable[Sighting]
+) -> list[tuple[int, list[str]]]:
+    """(index, reasons) of the MAX_LINKED most recent earlier sightings the new one likely
+    repeats, in index order. Candidates must come newest first and include every match."""
+    found: list[tuple[int, list[str]]] = []
+    for old in newest_first:
+        reasons = match(new, old)
         if reasons:
             found.append((old.index, reasons))
-    return found
+            if len(found) == MAX_LINKED:
+                break
+    return sorted(found)
+
+
+def _cell(latitude: float, longitude: float) -> tuple[int, int]:
+    return math.floor(latitude / CELL_DEG), math.floor(longitude / CELL_DEG)
 
 
 class SightingIndex:
-    """Earlier sightings, found by time (sorted by window end) and by evidence, so that an
-    audit of n reports costs about n log n, not n squared."""
+    """Earlier sightings by place (grid cells) and by evidence, for the verifier: candidates
+    come newest first, so an audit stops after the few most recent matches."""
 
     def __init__(self) -> None:
-        self._by_end: list[tuple[int, int]] = []  # (end_us, index)
-        self._all: dict[int, Sighting] = {}
-        self._by_evidence: dict[str, list[int]] = {}
+        self._cells: dict[tuple[int, int], list[Sighting]] = {}
+        self._by_evidence: dict[str, list[Sighting]] = {}
 
     def add(self, s: Sighting) -> None:
-        bisect.insort(self._by_end, (s.end_us, s.index))
-        self._all[s.index] = s
+        self._cells.setdefault(_cell(s.latitude, s.longitude), []).append(s)
         for digest in s.evidence:
-            self._by_evidence.setdefault(digest, []).append(s.index)
+            self._by_evidence.setdefault(digest, []).append(s)
 
-    def candidates(self, new: Sighting) -> list[Sighting]:
-        start = bisect.bisect_left(self._by_end, (new.start_us - TIME_SLACK_US, -1))
-        found = {i for _, i in self._by_end[start:]}
-        for digest in new.evidence:
-            found.update(self._by_evidence.get(digest, ()))
-        return [self._all[i] for i in found]
+    def candidates(self, new: Sighting) -> Iterator[Sighting]:
+        lat0, lat1, lon0, lon1 = box(new)
+        (i0, j0), (i1, j1) = _cell(lat0, lon0), _cell(lat1, lon1)
+        lists = [self._cells.get((i, j), []) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1)]
+        lists += [self._by_evidence.get(d, []) for d in sorted(new.evidence)]
+        seen: set[int] = set()
+        for s in heapq.merge(*(reversed(x) for x in lists), key=lambda s: -s.index):
+            if s.index not in seen:
+                seen.add(s.index)
+                yield s
 
 
 def sighting(index: int, report: pb.IncidentReport) -> Sighting:

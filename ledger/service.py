@@ -413,20 +413,23 @@ class Ledger:
                 info = findings.attest(info, link.index, said.party, signers, state)
         return info
 
-    def _candidates(self, new: duplicates.Sighting) -> list[duplicates.Sighting]:
-        """Committed incidents near the new one in time, or sharing evidence, and those
-        already taken into this batch."""
-        rows = self.store.sightings_near(
-            new.start_us, new.end_us, sorted(new.evidence), duplicates.TIME_SLACK_US
-        )
-        committed = [
-            duplicates.Sighting(
+    def _candidates(self, new: duplicates.Sighting) -> Iterator[duplicates.Sighting]:
+        """Earlier incidents near the new one, newest first: those taken into this batch,
+        then committed ones."""
+        yield from reversed(self._batch_sightings)
+        first = self._batch_sightings[0].index if self._batch_sightings else new.index
+        slack = duplicates.TIME_SLACK_US
+        for r, idx in self.store.sightings_near(
+            first,
+            new.start_us - slack,
+            new.end_us + slack,
+            duplicates.box(new),
+            sorted(new.evidence),
+        ):
+            yield duplicates.Sighting(
                 idx, r.window_start_us, r.window_end_us, r.latitude, r.longitude,
                 frozenset(r.evidence),
-            )
-            for r, idx in rows
-        ]  # fmt: skip
-        return committed + self._batch_sightings
+            )  # fmt: skip
 
     def submit(self, envelope_bytes: bytes, files: Mapping[str, bytes] | None = None) -> Accepted:
         """Verify, validate and append one envelope (with the files it names, if any);

@@ -456,34 +456,54 @@ class LedgerStore:
         return IncidentInfo(index, party, retracted)
 
     def sightings_near(
-        self, start_us: int, end_us: int, evidence: Sequence[str], slack_us: int
-    ) -> list[tuple[IncidentRow, int]]:
-        """Incidents whose window comes within `slack_us` of [start, end], or that name any
-        of `evidence`: the candidates for likely duplicates."""
-        with self.engine.connect() as conn:
-            near = select(incidents.c.idx).where(
-                incidents.c.window_end_us >= start_us - slack_us,
-                incidents.c.window_start_us <= end_us + slack_us,
-            )
-            shared = select(evidence_refs.c.idx).where(evidence_refs.c.sha256.in_(list(evidence)))
-            rows = conn.execute(
-                select(incidents).where(incidents.c.idx.in_(near.union(shared)))
-            ).all()
-            refs: dict[int, list[str]] = {}
-            for ref in conn.execute(
-                select(evidence_refs).where(evidence_refs.c.idx.in_([r.idx for r in rows]))
-            ):
-                refs.setdefault(ref.idx, []).append(ref.sha256)
-        return [
-            (
-                IncidentRow(
-                    r.party, r.category, r.window_start_us, r.window_end_us, r.latitude,
-                    r.longitude, r.territory, tuple(sorted(refs.get(r.idx, []))),
-                ),
-                r.idx,
-            )
-            for r in rows
-        ]  # fmt: skip
+        self,
+        before: int,
+        start_us: int,
+        end_us: int,
+        box: tuple[float, float, float, float],
+        evidence: Sequence[str],
+        *,
+        page: int = 64,
+    ) -> Iterator[tuple[IncidentRow, int]]:
+        """Incidents before index `before`, newest first, whose window comes within the
+        given times and whose place lies in `box` (min lat, max lat, min lon, max lon), or
+        that name any of `evidence`: the candidates for likely duplicates, read a page at a
+        time so that a caller who has found enough stops early."""
+        lat0, lat1, lon0, lon1 = box
+        cursor = before
+        while True:
+            with self.engine.connect() as conn:
+                near = (
+                    (incidents.c.window_end_us >= start_us)
+                    & (incidents.c.window_start_us <= end_us)
+                    & incidents.c.latitude.between(lat0, lat1)
+                    & incidents.c.longitude.between(lon0, lon1)
+                )
+                shared = select(evidence_refs.c.idx).where(
+                    evidence_refs.c.sha256.in_(list(evidence))
+                )
+                rows = conn.execute(
+                    select(incidents)
+                    .where(incidents.c.idx < cursor, near | incidents.c.idx.in_(shared))
+                    .order_by(incidents.c.idx.desc())
+                    .limit(page)
+                ).all()
+                refs: dict[int, list[str]] = {}
+                for ref in conn.execute(
+                    select(evidence_refs).where(evidence_refs.c.idx.in_([r.idx for r in rows]))
+                ):
+                    refs.setdefault(ref.idx, []).append(ref.sha256)
+            for r in rows:
+                yield (
+                    IncidentRow(
+                        r.party, r.category, r.window_start_us, r.window_end_us, r.latitude,
+                        r.longitude, r.territory, tuple(sorted(refs.get(r.idx, []))),
+                    ),
+                    r.idx,
+                )  # fmt: skip
+            if len(rows) < page:
+                return
+            cursor = rows[-1].idx
 
     def timeline(
         self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int

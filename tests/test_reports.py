@@ -12,6 +12,7 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from clients.cli import main
 from clients.client import field_violations
+from ledger.duplicates import MAX_LINKED
 from ledger.log_entry import parse_entry
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
@@ -98,3 +99,17 @@ def test_report_fields_are_checked(running: RunningLedger, mutate: object, field
     assert isinstance(info.value, grpc.Call)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(info.value) == [field]
+
+
+def test_a_flood_of_reports_links_only_the_most_recent(running: RunningLedger) -> None:
+    """Twenty reports of one place and hour: each links at most the 16 most recent."""
+    p = running.parties
+    indexes = [
+        running.client.submit(
+            signed(full_report("ARM", 41.0100, 45.3900), p.arm_monitor)
+        ).receipt.index
+        for _ in range(MAX_LINKED + 4)
+    ]
+    last = duplicates_of(running, indexes[-1])
+    assert [i for i, _ in last] == indexes[-1 - MAX_LINKED : -1]
+    assert main(["verify", "--server", running.address]) == 0
