@@ -21,9 +21,8 @@ from ledger.trust import KeyInfo, TrustState
 
 @dataclass(frozen=True)
 class Rule:
-    # The party the statement speaks for, and the field that names it ("" when the
-    # statement speaks for the ledger as a whole).
-    speaks_for: Callable[[Message], str]
+    # The field naming the party the statement speaks for ("" when it speaks for the ledger
+    # as a whole), e.g. "reporting_party" or "party.code".
     party_field: str
     # Roles a signer of that party may have; None: any party's keys may sign (consent).
     roles: frozenset[int] | None
@@ -32,71 +31,36 @@ class Rule:
     # A policy over all signers that must be met (e.g. the admission consent).
     consent: Callable[[TrustState], policy.Policy] | None = None
 
+    def speaks_for(self, statement: Message) -> str:
+        value: object = statement
+        for name in self.party_field.split(".") if self.party_field else ():
+            value = getattr(value, name)
+        return str(value) if self.party_field else ""
+
+
+REPORTERS = frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER})
+AUTHORS = frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY})
+AUTHORITIES = frozenset({pb.ROLE_AUTHORITY})
+ATTESTERS = frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER})
 
 RULES: dict[str, Rule] = {
-    statements.INCIDENT_REPORT: Rule(
-        speaks_for=lambda m: m.reporting_party,  # type: ignore[attr-defined]
-        party_field="reporting_party",
-        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER}),
-    ),
-    statements.KEY_CHANGE: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_AUTHORITY}),
-        authority_threshold=True,
-    ),
+    statements.INCIDENT_REPORT: Rule("reporting_party", REPORTERS),
+    statements.KEY_CHANGE: Rule("party", AUTHORITIES, authority_threshold=True),
     statements.PARTY_ADMISSION: Rule(
-        speaks_for=lambda m: m.party.code,  # type: ignore[attr-defined]
-        party_field="party.code",
-        roles=None,
-        authority_threshold=True,
-        consent=lambda state: state.admission_policy,
+        "party.code", None, authority_threshold=True, consent=lambda s: s.admission_policy
     ),
     # Only the reporting party amends or retracts its report (checked against the report
     # itself in rules.admit); the other parties' authorities answer it.
-    statements.AMENDMENT: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
-    ),
-    statements.RETRACTION: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
-    ),
-    statements.COUNTER_CLAIM: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_AUTHORITY}),
-    ),
-    statements.EVIDENCE: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY}),
-    ),
+    statements.AMENDMENT: Rule("party", AUTHORS),
+    statements.RETRACTION: Rule("party", AUTHORS),
+    statements.COUNTER_CLAIM: Rule("party", AUTHORITIES),
+    statements.EVIDENCE: Rule("party", AUTHORS),
     # Findings: drafted by a party's investigators, authorities or observers; attested or
     # dissented by the parties the finding's policy names (checked in rules.admit).
-    statements.FINDING: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_INVESTIGATOR, pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
-    ),
-    statements.ATTESTATION: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
-    ),
-    statements.DISSENT: Rule(
-        speaks_for=lambda m: m.party,  # type: ignore[attr-defined]
-        party_field="party",
-        roles=frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER}),
-    ),
-    statements.BORDER_DATASET: Rule(
-        speaks_for=lambda m: "",
-        party_field="",
-        roles=None,
-        consent=lambda state: state.border_policy,
-    ),
+    statements.FINDING: Rule("party", ATTESTERS | {pb.ROLE_INVESTIGATOR}),
+    statements.ATTESTATION: Rule("party", ATTESTERS),
+    statements.DISSENT: Rule("party", ATTESTERS),
+    statements.BORDER_DATASET: Rule("", None, consent=lambda s: s.border_policy),
 }
 
 
