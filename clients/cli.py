@@ -550,10 +550,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True)
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
 
-    keys_cli.add_parsers(sub, server_opt, json_opt)
-    border_cli.add_parsers(sub, server_opt, json_opt)
-    incidents_cli.add_parsers(sub, server_opt, json_opt)
-
     sp = add("serve", cmd_serve, "run the gRPC service")
     sp.add_argument(
         "--data-dir", type=Path, default=Path("var/ledger"), help="default home of --db, --log-key"
@@ -641,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="border data sets to recompute geo facts with",
     )
     json_opt(sp)
+
+    keys_cli.add_parsers(sub, server_opt, json_opt)
+    border_cli.add_parsers(sub, server_opt, json_opt)
+    incidents_cli.add_parsers(sub, server_opt, json_opt)
 
     sp = add(
         "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"
