@@ -15,8 +15,6 @@ from typing import Any
 
 import grpc
 from ceasefire.v1 import statements_pb2 as pb
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from clients import (
@@ -56,10 +54,6 @@ def _server(args: argparse.Namespace) -> LedgerClient:
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _message_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 # -- keys, init, serve -------------------------------------------------------------------

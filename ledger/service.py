@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,8 +47,6 @@ from ledger.storage import (
     StoredEntry,
 )
 from ledger.trust import TrustState
-
-log = logging.getLogger(__name__)
 
 # A leaf is at most 65,535 bytes (the tlog-tiles limit). The entry's own fields and the
 # validation facts (at most 16 signer ids and the geo facts) take under 2 KiB, so an

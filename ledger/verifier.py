@@ -121,8 +121,8 @@ class Replay:
                 )
             self.sightings.add(new)
             self.incidents[index] = IncidentInfo(index, admitted.party)
-            for target, _ in expected_pairs(v):
-                self.links.setdefault(target, []).append(Link(target, index, LIKELY_DUPLICATE))
+            for d in expected:
+                self.links.setdefault(d.index, []).append(Link(d.index, index, LIKELY_DUPLICATE))
         elif isinstance(admitted.statement, pb.IncidentAmendment):
             self._check_geo(index, admitted.statement.corrected, v.geo)
         self._follow_finding(admitted, index, envelope)
@@ -198,10 +198,6 @@ class Replay:
 
 
 ABOUT = statements.ABOUT_INCIDENT
-
-
-def expected_pairs(v: log_pb2.Validation) -> list[tuple[int, list[str]]]:
-    return [(d.index, list(d.reasons)) for d in v.likely_duplicates]
 
 
 def replay(

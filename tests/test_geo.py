@@ -26,6 +26,7 @@ from geo.borders import (
     PointFacts,
     load_default,
 )
+from tests.geo_reference import raw_border, raw_territories
 
 GEOD = Geod(ellps="WGS84")
 TERRITORIES_SHA256 = "36bce0ac3074e4e3c4488cf82c7077b7bea633e41d22dba724a6a6cde0cfe82f"
@@ -36,19 +37,6 @@ DATASET_SHA256 = "cf3d212cba8ecd4e91e1c58eec3f726114cbb469d4278b0a0424bc9096f4fe
 # sampling the edges next to the closest vertices every ~10 cm (see brute_distance_m).
 DENSIFY_DEG = 0.0001
 FINE_SAMPLES = 101
-
-
-@functools.cache
-def raw_territories() -> dict[str, Any]:
-    """Unprepared polygons straight from the file, independent of the module under test."""
-    frame = gpd.read_file(DEFAULT_DATASET_DIR / "territories.geojson")
-    return {str(p): g for p, g in zip(frame["party"], frame.geometry, strict=True)}
-
-
-@functools.cache
-def raw_border() -> dict[str, Any]:
-    frame = gpd.read_file(DEFAULT_DATASET_DIR / "border.geojson")
-    return {str(s): g for s, g in zip(frame["segment"], frame.geometry, strict=True)}
 
 
 @functools.cache
@@ -282,8 +270,6 @@ def test_property_matches_brute_force(point: tuple[float, float]) -> None:
 def test_other_formats_geopandas_reads(ds: BorderDataset, tmp_path: Path, fmt: str) -> None:
     """GeoPackage, zipped Shapefile and FlatGeobuf copies give the same facts."""
     import zipfile
-
-    import geopandas as gpd
 
     for stem in ("territories", "border"):
         frame = gpd.read_file(DEFAULT_DATASET_DIR / f"{stem}.geojson")

@@ -6,7 +6,6 @@ import functools
 import math
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from pyproj import Geod, Transformer
 
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, GeoError, load_default
+from geo.borders import BorderDataset, GeoError, load_default
 from geo.validate import (
     OUTSIDE,
     AreaFacts,
@@ -24,6 +23,7 @@ from geo.validate import (
     point_facts,
     polygon_facts,
 )
+from tests.geo_reference import raw_border, raw_territories
 
 GEOD = Geod(ellps="WGS84")
 YEREVAN = (40.1811, 44.5136)
@@ -33,19 +33,6 @@ TBILISI = (41.7151, 44.8271)
 GAZAKH = (41.0933, 45.3661)
 BERD = (40.8811, 45.3875)
 NEAR_BERD = (40.92, 45.44)  # ARM, about 3 km west of the line
-
-
-@functools.cache
-def raw_territories() -> dict[str, Any]:
-    """Unprepared polygons straight from the file, independent of the module under test."""
-    frame = gpd.read_file(DEFAULT_DATASET_DIR / "territories.geojson")
-    return {str(p): g for p, g in zip(frame["party"], frame.geometry, strict=True)}
-
-
-@functools.cache
-def raw_border() -> dict[str, Any]:
-    frame = gpd.read_file(DEFAULT_DATASET_DIR / "border.geojson")
-    return {str(s): g for s, g in zip(frame["segment"], frame.geometry, strict=True)}
 
 
 def brute_side(lat: float, lon: float) -> str:
