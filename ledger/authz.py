@@ -42,6 +42,7 @@ REPORTERS = frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER})
 AUTHORS = frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY})
 AUTHORITIES = frozenset({pb.ROLE_AUTHORITY})
 ATTESTERS = frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER})
+INVESTIGATORS = AUTHORS | {pb.ROLE_INVESTIGATOR}
 
 RULES: dict[str, Rule] = {
     statements.INCIDENT_REPORT: Rule("reporting_party", REPORTERS),
@@ -54,12 +55,26 @@ RULES: dict[str, Rule] = {
     statements.AMENDMENT: Rule("party", AUTHORS),
     statements.RETRACTION: Rule("party", AUTHORS),
     statements.COUNTER_CLAIM: Rule("party", AUTHORITIES),
-    statements.EVIDENCE: Rule("party", AUTHORS),
-    # Findings: drafted by a party's investigators, authorities or observers; attested or
-    # dissented by the parties the finding's policy names (checked in rules.admit).
+    statements.EVIDENCE: Rule("party", INVESTIGATORS),
+    # Findings: drafted by a party's investigators, authorities or observers (in an
+    # investigation, by its members only); attested or dissented by the parties the
+    # finding's policy names (both checked in rules.admit).
     statements.FINDING: Rule("party", ATTESTERS | {pb.ROLE_INVESTIGATOR}),
     statements.ATTESTATION: Rule("party", ATTESTERS),
     statements.DISSENT: Rule("party", ATTESTERS),
+    # Investigations: requested by a party's authorities or observers, answered by each
+    # respondent's authorities; the terms are co-signed by the authority threshold of the
+    # requester and of every respondent, and visits are logged by member keys only
+    # (checked in rules.admit against the request and the terms in force).
+    statements.INVESTIGATION_REQUEST: Rule("party", ATTESTERS),
+    statements.INVESTIGATION_RESPONSE: Rule("party", AUTHORITIES),
+    statements.INVESTIGATION_TERMS: Rule("", None),
+    statements.VISIT: Rule("party", INVESTIGATORS),
+    # Prevention: notices come from a party's authorities; hotline messages and
+    # acknowledgements from its monitors, observers or authorities.
+    statements.NOTICE: Rule("party", AUTHORITIES),
+    statements.HOTLINE: Rule("party", AUTHORS),
+    statements.ACKNOWLEDGEMENT: Rule("party", AUTHORS),
     statements.BORDER_DATASET: Rule("", None, consent=lambda s: s.border_policy),
 }
 

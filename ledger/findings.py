@@ -43,27 +43,26 @@ def parties_named(info: FindingInfo, state: TrustState) -> set[str]:
     return {p.party for p in policy.principals(state.finding_policies[info.policy])}
 
 
-def met(info: FindingInfo, signers: frozenset[str], state: TrustState) -> bool:
-    keys: list[KeyInfo] = [state.keys[k] for k in signers if k in state.keys]
+def met(info: FindingInfo, state: TrustState) -> bool:
+    keys: list[KeyInfo] = [state.keys[k] for k in info.signers if k in state.keys]
     return policy.evaluate(
         state.finding_policies[info.policy], lambda p: state.principal_met(p, keys)
     )
 
 
 def attest(
-    info: FindingInfo, index: int, party: str, signers: list[KeyInfo], state: TrustState
+    info: FindingInfo,
+    index: int,
+    party: str,
+    key_ids: frozenset[str],
+    meets: Callable[[FindingInfo], bool],
 ) -> FindingInfo:
-    """The finding after an attestation at `index`."""
-    all_signers = info.signers | {k.key_id for k in signers}
-    attested_at = info.attested_at
-    if attested_at is None and met(info, all_signers, state):
-        attested_at = index
-    return replace(
-        info,
-        attested={**info.attested, party: index},
-        signers=all_signers,
-        attested_at=attested_at,
-    )
+    """The finding after an attestation at `index`; `meets` says whether the attestations
+    so far meet its policy (judged by the trust state at that index)."""
+    after = replace(info, attested={**info.attested, party: index}, signers=info.signers | key_ids)
+    if after.attested_at is None and meets(after):
+        after = replace(after, attested_at=index)
+    return after
 
 
 def dissent(info: FindingInfo, index: int, party: str) -> FindingInfo:

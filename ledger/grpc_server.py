@@ -13,11 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ledger import geofacts
-from ledger.clock import to_us
+from ledger.clock import to_timestamp, to_us
 from ledger.errors import InvalidArgument, NotFound
 from ledger.grpc_status import streaming, unary
 from ledger.service import MAX_ENVELOPE_BYTES, Ledger
 from ledger.statements import MAX_DATASET_BYTES, MAX_DATASET_FILES
+from ledger.storage import StoredEntry
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,37 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         status, entries = self.ledger.dossier(request.incident_index)
         return api.GetDossierResponse(
             status=status,
-            entries=[
-                api.DossierEntry(index=e.index, entry=e.entry, relation=relation)
-                for e, relation in entries
-            ],
+            entries=_dossier(entries),
         )
+
+    @unary
+    def GetInvestigation(
+        self, request: api.GetInvestigationRequest, context: grpc.ServicerContext
+    ) -> api.GetInvestigationResponse:
+        info, status, as_of, entries = self.ledger.investigation(request.investigation_index)
+        return api.GetInvestigationResponse(
+            status=status,
+            as_of=to_timestamp(as_of),
+            answer_by=to_timestamp(info.answer_by_us),
+            awaiting=info.awaiting,
+            terms_index=info.terms.index if info.terms else 0,
+            member_key_ids=sorted(info.terms.members) if info.terms else [],
+            entries=_dossier(entries),
+        )
+
+    @streaming
+    def ListMessages(
+        self, request: api.ListMessagesRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.ListMessagesResponse]:
+        for stored, info, replies in self.ledger.messages(
+            request.start, request.to_party, request.unacknowledged_only, request.limit
+        ):
+            yield api.ListMessagesResponse(
+                index=stored.index,
+                entry=stored.entry,
+                acknowledged_by=info.acknowledged,
+                replies=replies,
+            )
 
     @unary
     def SubmitWithBlobs(
@@ -173,6 +200,10 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             if other is not None:
                 response.revalidated.CopyFrom(other)
             yield response
+
+
+def _dossier(entries: list[tuple[StoredEntry, str]]) -> list[api.DossierEntry]:
+    return [api.DossierEntry(index=e.index, entry=e.entry, relation=r) for e, r in entries]
 
 
 def build_server(ledger: Ledger, address: str, *, max_workers: int = 16) -> tuple[grpc.Server, int]:

@@ -6,7 +6,7 @@ feed it the same facts, so they derive the same status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -23,6 +23,16 @@ FINDING = "finding"
 ATTESTATION = "attestation"
 DISSENT = "dissent"
 JOINT_FINDING = "joint_finding"
+INVESTIGATION_REQUEST = "investigation_request"
+INVESTIGATION_ACCEPTED = "investigation_accepted"
+PRECEDING_NOTICE = "preceding_notice"
+# How an entry relates to an investigation, a notice or a hotline message it names.
+REQUEST = "request"
+RESPONSE = "response"
+TERMS = "terms"
+VISIT = "visit"
+REPLY = "reply"
+ACKNOWLEDGEMENT = "acknowledgement"
 
 JOINT_STATUS = {
     pb.FINDING_OUTCOME_CONFIRMED: api.INCIDENT_STATUS_JOINTLY_CONFIRMED,
@@ -46,10 +56,6 @@ class IncidentInfo:
     retracted_at: int | None = None
 
 
-# Looks up the incident report at a log index (None: no incident report there).
-IncidentLookup = Callable[[int], IncidentInfo | None]
-
-
 @dataclass(frozen=True)
 class Link:
     """Entry `index` relates to incident `target` as `relation` (with a response kind)."""
@@ -61,9 +67,9 @@ class Link:
 
 
 def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
-    """Retracted overrides all; then the latest jointly attested finding; then a finding
-    under way; then any denial or other account disputes it; else an acknowledgement;
-    else reported. (`response` carries the outcome for finding links.)"""
+    """Retracted overrides all; then the latest jointly attested finding; then an accepted
+    investigation or a drafted finding; then any denial or other account disputes it; else
+    an acknowledgement; else reported. (`response` carries the outcome for finding links.)"""
     status = api.INCIDENT_STATUS_REPORTED
     joint: api.IncidentStatus.ValueType | None = None
     drafted = False
@@ -72,7 +78,7 @@ def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
             return api.INCIDENT_STATUS_RETRACTED
         if link.relation == JOINT_FINDING:
             joint = JOINT_STATUS.get(link.response, api.INCIDENT_STATUS_INCONCLUSIVE)  # type: ignore[call-overload]
-        if link.relation == FINDING:
+        if link.relation in (FINDING, INVESTIGATION_ACCEPTED):
             drafted = True
         if link.relation == COUNTER_CLAIM:
             if link.response in DISPUTING:
@@ -87,16 +93,12 @@ def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
     return api.INCIDENT_STATUS_UNDER_INVESTIGATION if drafted else status
 
 
-def link_of(statement: object, index: int) -> Link | None:
-    """How a statement about an incident links to it (None: evidence tied to none)."""
+def link_of(statement: object, index: int) -> Link:
+    """How an amendment, retraction or counter-claim links to its incident."""
     if isinstance(statement, pb.IncidentAmendment):
         return Link(statement.incident_index, index, AMENDMENT)
     if isinstance(statement, pb.IncidentRetraction):
         return Link(statement.incident_index, index, RETRACTION)
     if isinstance(statement, pb.CounterClaim):
         return Link(statement.incident_index, index, COUNTER_CLAIM, statement.kind)
-    if isinstance(statement, pb.EvidenceRecord):
-        if not statement.incident_index:
-            return None
-        return Link(statement.incident_index, index, EVIDENCE)
     raise TypeError(f"{type(statement).__name__} is not about an incident")

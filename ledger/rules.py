@@ -8,15 +8,19 @@ entries before it, the envelope, the index, and the log's clock at integration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from ledger import dsse, statements
 from ledger.authz import authenticate, authorize
-from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from ledger.findings import FindingLookup, parties_named
-from ledger.incidents import IncidentLookup
+from ledger.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.findings import FindingInfo, parties_named
+from ledger.incidents import IncidentInfo
+from ledger.investigations import InvestigationInfo, Terms
+from ledger.messages import MessageInfo
+from ledger.subjects import Lookup, Subject, nothing
 from ledger.trust import KeyInfo, TrustState
 
 
@@ -33,11 +37,11 @@ def admit(
     envelope: dsse.Envelope,
     index: int,
     now_us: int,
-    incidents: IncidentLookup = lambda _index: None,
-    findings: FindingLookup = lambda _index: None,
+    lookup: Lookup = nothing,
 ) -> Admitted:
     """Decide entry `index`; raise the LedgerError that refuses it. `state` is not changed.
-    `incidents` looks up the earlier incident reports that statements refer to."""
+    `lookup` gives the earlier incidents, findings, investigations and messages that
+    statements name by log index, as they stood before this entry."""
     kind = envelope.payload_type
     statement = statements.decode(kind, envelope.payload, statements.SUBMITTABLE)
     judged_on = state
@@ -52,31 +56,87 @@ def admit(
     signers = authenticate(envelope, state, index, introduced)
     statements.validate(kind, statement, state, now_us)
     party = authorize(kind, statement, signers, judged_on)
+    earlier = _Earlier(lookup, index)
     if kind in statements.ABOUT_INCIDENT:
-        _check_target(statement, index, incidents)
-    if isinstance(statement, pb.FindingDraft):
+        _check_target(statement, earlier)
+    if isinstance(statement, pb.FindingDraft | pb.InvestigationRequest):
         for i, target in enumerate(statement.incident_indexes):
-            if target >= index or incidents(target) is None:
-                raise InvalidArgument(
-                    f"entry {target} is not an incident report", field=f"incident_indexes[{i}]"
-                )
+            earlier.incident(target, f"incident_indexes[{i}]", open_only=True)
+    if isinstance(statement, pb.FindingDraft) and statement.investigation_index:
+        _check_finding_draft(statement, earlier, signers)
     if kind in statements.ABOUT_FINDING:
-        _check_finding(statement, index, findings, state)
+        _check_finding(statement, earlier, state)
+    if kind in statements.ABOUT_INVESTIGATION:
+        _check_investigation(statement, earlier, now_us, signers, state, index)
+    if isinstance(statement, pb.EvidenceRecord) and statement.investigation_index:
+        _check_evidence(statement, earlier)
+    if isinstance(statement, pb.Acknowledgement):
+        message = earlier.get(statement.entry_index)
+        if not isinstance(message, MessageInfo):
+            raise InvalidArgument(
+                f"entry {statement.entry_index} is not a notice or hotline message",
+                field="entry_index",
+            )
+        if not message.addressed_to(statement.party):
+            raise PermissionDenied(
+                f"entry {message.index} is not addressed to {statement.party}", field="party"
+            )
+        if statement.party in message.acknowledged:
+            raise InvalidArgument(
+                f"{statement.party} acknowledged it at index "
+                f"{message.acknowledged[statement.party]}",
+                field="party",
+            )
+    reply_to = statement.in_reply_to if isinstance(statement, pb.HotlineMessage) else 0
+    if reply_to and earlier.get(reply_to) is None:
+        raise InvalidArgument(
+            f"entry {reply_to} is not an incident, finding, investigation, notice or message",
+            field="in_reply_to",
+        )
     if isinstance(statement, pb.KeyChange):
         state.copy().apply_key_change(statement, index)  # refuses what cannot be applied
     return Admitted(kind, statement, party, signers)
 
 
-def _check_target(statement: Message, index: int, incidents: IncidentLookup) -> None:
+@dataclass(frozen=True)
+class _Earlier:
+    """The subjects logged before the entry being judged."""
+
+    lookup: Lookup
+    index: int
+
+    def get(self, target: int) -> Subject | None:
+        return self.lookup(target) if 0 < target < self.index else None
+
+    def incident(self, target: int, field: str, *, open_only: bool = False) -> IncidentInfo:
+        info = self.get(target)
+        if not isinstance(info, IncidentInfo):
+            raise InvalidArgument(f"entry {target} is not an incident report", field=field)
+        if open_only and info.retracted_at is not None:
+            raise InvalidArgument(
+                f"entry {target} was retracted at index {info.retracted_at}", field=field
+            )
+        return info
+
+    def investigation(
+        self, target: int, field: str = "investigation_index", *, agreed: bool = False
+    ) -> InvestigationInfo:
+        info = self.get(target)
+        if not isinstance(info, InvestigationInfo):
+            raise InvalidArgument(f"entry {target} is not an investigation request", field=field)
+        if agreed and info.terms is None:
+            raise FailedPrecondition(f"investigation {target} has no agreed terms yet", field=field)
+        return info
+
+
+def _check_target(statement: Message, earlier: _Earlier) -> None:
     target: int = statement.incident_index  # type: ignore[attr-defined]
     party: str = statement.party  # type: ignore[attr-defined]
-    if isinstance(statement, pb.EvidenceRecord) and target == 0:
-        return  # evidence not (yet) tied to an incident
-    info = incidents(target) if target < index else None
-    if info is None:
-        raise InvalidArgument(f"entry {target} is not an incident report", field="incident_index")
     if isinstance(statement, pb.EvidenceRecord):
-        return  # any party may bring evidence about any incident
+        if target:  # any party may bring evidence about any incident
+            earlier.incident(target, "incident_index")
+        return
+    info = earlier.incident(target, "incident_index")
     if isinstance(statement, pb.CounterClaim):
         if info.party == party:
             raise InvalidArgument(
@@ -94,13 +154,11 @@ def _check_target(statement: Message, index: int, incidents: IncidentLookup) -> 
         )
 
 
-def _check_finding(
-    statement: Message, index: int, findings: FindingLookup, state: TrustState
-) -> None:
+def _check_finding(statement: Message, earlier: _Earlier, state: TrustState) -> None:
     assert isinstance(statement, pb.Attestation | pb.Dissent)
     target = statement.finding_index
-    info = findings(target) if target < index else None
-    if info is None:
+    info = earlier.get(target)
+    if not isinstance(info, FindingInfo):
         raise InvalidArgument(f"entry {target} is not a finding draft", field="finding_index")
     if statement.draft_sha256 != info.draft_sha256:
         raise InvalidArgument(
@@ -118,6 +176,149 @@ def _check_finding(
         raise InvalidArgument(
             f"{statement.party} already attested or dissented at index {done}", field="party"
         )
+
+
+def _members_only(signers: list[KeyInfo], terms: Terms, what: str) -> None:
+    for i, key in enumerate(signers):
+        if key.key_id not in terms.members:
+            raise PermissionDenied(
+                f"key {key.key_id[:16]}... is not a member of the investigation (terms at "
+                f"index {terms.index}); only members {what}",
+                field=f"signatures[{i}].keyid",
+            )
+
+
+def _check_finding_draft(draft: pb.FindingDraft, earlier: _Earlier, signers: list[KeyInfo]) -> None:
+    info = earlier.investigation(draft.investigation_index, agreed=True)
+    assert info.terms is not None
+    _members_only(signers, info.terms, "draft its findings")
+    for i, target in enumerate(draft.incident_indexes):
+        if target not in info.incidents:
+            raise InvalidArgument(
+                f"entry {target} is not one of investigation {info.index}'s incidents",
+                field=f"incident_indexes[{i}]",
+            )
+    if draft.outcome not in info.terms.vocabulary:
+        raise InvalidArgument(
+            f"is not in the outcome vocabulary of the terms at index {info.terms.index}",
+            field="outcome",
+        )
+
+
+def _check_evidence(record: pb.EvidenceRecord, earlier: _Earlier) -> None:
+    info = earlier.investigation(record.investigation_index, agreed=True)
+    assert info.terms is not None
+    if record.party not in info.parties:
+        raise PermissionDenied(
+            f"{record.party} is not a party to investigation {info.index}", field="party"
+        )
+    if record.incident_index and record.incident_index not in info.incidents:
+        raise InvalidArgument(
+            f"entry {record.incident_index} is not one of the investigation's incidents",
+            field="incident_index",
+        )
+    if record.blob == pb.BLOB_KIND_SEALED:
+        for i, kid in enumerate(record.sealed_to_key_ids):
+            if kid not in info.terms.members:
+                raise PermissionDenied(
+                    "evidence in an investigation is sealed to its members only",
+                    field=f"sealed_to_key_ids[{i}]",
+                )
+    elif (
+        record.blob == pb.BLOB_KIND_PLAIN
+        and info.terms.publication_rule == pb.PUBLICATION_RULE_SEALED_UNTIL_FINDING
+    ):
+        raise FailedPrecondition(
+            "the terms keep the investigation's evidence sealed to its members until the "
+            "finding; seal it, or log its hash only",
+            field="blob",
+        )
+
+
+def _check_investigation(
+    statement: Message,
+    earlier: _Earlier,
+    now_us: int,
+    signers: list[KeyInfo],
+    state: TrustState,
+    index: int,
+) -> None:
+    target: int = statement.investigation_index  # type: ignore[attr-defined]
+    info = earlier.investigation(target)
+    if isinstance(statement, pb.InvestigationResponse):
+        if statement.party not in info.respondents:
+            raise PermissionDenied(
+                f"{statement.party} is not asked to answer investigation {target}",
+                field="party",
+            )
+        done = info.answered(statement.party)
+        if done is not None:
+            raise InvalidArgument(f"{statement.party} answered at index {done}", field="party")
+        if now_us > info.answer_by_us:
+            raise FailedPrecondition(
+                f"the deadline to answer passed at {_utc(info.answer_by_us)} (log clock); "
+                "the request stands unanswered",
+                field="investigation_index",
+            )
+    elif isinstance(statement, pb.InvestigationTerms):
+        _check_terms(statement, info, signers, state, index)
+    elif isinstance(statement, pb.VisitRecord):
+        terms = earlier.investigation(target, agreed=True).terms
+        assert terms is not None
+        if statement.party not in info.parties:
+            raise PermissionDenied(
+                f"{statement.party} is not a party to investigation {target}", field="party"
+            )
+        _members_only(signers, terms, "log visits")
+        if statement.site not in terms.sites:
+            raise InvalidArgument(f"not a site of the terms at index {terms.index}", field="site")
+        for i, kid in enumerate(statement.members_present):
+            if kid not in terms.members:
+                raise InvalidArgument("not a member", field=f"members_present[{i}]")
+
+
+def _check_terms(
+    terms: pb.InvestigationTerms,
+    info: InvestigationInfo,
+    signers: list[KeyInfo],
+    state: TrustState,
+    index: int,
+) -> None:
+    if info.declined or not info.all_accepted:
+        raise FailedPrecondition(
+            f"investigation {info.index} is not accepted by every respondent "
+            f"(awaiting {', '.join(info.awaiting) or 'none'}; declined "
+            f"{', '.join(info.declined) or 'none'})",
+            field="investigation_index",
+        )
+    current = info.terms.index if info.terms is not None else 0
+    if terms.supersedes_index != current:
+        raise FailedPrecondition(
+            f"the terms in force are at index {current}; name them in supersedes_index",
+            field="supersedes_index",
+        )
+    for i, key in enumerate(signers):
+        if key.party not in info.parties or key.role != pb.ROLE_AUTHORITY:
+            raise PermissionDenied(
+                f"terms are co-signed by the authorities of {', '.join(info.parties)} only",
+                field=f"signatures[{i}].keyid",
+            )
+    missing = [p for p in info.parties if not state.authority_met(p, signers)]
+    if missing:
+        raise PermissionDenied(
+            f"terms need the authority threshold of every party; missing {', '.join(missing)}",
+            field="signatures",
+        )
+    for i, kid in enumerate(terms.member_key_ids):
+        member = state.keys.get(kid)
+        if member is None or not member.valid_at(index) or member.party not in info.parties:
+            raise InvalidArgument(
+                f"not a valid key of {', '.join(info.parties)}", field=f"member_key_ids[{i}]"
+            )
+
+
+def _utc(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def advance(state: TrustState, admitted: Admitted, index: int) -> None:

@@ -18,12 +18,13 @@ from geo.borders import BorderDataset, DatasetError
 from ledger import (
     dsse,
     duplicates,
-    findings,
     geofacts,
     incidents,
+    messages,
     rules,
     sealing,
     statements,
+    subjects,
 )
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
@@ -35,14 +36,17 @@ from ledger.errors import (
     OutOfRange,
     Overloaded,
 )
+from ledger.investigations import InvestigationInfo
 from ledger.log_entry import leaf_builder, parse_entry
 from ledger.log_key import LogKey
+from ledger.messages import MessageInfo
 from ledger.sequencer import Sequencer
 from ledger.storage import (
     Appended,
     IncidentRow,
     LedgerStore,
     NewEntry,
+    NoticeRow,
     StoredCheckpoint,
     StoredEntry,
 )
@@ -91,7 +95,10 @@ def _accept_evidence_blob(
     return {record.blob_sha256: data}
 
 
-FINDING_KINDS = frozenset({statements.FINDING, *statements.ABOUT_FINDING})
+# Kinds that open a subject rebuilt from its links (incidents have their own table).
+SUBJECT_KINDS = frozenset(
+    {statements.FINDING, statements.INVESTIGATION_REQUEST, statements.NOTICE, statements.HOTLINE}
+)
 
 
 def draft_digest(envelope: dsse.Envelope) -> str:
@@ -102,15 +109,6 @@ def draft_digest(envelope: dsse.Envelope) -> str:
 def _payload(envelope_json: bytes) -> tuple[str, bytes]:
     envelope = parse_envelope(envelope_json)
     return envelope.payload_type, envelope.payload
-
-
-def _placed_report(statement: object) -> pb.IncidentReport | None:
-    """The report whose place gets geo facts: a report, or an amendment's corrected one."""
-    if isinstance(statement, pb.IncidentReport):
-        return statement
-    if isinstance(statement, pb.IncidentAmendment):
-        return statement.corrected
-    return None
 
 
 def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRow:
@@ -227,9 +225,8 @@ class Ledger:
         self._catch_up(store.tree_size())
         self._batch_state = root
         self._batch_sightings: list[duplicates.Sighting] = []
-        # Incident reports and retractions taken into the batch being committed.
-        self._batch_incidents: dict[int, incidents.IncidentInfo] = {}
-        self._batch_findings: dict[int, findings.FindingInfo] = {}
+        # Subjects opened or changed by the batch being committed, by log index.
+        self._batch_subjects: dict[int, subjects.Subject] = {}
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
@@ -291,8 +288,7 @@ class Ledger:
             self._catch_up(size)
             self._batch_state = self._current[0].copy()
             self._batch_sightings = []
-            self._batch_incidents = {}
-            self._batch_findings = {}
+            self._batch_subjects = {}
 
         results = self.store.append(
             items,
@@ -315,12 +311,10 @@ class Ledger:
         pending = item.pending
         assert isinstance(pending, Pending)
         state = self._batch_state
-        admitted = rules.admit(
-            state, pending.envelope, index, now, self._lookup_in_batch, self._finding_in_batch
-        )
+        admitted = rules.admit(state, pending.envelope, index, now, self._subject_in_batch)
         statement = admitted.statement
         geo = pending.geo
-        placed = _placed_report(statement)
+        placed = geofacts.place_of(statement)
         if (
             placed is not None
             and geo is not None
@@ -328,87 +322,51 @@ class Ledger:
         ):
             # A newer data set came into force since the pre-check: cite the one at this index.
             geo = self._geo(placed, state)
-        rules.advance(state, admitted, index)
         validation = log_pb2.Validation(
             party=admitted.party, signer_key_ids=[k.key_id for k in admitted.signers]
         )
         if geo is not None:
             validation.geo.CopyFrom(geo)
-        links: list[incidents.Link] = []
+        followed = subjects.follow(
+            statement,
+            index,
+            admitted.party,
+            frozenset(k.key_id for k in admitted.signers),
+            draft_digest(pending.envelope),
+            self._subject_in_batch,
+            state,
+        )
+        self._batch_subjects.update(followed.subjects)
+        links = list(followed.links)
         if isinstance(statement, pb.IncidentReport):
             new = duplicates.sighting(index, statement)
             found = duplicates.likely_duplicates(new, self._candidates(new))
             validation.likely_duplicates.extend(duplicates.as_facts(found))
-            links = [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
+            links += [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
             self._batch_sightings.append(new)
-            self._batch_incidents[index] = incidents.IncidentInfo(index, admitted.party)
-        elif admitted.kind in FINDING_KINDS:
-            links = self._finding_links(admitted, index, pending.envelope, state)
-        elif admitted.kind in statements.ABOUT_INCIDENT:
-            link = incidents.link_of(statement, index)
-            links = [link] if link is not None else []
-            if link is not None and link.relation == incidents.RETRACTION:
-                self._batch_incidents[link.target] = incidents.IncidentInfo(
-                    link.target, admitted.party, retracted_at=index
-                )
+        rules.advance(state, admitted, index)
         return leaf_builder(pending.envelope_bytes, validation)(index, prev, now), links
 
-    def _lookup_in_batch(self, index: int) -> incidents.IncidentInfo | None:
-        return self._batch_incidents.get(index) or self.store.incident(index)
+    def _subject_in_batch(self, index: int) -> subjects.Subject | None:
+        return self._batch_subjects.get(index) or self.subject(index)
 
-    def _finding_in_batch(self, index: int) -> findings.FindingInfo | None:
-        return self._batch_findings.get(index) or self.finding(index)
-
-    def _finding_links(
-        self, admitted: rules.Admitted, index: int, envelope: dsse.Envelope, state: TrustState
-    ) -> list[incidents.Link]:
-        """Record a draft, attestation or dissent in the batch's view, and link it."""
-        statement = admitted.statement
-        if isinstance(statement, pb.FindingDraft):
-            info = findings.from_draft(index, draft_digest(envelope), statement)
-            self._batch_findings[index] = info
-            return [
-                incidents.Link(i, index, incidents.FINDING, statement.outcome)
-                for i in statement.incident_indexes
-            ]
-        assert isinstance(statement, pb.Attestation | pb.Dissent)
-        before = self._finding_in_batch(statement.finding_index)
-        assert before is not None  # admit checked it
-        if isinstance(statement, pb.Dissent):
-            self._batch_findings[before.index] = findings.dissent(before, index, statement.party)
-            return [incidents.Link(before.index, index, incidents.DISSENT)] + [
-                incidents.Link(i, index, incidents.DISSENT) for i in before.incidents
-            ]
-        after = findings.attest(before, index, statement.party, admitted.signers, state)
-        self._batch_findings[before.index] = after
-        links = [incidents.Link(before.index, index, incidents.ATTESTATION)]
-        if after.attested_at == index:  # this attestation met the policy
-            links += [
-                incidents.Link(i, index, incidents.JOINT_FINDING, after.outcome)
-                for i in after.incidents
-            ]
-        return links
-
-    def finding(self, index: int) -> findings.FindingInfo | None:
-        """A finding draft and the attestations and dissents on it, from the log."""
+    def subject(self, index: int) -> subjects.Subject | None:
+        """The incident, finding, investigation, notice or message at `index`, as the
+        committed log has it (None: none there)."""
+        incident = self.store.incident(index)
+        if incident is not None:
+            return incident
         stored = self.store.get_entry(index)
-        if stored is None or stored.kind != statements.FINDING:
+        if stored is None or stored.kind not in SUBJECT_KINDS:
             return None
         envelope = parse_envelope(parse_entry(stored.entry).envelope)
-        draft = statements.decode(envelope.payload_type, envelope.payload)
-        assert isinstance(draft, pb.FindingDraft)
-        info = findings.from_draft(index, draft_digest(envelope), draft)
-        state = self.trust
+        opened = statements.decode(envelope.payload_type, envelope.payload)
+        linked = []
         for link in self.store.links_to([index]):
             entry = parse_entry(self.entry(link.index).entry)
             said = statements.decode(*_payload(entry.envelope))
-            assert isinstance(said, pb.Attestation | pb.Dissent)
-            if isinstance(said, pb.Dissent):
-                info = findings.dissent(info, link.index, said.party)
-            else:
-                signers = [state.keys[k] for k in entry.validation.signer_key_ids]
-                info = findings.attest(info, link.index, said.party, signers, state)
-        return info
+            linked.append((link, said, frozenset(entry.validation.signer_key_ids)))
+        return subjects.rebuild(index, opened, draft_digest(envelope), linked)
 
     def _candidates(self, new: duplicates.Sighting) -> Iterator[duplicates.Sighting]:
         """Earlier incidents near the new one, newest first: those taken into this batch,
@@ -450,10 +408,8 @@ class Ledger:
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
-        admitted = rules.admit(
-            state, envelope, size, self.clock_us(), self.store.incident, self.finding
-        )
-        geo, incident, blobs = None, None, {}
+        admitted = rules.admit(state, envelope, size, self.clock_us(), self.subject)
+        geo, incident, notice, blobs = None, None, None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
             blobs = self._accept_dataset(statement, files or {}, state)
@@ -461,15 +417,17 @@ class Ledger:
             blobs = _accept_evidence_blob(statement, files or {})
         elif files:
             raise InvalidArgument("this statement names no files", field="files")
-        placed = _placed_report(statement)
+        placed = geofacts.place_of(statement)
         if placed is not None:
             geo = self._geo(placed, state)
         if isinstance(statement, pb.IncidentReport):
             assert geo is not None
             incident = incident_row(statement, geo)
+        if isinstance(statement, pb.AdvanceNotice):
+            notice = NoticeRow(statement.party, statement.activity, messages.area(statement))
         pending = Pending(envelope_bytes, envelope, geo)
         future = self.sequencer.submit(
-            NewEntry(digest, envelope.payload_type, pending, incident, blobs)
+            NewEntry(digest, envelope.payload_type, pending, incident, blobs, notice)
         )
         try:
             return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
@@ -628,10 +586,71 @@ class Ledger:
     def dossier(
         self, index: int
     ) -> tuple[api.IncidentStatus.ValueType, list[tuple[StoredEntry, str]]]:
-        """An incident report, every entry linked to it in log order, and its status."""
+        """An incident report, every entry linked to it and every advance notice that
+        preceded it in time and place, in log order, and its status."""
         if self.store.incident(index) is None:
             raise NotFound(f"entry {index} is not an incident report")
         found = self.store.links_to([index])
-        entries = [(self.entry(index), incidents.REPORT)]
+        report_entry = self.entry(index)
+        entries = [(report_entry, incidents.REPORT)]
+        notices = self._notices_before(report_entry)
+        entries += [(self.entry(i), incidents.PRECEDING_NOTICE) for i in notices]
         entries += [(self.entry(link.index), link.relation) for link in found]
-        return incidents.derive_status(found), entries
+        return incidents.derive_status(found), sorted(entries, key=lambda e: e[0].index)
+
+    def _notices_before(self, stored: StoredEntry) -> list[int]:
+        envelope = parse_envelope(parse_entry(stored.entry).envelope)
+        report = statements.decode(envelope.payload_type, envelope.payload)
+        assert isinstance(report, pb.IncidentReport)
+        start, end = to_us(report.window.start), to_us(report.window.end)
+        latitude, longitude = geofacts.anchor(report)
+        slack = messages.NEAR_NOTICE_US
+        found = self.store.notices_during(stored.index, start - slack, end + slack)
+        return [idx for idx, area in found if messages.near(area, latitude, longitude, start, end)]
+
+    def investigation(
+        self, index: int
+    ) -> tuple[
+        InvestigationInfo, api.InvestigationStatus.ValueType, int, list[tuple[StoredEntry, str]]
+    ]:
+        """An investigation, its status by the log's clock now, that clock, and the request
+        with every entry linked to it, in log order."""
+        info = self.subject(index)
+        if not isinstance(info, InvestigationInfo):
+            raise NotFound(f"entry {index} is not an investigation request")
+        as_of = max(self.clock_us(), self.store.last_time_us())
+        status = subjects.investigation_status(info, as_of, self.subject)
+        entries = [(self.entry(index), incidents.REQUEST)]
+        found = self.store.links_to([index])
+        entries += [(self.entry(link.index), link.relation) for link in found]
+        return info, status, as_of, entries
+
+    MAX_MESSAGES = 1000
+
+    def messages(
+        self, start: int, to_party: str, unacknowledged_only: bool, limit: int
+    ) -> Iterator[tuple[StoredEntry, MessageInfo, list[int]]]:
+        """Advance notices and hotline messages from log index `start` on, with their
+        acknowledgements and replies."""
+        if to_party and to_party not in self.trust.parties:
+            raise InvalidArgument(f"unknown party {to_party!r}", field="to_party")
+        limit = min(limit or self.MAX_MESSAGES, self.MAX_MESSAGES)
+        size = self.store.tree_size()
+        for stored in self.store.iter_kinds([statements.NOTICE, statements.HOTLINE], start, size):
+            if limit == 0:
+                return
+            info = self.subject(stored.index)
+            assert isinstance(info, MessageInfo)
+            if to_party and not info.addressed_to(to_party):
+                continue
+            if unacknowledged_only and (
+                to_party in info.acknowledged if to_party else info.acknowledged
+            ):
+                continue
+            replies = [
+                link.index
+                for link in self.store.links_to([stored.index])
+                if link.relation == incidents.REPLY
+            ]
+            limit -= 1
+            yield stored, info, replies

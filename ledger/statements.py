@@ -35,8 +35,17 @@ EVIDENCE = payload_type(pb.EvidenceRecord)
 FINDING = payload_type(pb.FindingDraft)
 ATTESTATION = payload_type(pb.Attestation)
 DISSENT = payload_type(pb.Dissent)
+INVESTIGATION_REQUEST = payload_type(pb.InvestigationRequest)
+INVESTIGATION_RESPONSE = payload_type(pb.InvestigationResponse)
+INVESTIGATION_TERMS = payload_type(pb.InvestigationTerms)
+VISIT = payload_type(pb.VisitRecord)
+NOTICE = payload_type(pb.AdvanceNotice)
+HOTLINE = payload_type(pb.HotlineMessage)
+ACKNOWLEDGEMENT = payload_type(pb.Acknowledgement)
 # Statements about a finding draft, which they name by its log index.
 ABOUT_FINDING = frozenset({ATTESTATION, DISSENT})
+# Statements about an investigation, which they name by its request's log index.
+ABOUT_INVESTIGATION = frozenset({INVESTIGATION_RESPONSE, INVESTIGATION_TERMS, VISIT})
 # Statements about an earlier incident report, which they name by its log index.
 ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM, EVIDENCE})
 RECEIPT = payload_type(log_pb2.Receipt)
@@ -54,6 +63,13 @@ SUBMITTABLE: dict[str, type[Message]] = {
     FINDING: pb.FindingDraft,
     ATTESTATION: pb.Attestation,
     DISSENT: pb.Dissent,
+    INVESTIGATION_REQUEST: pb.InvestigationRequest,
+    INVESTIGATION_RESPONSE: pb.InvestigationResponse,
+    INVESTIGATION_TERMS: pb.InvestigationTerms,
+    VISIT: pb.VisitRecord,
+    NOTICE: pb.AdvanceNotice,
+    HOTLINE: pb.HotlineMessage,
+    ACKNOWLEDGEMENT: pb.Acknowledgement,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
 # Kinds that change who holds which key: the server indexes them to rebuild key state.
@@ -167,11 +183,29 @@ def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> N
         if not SHA256_HEX.match(statement.draft_sha256):
             raise InvalidArgument("the draft's lowercase hex SHA-256", field="draft_sha256")
         if isinstance(statement, pb.Dissent):
-            _narrative(statement.reasons, statement.reasons_language)
+            _narrative(statement.reasons, statement.reasons_language, "reasons")
     elif isinstance(statement, pb.CounterClaim):
         _enum(statement.kind, pb.ResponseKind.values(), "kind")
         _narrative(statement.narrative, statement.narrative_language)
         _evidence(statement.evidence_sha256)
+    elif isinstance(statement, pb.InvestigationRequest):
+        validate_investigation_request(statement, state, now_us)
+    elif isinstance(statement, pb.InvestigationResponse):
+        _enum(statement.decision, pb.InvestigationDecision.values(), "decision")
+        _reason(statement.reason)
+    elif isinstance(statement, pb.InvestigationTerms):
+        validate_terms(statement)
+    elif isinstance(statement, pb.VisitRecord):
+        validate_visit(statement, state, now_us)
+    elif isinstance(statement, pb.AdvanceNotice):
+        validate_notice(statement, now_us)
+    elif isinstance(statement, pb.HotlineMessage):
+        if statement.to_party not in state.parties or statement.to_party == statement.party:
+            raise InvalidArgument("another party of this ledger", field="to_party")
+        _enum(statement.urgency, pb.HotlineUrgency.values(), "urgency")
+        if not statement.text:
+            raise InvalidArgument("required", field="text")
+        _narrative(statement.text, statement.text_language, "text")
 
 
 MAX_DATASET_FILES = 16
@@ -246,7 +280,7 @@ def validate_finding(f: pb.FindingDraft, state: TrustState) -> None:
     _enum(f.outcome, pb.FindingOutcome.values(), "outcome")
     if f.attribution and f.attribution not in state.parties:
         raise InvalidArgument(f"unknown party {f.attribution!r}", field="attribution")
-    _narrative(f.reasoning, f.reasoning_language)
+    _narrative(f.reasoning, f.reasoning_language, "reasoning")
     _evidence(f.evidence_sha256)
 
 
@@ -281,13 +315,13 @@ def validate_evidence(e: pb.EvidenceRecord, state: TrustState) -> None:
             raise InvalidArgument("not a key on this ledger", field=f"sealed_to_key_ids[{i}]")
 
 
-def _narrative(text: str, language: str) -> None:
+def _narrative(text: str, language: str, field: str = "narrative") -> None:
     if len(text) > MAX_NARRATIVE_CHARS:
-        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field="narrative")
+        raise InvalidArgument(f"at most {MAX_NARRATIVE_CHARS} characters", field=field)
     if text and not LANGUAGE_TAG.match(language):
         raise InvalidArgument(
-            "a BCP 47 tag such as 'en' or 'az-Latn' is required with a narrative",
-            field="narrative_language",
+            f"a BCP 47 tag such as 'en' or 'az-Latn' is required with the {field}",
+            field=f"{field}_language",
         )
 
 
@@ -370,3 +404,126 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
     for i, weapon in enumerate(report.weapons):
         if not 0 < len(weapon) <= MAX_WEAPON_CHARS:
             raise InvalidArgument(f"1 to {MAX_WEAPON_CHARS} characters", field=f"weapons[{i}]")
+
+
+MAX_INCIDENTS = 64
+MAX_RESPONDENTS = 8
+MIN_ANSWER_US = 3600 * 1_000_000
+MAX_ANSWER_US = 90 * 24 * 3600 * 1_000_000
+MAX_MEMBERS = 64
+MAX_SITES = 64
+MAX_SITE_RADIUS_M = 10_000.0
+SITE_NAME = re.compile(r"^\S(.{0,62}\S)?$")
+
+
+def _indexes(indexes: Sequence[int], field: str) -> None:
+    if not 1 <= len(indexes) <= MAX_INCIDENTS:
+        raise InvalidArgument(f"1 to {MAX_INCIDENTS} incidents", field=field)
+    if len(set(indexes)) != len(indexes):
+        raise InvalidArgument("names an incident twice", field=field)
+
+
+def _point(p: pb.GeoPoint, field: str) -> None:
+    _finite(p.latitude, f"{field}.latitude")
+    _finite(p.longitude, f"{field}.longitude")
+    if not (-90 <= p.latitude <= 90 and -180 <= p.longitude <= 180):
+        raise InvalidArgument("latitude in [-90, 90], longitude in [-180, 180]", field=field)
+
+
+def validate_investigation_request(
+    r: pb.InvestigationRequest, state: TrustState, now_us: int
+) -> None:
+    _indexes(r.incident_indexes, "incident_indexes")
+    if not 1 <= len(r.respondents) <= MAX_RESPONDENTS:
+        raise InvalidArgument(f"1 to {MAX_RESPONDENTS} parties", field="respondents")
+    if len(set(r.respondents)) != len(r.respondents):
+        raise InvalidArgument("names a party twice", field="respondents")
+    for i, code in enumerate(r.respondents):
+        if code not in state.parties or code == r.party:
+            raise InvalidArgument(
+                "another party of this ledger than the requester", field=f"respondents[{i}]"
+            )
+    if not r.HasField("answer_by"):
+        raise InvalidArgument("required (the deadline for answers)", field="answer_by")
+    wait = to_us(r.answer_by) - now_us
+    if not MIN_ANSWER_US <= wait <= MAX_ANSWER_US:
+        raise InvalidArgument("must be 1 hour to 90 days after the log's clock", field="answer_by")
+    _narrative(r.scope, r.scope_language, "scope")
+
+
+def validate_terms(t: pb.InvestigationTerms) -> None:
+    if not 1 <= len(t.member_key_ids) <= MAX_MEMBERS:
+        raise InvalidArgument(f"1 to {MAX_MEMBERS} members", field="member_key_ids")
+    if len(set(t.member_key_ids)) != len(t.member_key_ids):
+        raise InvalidArgument("names a member twice", field="member_key_ids")
+    if not 1 <= len(t.sites) <= MAX_SITES:
+        raise InvalidArgument(f"1 to {MAX_SITES} sites", field="sites")
+    names: set[str] = set()
+    for i, site in enumerate(t.sites):
+        where = f"sites[{i}]"
+        if not SITE_NAME.match(site.name) or site.name in names:
+            raise InvalidArgument("a unique name of 1 to 64 characters", field=f"{where}.name")
+        names.add(site.name)
+        if not site.HasField("center"):
+            raise InvalidArgument("required", field=f"{where}.center")
+        _point(site.center, f"{where}.center")
+        _finite(site.radius_m, f"{where}.radius_m")
+        if not 0 <= site.radius_m <= MAX_SITE_RADIUS_M:
+            raise InvalidArgument("0 to 10,000 metres", field=f"{where}.radius_m")
+    _narrative(t.visit_procedure, t.visit_procedure_language, "visit_procedure")
+    vocabulary = list(t.outcome_vocabulary)
+    if not vocabulary or len(set(vocabulary)) != len(vocabulary):
+        raise InvalidArgument("1 to 3 outcomes, no repeats", field="outcome_vocabulary")
+    for i, outcome in enumerate(vocabulary):
+        _enum(outcome, pb.FindingOutcome.values(), f"outcome_vocabulary[{i}]")
+    _enum(t.publication_rule, pb.PublicationRule.values(), "publication_rule")
+
+
+def validate_visit(v: pb.VisitRecord, state: TrustState, now_us: int) -> None:
+    if not v.site:
+        raise InvalidArgument("required: a site of the terms in force", field="site")
+    if not v.HasField("started") or not v.HasField("ended"):
+        raise InvalidArgument("started and ended are required", field="started")
+    if to_us(v.started) > to_us(v.ended):
+        raise InvalidArgument("is after ended", field="started")
+    if to_us(v.ended) > now_us + FUTURE_SLACK_US:
+        raise InvalidArgument("is in the future (by the log's clock)", field="ended")
+    _enum(v.outcome, pb.VisitOutcome.values(), "outcome")
+    refused = v.outcome in (pb.VISIT_OUTCOME_ACCESS_DENIED, pb.VISIT_OUTCOME_PARTIAL)
+    if refused and v.denied_by not in state.parties:
+        raise InvalidArgument("the party that refused access is required", field="denied_by")
+    if not refused and v.denied_by:
+        raise InvalidArgument("only for access denied or partial", field="denied_by")
+    if len(v.members_present) > MAX_MEMBERS:
+        raise InvalidArgument(f"at most {MAX_MEMBERS}", field="members_present")
+    _narrative(v.notes, v.notes_language, "notes")
+    _evidence(v.evidence_sha256)
+
+
+def validate_notice(n: pb.AdvanceNotice, now_us: int) -> None:
+    _enum(n.activity, pb.ActivityKind.values(), "activity")
+    w = n.window
+    if not w.HasField("start") or not w.HasField("end"):
+        raise InvalidArgument("start and end are required", field="window")
+    start, end = to_us(w.start), to_us(w.end)
+    if start > end:
+        raise InvalidArgument("start is after end", field="window.start")
+    if end <= now_us:
+        raise InvalidArgument("has ended already: a notice comes in advance", field="window.end")
+    if end - start > MAX_WINDOW_US:
+        raise InvalidArgument("a window may span at most 366 days", field="window")
+    _enum(w.precision, pb.TimePrecision.values(), "window.precision")
+    kind = n.location.WhichOneof("geometry")
+    if kind not in ("point", "polygon"):
+        raise InvalidArgument("a point with its radius, or a polygon", field="location")
+    if kind == "point":
+        _point(n.location.point, "location.point")
+    if len(n.location.polygon.points) > MAX_POLYGON_POINTS:
+        raise InvalidArgument(
+            f"at most {MAX_POLYGON_POINTS} points", field="location.polygon.points"
+        )
+    _finite(n.location.uncertainty_m, "location.uncertainty_m")
+    if not 0 <= n.location.uncertainty_m <= MAX_UNCERTAINTY_M:
+        raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
+    _enum(n.location.precision, pb.LocationPrecision.values(), "location.precision")
+    _narrative(n.description, n.description_language, "description")

@@ -38,6 +38,7 @@ from ledger import merkle
 from ledger.errors import Corrupt, LedgerError, OutOfRange
 from ledger.incidents import RETRACTION, IncidentInfo, Link
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
+from ledger.messages import NoticeArea
 
 metadata = MetaData()
 
@@ -124,6 +125,21 @@ incidents = Table(
     Index("incidents_party", "party", "window_start_us"),
 )
 
+# Advance notices: when and where, for the dossier's "preceding notice" query.
+notices = Table(
+    "notices",
+    metadata,
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    Column("party", String(16), nullable=False),
+    Column("activity", Integer, nullable=False),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("window_end_us", BigInteger, nullable=False),
+    Column("latitude", Double, nullable=False),
+    Column("longitude", Double, nullable=False),
+    Column("radius_m", Double, nullable=False),
+    Index("notices_window", "window_end_us", "window_start_us"),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -152,6 +168,26 @@ class IncidentRow:
 
 
 @dataclass(frozen=True)
+class NoticeRow:
+    party: str
+    activity: int
+    area: NoticeArea
+
+    def columns(self, index: int) -> dict[str, Any]:
+        a = self.area
+        return {
+            "idx": index,
+            "party": self.party,
+            "activity": self.activity,
+            "window_start_us": a.start_us,
+            "window_end_us": a.end_us,
+            "latitude": a.latitude,
+            "longitude": a.longitude,
+            "radius_m": a.radius_m,
+        }
+
+
+@dataclass(frozen=True)
 class NewEntry:
     """A submission waiting for its index. `pending` is the caller's, handed back to its
     `build` function once the index is known."""
@@ -162,6 +198,7 @@ class NewEntry:
     incident: IncidentRow | None = None
     # Files the statement names, by lowercase hex SHA-256; stored with the entry.
     blobs: dict[str, bytes] = field(default_factory=dict)
+    notice: NoticeRow | None = None
 
 
 # build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry and
@@ -300,6 +337,7 @@ class LedgerStore:
             new_entries: list[dict[str, Any]] = []
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
+            new_notices: list[dict[str, Any]] = []
             new_blobs: dict[str, bytes] = {}
             new_evidence: list[dict[str, Any]] = []
             new_links: list[dict[str, Any]] = []
@@ -332,6 +370,8 @@ class LedgerStore:
                 if item.incident is not None:
                     new_incidents.append(item.incident.columns(size))
                     new_evidence.extend({"sha256": d, "idx": size} for d in item.incident.evidence)
+                if item.notice is not None:
+                    new_notices.append(item.notice.columns(size))
                 new_blobs.update(item.blobs)
                 new_links.extend(
                     {"target_idx": x.target, "idx": x.index, "relation": x.relation,
@@ -346,6 +386,8 @@ class LedgerStore:
             conn.execute(tree_nodes.insert(), new_nodes)
             if new_incidents:
                 conn.execute(incidents.insert(), new_incidents)
+            if new_notices:
+                conn.execute(notices.insert(), new_notices)
             if new_evidence:
                 conn.execute(evidence_refs.insert(), new_evidence)
             if new_links:
@@ -388,6 +430,12 @@ class LedgerStore:
             size = conn.execute(select(tree_state.c.size).where(tree_state.c.id == 1)).scalar()
             return int(size or 0)
 
+    def last_time_us(self) -> int:
+        """The log's clock at its newest entry (0 when empty)."""
+        with self.engine.connect() as conn:
+            t = conn.execute(select(tree_state.c.last_time_us).where(tree_state.c.id == 1)).scalar()
+            return int(t or 0)
+
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -425,15 +473,25 @@ class LedgerStore:
             data = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).scalar()
             return bytes(data) if data is not None else None
 
-    def iter_kinds(self, kinds: Sequence[str], start: int, end: int) -> Iterator[StoredEntry]:
-        """Entries of the given kinds with start <= index < end, in index order."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(entries)
-                .where(entries.c.kind.in_(list(kinds)), entries.c.idx >= start, entries.c.idx < end)
-                .order_by(entries.c.idx)
-            ).all()
-        return (_stored(r) for r in rows)
+    def iter_kinds(
+        self, kinds: Sequence[str], start: int, end: int, *, page: int = 500
+    ) -> Iterator[StoredEntry]:
+        """Entries of the given kinds with start <= index < end, in index order, fetched a
+        page at a time."""
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(entries)
+                    .where(
+                        entries.c.kind.in_(list(kinds)), entries.c.idx >= start, entries.c.idx < end
+                    )
+                    .order_by(entries.c.idx)
+                    .limit(page)
+                ).all()
+            yield from (_stored(r) for r in rows)
+            if len(rows) < page:
+                return
+            start = rows[-1].idx + 1
 
     def links_to(self, targets: Sequence[int]) -> list[Link]:
         with self.engine.connect() as conn:
@@ -505,6 +563,27 @@ class LedgerStore:
                 return
             cursor = rows[-1].idx
 
+    MAX_NOTICES = 100
+
+    def notices_during(
+        self, before: int, start_us: int, end_us: int
+    ) -> list[tuple[int, NoticeArea]]:
+        """Notices logged before index `before` whose window overlaps [start_us, end_us],
+        newest first (at most MAX_NOTICES)."""
+        query = (
+            select(notices)
+            .where(
+                notices.c.idx < before,
+                notices.c.window_end_us >= start_us,
+                notices.c.window_start_us <= end_us,
+            )
+            .order_by(notices.c.idx.desc())
+            .limit(self.MAX_NOTICES)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(r.idx, _notice_area(r)) for r in rows]
+
     def timeline(
         self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int
     ) -> list[tuple[StoredEntry, IncidentRow]]:
@@ -572,6 +651,10 @@ def _node_getter(conn: Connection) -> merkle.NodeGetter:
         return cache[key]
 
     return get
+
+
+def _notice_area(r: Any) -> NoticeArea:
+    return NoticeArea(r.window_start_us, r.window_end_us, r.latitude, r.longitude, r.radius_m)
 
 
 def _stored(row: Any) -> StoredEntry:

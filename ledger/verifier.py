@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, findings, geofacts, merkle, rules, statements
+from ledger import dsse, duplicates, geofacts, merkle, rules, subjects
 from ledger.clock import to_us
 from ledger.errors import LedgerError
-from ledger.incidents import (
-    DISSENT,
-    FINDING,
-    JOINT_FINDING,
-    LIKELY_DUPLICATE,
-    RETRACTION,
-    IncidentInfo,
-    Link,
-    derive_status,
-    link_of,
-)
+from ledger.incidents import LIKELY_DUPLICATE, Link, derive_status
+from ledger.investigations import InvestigationInfo
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.trust import DatasetInfo, TrustState
@@ -53,13 +45,23 @@ class Replay:
     last_time_us: int = 0
     geo_rechecked: int = 0
     sightings: duplicates.SightingIndex = field(default_factory=duplicates.SightingIndex)
-    incidents: dict[int, IncidentInfo] = field(default_factory=dict)
-    findings: dict[int, findings.FindingInfo] = field(default_factory=dict)
+    # Incidents, findings, investigations, notices and messages, by log index.
+    subjects: dict[int, subjects.Subject] = field(default_factory=dict)
     links: dict[int, list[Link]] = field(default_factory=dict)
 
     def status(self, index: int) -> int:
         """An incident's derived status, from the entries replayed so far."""
         return derive_status(self.links.get(index, []))
+
+    def investigation_status(
+        self, index: int, as_of_us: int | None = None
+    ) -> api.InvestigationStatus.ValueType:
+        """An investigation's status at the log's clock `as_of_us` (default: the newest
+        entry's integrated time)."""
+        info = self.subjects[index]
+        assert isinstance(info, InvestigationInfo)
+        as_of = self.last_time_us if as_of_us is None else as_of_us
+        return subjects.investigation_status(info, as_of, self.subjects.get)
 
     # Fetches a registered data set that is not at hand (e.g. from the log's blob store).
     load_dataset: Callable[[DatasetInfo], BorderDataset | None] | None = None
@@ -101,17 +103,29 @@ class Replay:
             return
         assert self.trust is not None
         # The very decision the server made at this index, on the state before it.
-        admitted = rules.admit(
-            self.trust, envelope, index, t, self.incidents.get, self.findings.get
-        )
+        admitted = rules.admit(self.trust, envelope, index, t, self.subjects.get)
         v = entry.validation
         if v.party != admitted.party:
             raise VerificationError("validation names another party", index=index)
         if list(v.signer_key_ids) != [k.key_id for k in admitted.signers]:
             raise VerificationError("validation lists other signers", index=index)
-        if isinstance(admitted.statement, pb.IncidentReport):
-            self._check_geo(index, admitted.statement, v.geo)
-            new = duplicates.sighting(index, admitted.statement)
+        statement = admitted.statement
+        placed = geofacts.place_of(statement)
+        if placed is not None:
+            self._check_geo(index, placed, v.geo)
+        followed = subjects.follow(
+            statement,
+            index,
+            admitted.party,
+            frozenset(v.signer_key_ids),
+            hashlib.sha256(envelope.payload).hexdigest(),
+            self.subjects.get,
+            self.trust,
+        )
+        self.subjects.update(followed.subjects)
+        links = list(followed.links)
+        if isinstance(statement, pb.IncidentReport):
+            new = duplicates.sighting(index, statement)
             earlier = self.sightings.candidates(new)
             expected = duplicates.as_facts(duplicates.likely_duplicates(new, earlier))
             if list(v.likely_duplicates) != expected:
@@ -120,43 +134,10 @@ class Replay:
                     index=index,
                 )
             self.sightings.add(new)
-            self.incidents[index] = IncidentInfo(index, admitted.party)
-            for d in expected:
-                self.links.setdefault(d.index, []).append(Link(d.index, index, LIKELY_DUPLICATE))
-        elif isinstance(admitted.statement, pb.IncidentAmendment):
-            self._check_geo(index, admitted.statement.corrected, v.geo)
-        self._follow_finding(admitted, index, envelope)
-        link = link_of(admitted.statement, index) if admitted.kind in ABOUT else None
-        if link is not None:
+            links += [Link(d.index, index, LIKELY_DUPLICATE) for d in expected]
+        for link in links:
             self.links.setdefault(link.target, []).append(link)
-            if link.relation == RETRACTION:
-                self.incidents[link.target] = replace(
-                    self.incidents[link.target], retracted_at=index
-                )
         rules.advance(self.trust, admitted, index)
-
-    def _follow_finding(
-        self, admitted: rules.Admitted, index: int, envelope: dsse.Envelope
-    ) -> None:
-        assert self.trust is not None
-        s = admitted.statement
-        if isinstance(s, pb.FindingDraft):
-            digest = hashlib.sha256(envelope.payload).hexdigest()
-            self.findings[index] = findings.from_draft(index, digest, s)
-            for i in s.incident_indexes:
-                self.links.setdefault(i, []).append(Link(i, index, FINDING, s.outcome))
-        elif isinstance(s, pb.Dissent):
-            info = findings.dissent(self.findings[s.finding_index], index, s.party)
-            self.findings[info.index] = info
-            for i in info.incidents:
-                self.links.setdefault(i, []).append(Link(i, index, DISSENT))
-        elif isinstance(s, pb.Attestation):
-            before = self.findings[s.finding_index]
-            info = findings.attest(before, index, s.party, admitted.signers, self.trust)
-            self.findings[info.index] = info
-            if info.attested_at == index:
-                for i in info.incidents:
-                    self.links.setdefault(i, []).append(Link(i, index, JOINT_FINDING, info.outcome))
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
         digest = hashlib.sha256(raw).hexdigest()
@@ -195,9 +176,6 @@ class Replay:
                 index=index,
             )
         self.geo_rechecked += 1
-
-
-ABOUT = statements.ABOUT_INCIDENT
 
 
 def replay(

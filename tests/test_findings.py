@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 
 from ledger import dsse, keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.findings import FindingInfo
 from ledger.verifier import replay
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
@@ -104,8 +105,10 @@ def test_joint_investigation_outcomes(running: RunningLedger) -> None:
     audit = replay([(e.index, e.entry) for e in running.client.entries(0, 0)])
     for incident in (arm, aze):
         assert audit.status(incident) == status(running, incident)
-    assert audit.findings[first].attested_at is not None
-    assert audit.findings[second].attested_at is None and "AZE" in audit.findings[second].dissented
+    confirmed, contested = audit.subjects[first], audit.subjects[second]
+    assert isinstance(confirmed, FindingInfo) and isinstance(contested, FindingInfo)
+    assert confirmed.attested_at is not None
+    assert contested.attested_at is None and "AZE" in contested.dissented
 
 
 def test_attestations_that_are_refused(running: RunningLedger) -> None:

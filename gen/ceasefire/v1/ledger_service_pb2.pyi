@@ -44,7 +44,9 @@ class _IncidentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Incide
     INCIDENT_STATUS_RETRACTED: _IncidentStatus.ValueType  # 4
     """The reporting party withdrew it."""
     INCIDENT_STATUS_UNDER_INVESTIGATION: _IncidentStatus.ValueType  # 5
-    """A finding about it is drafted, not yet jointly attested."""
+    """An investigation of it was accepted, or a finding about it is drafted; no finding
+    about it is jointly attested yet.
+    """
     INCIDENT_STATUS_JOINTLY_CONFIRMED: _IncidentStatus.ValueType  # 6
     """A jointly attested finding confirmed it."""
     INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED: _IncidentStatus.ValueType  # 7
@@ -65,7 +67,9 @@ INCIDENT_STATUS_ACKNOWLEDGED: IncidentStatus.ValueType  # 3
 INCIDENT_STATUS_RETRACTED: IncidentStatus.ValueType  # 4
 """The reporting party withdrew it."""
 INCIDENT_STATUS_UNDER_INVESTIGATION: IncidentStatus.ValueType  # 5
-"""A finding about it is drafted, not yet jointly attested."""
+"""An investigation of it was accepted, or a finding about it is drafted; no finding
+about it is jointly attested yet.
+"""
 INCIDENT_STATUS_JOINTLY_CONFIRMED: IncidentStatus.ValueType  # 6
 """A jointly attested finding confirmed it."""
 INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED: IncidentStatus.ValueType  # 7
@@ -73,6 +77,44 @@ INCIDENT_STATUS_JOINTLY_NOT_CONFIRMED: IncidentStatus.ValueType  # 7
 INCIDENT_STATUS_INCONCLUSIVE: IncidentStatus.ValueType  # 8
 """A jointly attested finding could not decide."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
+
+class _InvestigationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvestigationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvestigationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVESTIGATION_STATUS_UNSPECIFIED: _InvestigationStatus.ValueType  # 0
+    INVESTIGATION_STATUS_REQUESTED: _InvestigationStatus.ValueType  # 1
+    """Waiting for the respondents' answers; the deadline has not passed."""
+    INVESTIGATION_STATUS_ACCEPTED: _InvestigationStatus.ValueType  # 2
+    """Every respondent accepted; the terms are not agreed yet."""
+    INVESTIGATION_STATUS_DECLINED: _InvestigationStatus.ValueType  # 3
+    """A respondent declined."""
+    INVESTIGATION_STATUS_UNANSWERED: _InvestigationStatus.ValueType  # 4
+    """The deadline passed before every respondent answered."""
+    INVESTIGATION_STATUS_UNDER_WAY: _InvestigationStatus.ValueType  # 5
+    """The terms are co-signed: work is under way."""
+    INVESTIGATION_STATUS_CONCLUDED: _InvestigationStatus.ValueType  # 6
+    """Every incident it names has a jointly attested finding of this investigation."""
+
+class InvestigationStatus(_InvestigationStatus, metaclass=_InvestigationStatusEnumTypeWrapper):
+    """Where an investigation stands, from the entries linked to it and the log's clock."""
+
+INVESTIGATION_STATUS_UNSPECIFIED: InvestigationStatus.ValueType  # 0
+INVESTIGATION_STATUS_REQUESTED: InvestigationStatus.ValueType  # 1
+"""Waiting for the respondents' answers; the deadline has not passed."""
+INVESTIGATION_STATUS_ACCEPTED: InvestigationStatus.ValueType  # 2
+"""Every respondent accepted; the terms are not agreed yet."""
+INVESTIGATION_STATUS_DECLINED: InvestigationStatus.ValueType  # 3
+"""A respondent declined."""
+INVESTIGATION_STATUS_UNANSWERED: InvestigationStatus.ValueType  # 4
+"""The deadline passed before every respondent answered."""
+INVESTIGATION_STATUS_UNDER_WAY: InvestigationStatus.ValueType  # 5
+"""The terms are co-signed: work is under way."""
+INVESTIGATION_STATUS_CONCLUDED: InvestigationStatus.ValueType  # 6
+"""Every incident it names has a jointly attested finding of this investigation."""
+Global___InvestigationStatus: _TypeAlias = InvestigationStatus  # noqa: Y015
 
 @_typing.final
 class GetDossierRequest(_message.Message):
@@ -107,7 +149,11 @@ class DossierEntry(_message.Message):
     relation: _builtins.str
     """How it relates: "report", "amendment", "retraction", "counter_claim", "evidence",
     "likely_duplicate" (a later report flagged as likely the same event), "finding",
-    "attestation", "dissent", "joint_finding" (the attestation that met the policy).
+    "attestation", "dissent", "joint_finding" (the attestation that met the policy),
+    "investigation_request", "investigation_accepted" (the answer that completed the
+    acceptance), and "preceding_notice" (an advance notice logged before the report whose
+    time and place overlap the incident's). In GetInvestigation: "request", "response",
+    "terms", "visit", "evidence", "finding".
     """
     def __init__(
         self,
@@ -706,3 +752,165 @@ class TimelineResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TimelineResponse: _TypeAlias = TimelineResponse  # noqa: Y015
+
+@_typing.final
+class GetInvestigationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
+    investigation_index: _builtins.int
+    """The log index of the investigation request."""
+    def __init__(
+        self,
+        *,
+        investigation_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["investigation_index", b"investigation_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInvestigationRequest: _TypeAlias = GetInvestigationRequest  # noqa: Y015
+
+@_typing.final
+class GetInvestigationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    ANSWER_BY_FIELD_NUMBER: _builtins.int
+    AWAITING_FIELD_NUMBER: _builtins.int
+    TERMS_INDEX_FIELD_NUMBER: _builtins.int
+    MEMBER_KEY_IDS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    status: Global___InvestigationStatus.ValueType
+    terms_index: _builtins.int
+    """The log index of the terms in force; 0 when none are agreed."""
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The log's clock the status was judged at (the deadline is by the log's clock)."""
+
+    @_builtins.property
+    def answer_by(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def awaiting(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Respondents that have not answered yet."""
+
+    @_builtins.property
+    def member_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The members of the terms in force."""
+
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DossierEntry]:
+        """The request, then every entry linked to it, in log order."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___InvestigationStatus.ValueType = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        answer_by: _timestamp_pb2.Timestamp | None = ...,
+        awaiting: _abc.Iterable[_builtins.str] | None = ...,
+        terms_index: _builtins.int = ...,
+        member_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        entries: _abc.Iterable[Global___DossierEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "as_of", b"as_of", "awaiting", b"awaiting", "entries", b"entries", "member_key_ids", b"member_key_ids", "status", b"status", "terms_index", b"terms_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInvestigationResponse: _TypeAlias = GetInvestigationResponse  # noqa: Y015
+
+@_typing.final
+class ListMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    TO_PARTY_FIELD_NUMBER: _builtins.int
+    UNACKNOWLEDGED_ONLY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    """Entries from this log index on."""
+    to_party: _builtins.str
+    """Only messages addressed to this party (hotline) or notices by another party; empty
+    means all.
+    """
+    unacknowledged_only: _builtins.bool
+    """Only those that the addressed party (or, for notices, some party) has not
+    acknowledged.
+    """
+    limit: _builtins.int
+    """At most this many (default and cap 1,000)."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        to_party: _builtins.str = ...,
+        unacknowledged_only: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "start", b"start", "to_party", b"to_party", "unacknowledged_only", b"unacknowledged_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesRequest: _TypeAlias = ListMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AcknowledgedByEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _builtins.int
+    REPLIES_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    entry: _builtins.bytes
+    """The serialized LogEntry, verbatim."""
+    @_builtins.property
+    def acknowledged_by(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Parties that acknowledged it, and the log index of each acknowledgement."""
+
+    @_builtins.property
+    def replies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Log indexes of later messages that reply to it."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        acknowledged_by: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        replies: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_by", b"acknowledged_by", "entry", b"entry", "index", b"index", "replies", b"replies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015

@@ -89,6 +89,16 @@ class LedgerServiceStub:
                 request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.SerializeToString,
                 response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.FromString,
                 _registered_method=True)
+        self.GetInvestigation = channel.unary_unary(
+                '/ceasefire.v1.LedgerService/GetInvestigation',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationResponse.FromString,
+                _registered_method=True)
+        self.ListMessages = channel.unary_stream(
+                '/ceasefire.v1.LedgerService/ListMessages',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -175,6 +185,20 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInvestigation(self, request, context):
+        """One investigation: its state by the log's clock, and every entry linked to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """Advance notices and hotline messages in log order, with who acknowledged them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +256,16 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetDossier,
                     request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.FromString,
                     response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.SerializeToString,
+            ),
+            'GetInvestigation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvestigation,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +565,60 @@ class LedgerService:
             '/ceasefire.v1.LedgerService/GetDossier',
             ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierRequest.SerializeToString,
             ceasefire_dot_v1_dot_ledger__service__pb2.GetDossierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvestigation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/GetInvestigation',
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.GetInvestigationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/ListMessages',
+            ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class LedgerServiceStub:
     """Incidents re-validated against another border data set; nothing is written."""
     GetDossier: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetDossierRequest, _ledger_service_pb2.GetDossierResponse]
     """One incident with every entry linked to it, in log order, and its derived status."""
+    GetInvestigation: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetInvestigationRequest, _ledger_service_pb2.GetInvestigationResponse]
+    """One investigation: its state by the log's clock, and every entry linked to it."""
+    ListMessages: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.ListMessagesRequest, _ledger_service_pb2.ListMessagesResponse]
+    """Advance notices and hotline messages in log order, with who acknowledged them."""
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -97,6 +101,10 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Incidents re-validated against another border data set; nothing is written."""
     GetDossier: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetDossierRequest, _ledger_service_pb2.GetDossierResponse]  # type: ignore[assignment]
     """One incident with every entry linked to it, in log order, and its derived status."""
+    GetInvestigation: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetInvestigationRequest, _ledger_service_pb2.GetInvestigationResponse]  # type: ignore[assignment]
+    """One investigation: its state by the log's clock, and every entry linked to it."""
+    ListMessages: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.ListMessagesRequest, _ledger_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    """Advance notices and hotline messages in log order, with who acknowledged them."""
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -192,5 +200,21 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ledger_service_pb2.GetDossierResponse, _abc.Awaitable[_ledger_service_pb2.GetDossierResponse]]:
         """One incident with every entry linked to it, in log order, and its derived status."""
+
+    @_abc_1.abstractmethod
+    def GetInvestigation(
+        self,
+        request: _ledger_service_pb2.GetInvestigationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.GetInvestigationResponse, _abc.Awaitable[_ledger_service_pb2.GetInvestigationResponse]]:
+        """One investigation: its state by the log's clock, and every entry linked to it."""
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _ledger_service_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.ListMessagesResponse], _abc.AsyncIterator[_ledger_service_pb2.ListMessagesResponse]]:
+        """Advance notices and hotline messages in log order, with who acknowledged them."""
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

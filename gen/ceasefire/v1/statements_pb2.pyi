@@ -318,6 +318,123 @@ FINDING_OUTCOME_NOT_CONFIRMED: FindingOutcome.ValueType  # 2
 FINDING_OUTCOME_INCONCLUSIVE: FindingOutcome.ValueType  # 3
 Global___FindingOutcome: _TypeAlias = FindingOutcome  # noqa: Y015
 
+class _InvestigationDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvestigationDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvestigationDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVESTIGATION_DECISION_UNSPECIFIED: _InvestigationDecision.ValueType  # 0
+    INVESTIGATION_DECISION_ACCEPT: _InvestigationDecision.ValueType  # 1
+    INVESTIGATION_DECISION_DECLINE: _InvestigationDecision.ValueType  # 2
+
+class InvestigationDecision(_InvestigationDecision, metaclass=_InvestigationDecisionEnumTypeWrapper): ...
+
+INVESTIGATION_DECISION_UNSPECIFIED: InvestigationDecision.ValueType  # 0
+INVESTIGATION_DECISION_ACCEPT: InvestigationDecision.ValueType  # 1
+INVESTIGATION_DECISION_DECLINE: InvestigationDecision.ValueType  # 2
+Global___InvestigationDecision: _TypeAlias = InvestigationDecision  # noqa: Y015
+
+class _PublicationRule:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PublicationRuleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PublicationRule.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PUBLICATION_RULE_UNSPECIFIED: _PublicationRule.ValueType  # 0
+    PUBLICATION_RULE_SEALED_UNTIL_FINDING: _PublicationRule.ValueType  # 1
+    """Evidence exchanged in the investigation travels sealed to its members (or as a hash
+    only); a plain blob is refused. A finding is public once it is logged.
+    """
+    PUBLICATION_RULE_OPEN: _PublicationRule.ValueType  # 2
+    """Evidence may also be published plain as the investigation goes."""
+
+class PublicationRule(_PublicationRule, metaclass=_PublicationRuleEnumTypeWrapper):
+    """What the parties may publish while an investigation runs."""
+
+PUBLICATION_RULE_UNSPECIFIED: PublicationRule.ValueType  # 0
+PUBLICATION_RULE_SEALED_UNTIL_FINDING: PublicationRule.ValueType  # 1
+"""Evidence exchanged in the investigation travels sealed to its members (or as a hash
+only); a plain blob is refused. A finding is public once it is logged.
+"""
+PUBLICATION_RULE_OPEN: PublicationRule.ValueType  # 2
+"""Evidence may also be published plain as the investigation goes."""
+Global___PublicationRule: _TypeAlias = PublicationRule  # noqa: Y015
+
+class _VisitOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VisitOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VisitOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VISIT_OUTCOME_UNSPECIFIED: _VisitOutcome.ValueType  # 0
+    VISIT_OUTCOME_COMPLETED: _VisitOutcome.ValueType  # 1
+    """The site was visited as planned."""
+    VISIT_OUTCOME_PARTIAL: _VisitOutcome.ValueType  # 2
+    """Part of the site, or part of the time, was allowed."""
+    VISIT_OUTCOME_ACCESS_DENIED: _VisitOutcome.ValueType  # 3
+    """Access was refused; denied_by says by whom."""
+    VISIT_OUTCOME_POSTPONED: _VisitOutcome.ValueType  # 4
+    """Did not take place; a new visit will be logged."""
+
+class VisitOutcome(_VisitOutcome, metaclass=_VisitOutcomeEnumTypeWrapper):
+    """How a site visit went."""
+
+VISIT_OUTCOME_UNSPECIFIED: VisitOutcome.ValueType  # 0
+VISIT_OUTCOME_COMPLETED: VisitOutcome.ValueType  # 1
+"""The site was visited as planned."""
+VISIT_OUTCOME_PARTIAL: VisitOutcome.ValueType  # 2
+"""Part of the site, or part of the time, was allowed."""
+VISIT_OUTCOME_ACCESS_DENIED: VisitOutcome.ValueType  # 3
+"""Access was refused; denied_by says by whom."""
+VISIT_OUTCOME_POSTPONED: VisitOutcome.ValueType  # 4
+"""Did not take place; a new visit will be logged."""
+Global___VisitOutcome: _TypeAlias = VisitOutcome  # noqa: Y015
+
+class _ActivityKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ActivityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ActivityKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACTIVITY_KIND_UNSPECIFIED: _ActivityKind.ValueType  # 0
+    ACTIVITY_KIND_MILITARY_EXERCISE: _ActivityKind.ValueType  # 1
+    ACTIVITY_KIND_ENGINEERING_WORKS: _ActivityKind.ValueType  # 2
+    ACTIVITY_KIND_DEMINING: _ActivityKind.ValueType  # 3
+    ACTIVITY_KIND_HARVEST: _ActivityKind.ValueType  # 4
+    ACTIVITY_KIND_OTHER: _ActivityKind.ValueType  # 5
+
+class ActivityKind(_ActivityKind, metaclass=_ActivityKindEnumTypeWrapper):
+    """Sensitive activity a party announces before it happens, so that a later incident
+    report can be read beside the notice that preceded it.
+    """
+
+ACTIVITY_KIND_UNSPECIFIED: ActivityKind.ValueType  # 0
+ACTIVITY_KIND_MILITARY_EXERCISE: ActivityKind.ValueType  # 1
+ACTIVITY_KIND_ENGINEERING_WORKS: ActivityKind.ValueType  # 2
+ACTIVITY_KIND_DEMINING: ActivityKind.ValueType  # 3
+ACTIVITY_KIND_HARVEST: ActivityKind.ValueType  # 4
+ACTIVITY_KIND_OTHER: ActivityKind.ValueType  # 5
+Global___ActivityKind: _TypeAlias = ActivityKind  # noqa: Y015
+
+class _HotlineUrgency:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HotlineUrgencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HotlineUrgency.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOTLINE_URGENCY_UNSPECIFIED: _HotlineUrgency.ValueType  # 0
+    HOTLINE_URGENCY_ROUTINE: _HotlineUrgency.ValueType  # 1
+    HOTLINE_URGENCY_URGENT: _HotlineUrgency.ValueType  # 2
+
+class HotlineUrgency(_HotlineUrgency, metaclass=_HotlineUrgencyEnumTypeWrapper):
+    """How soon a hotline message needs an answer."""
+
+HOTLINE_URGENCY_UNSPECIFIED: HotlineUrgency.ValueType  # 0
+HOTLINE_URGENCY_ROUTINE: HotlineUrgency.ValueType  # 1
+HOTLINE_URGENCY_URGENT: HotlineUrgency.ValueType  # 2
+Global___HotlineUrgency: _TypeAlias = HotlineUrgency  # noqa: Y015
+
 @_typing.final
 class PartyKey(_message.Message):
     """One Ed25519 key of a party. Its key id (the DSSE keyid) is the lowercase hex
@@ -1142,6 +1259,7 @@ class EvidenceRecord(_message.Message):
     BLOB_SHA256_FIELD_NUMBER: _builtins.int
     BLOB_SIZE_FIELD_NUMBER: _builtins.int
     SEALED_TO_KEY_IDS_FIELD_NUMBER: _builtins.int
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     """Whose evidence; signed by that party's monitors, observers or authorities."""
     incident_index: _builtins.int
@@ -1156,6 +1274,11 @@ class EvidenceRecord(_message.Message):
     blob_sha256: _builtins.str
     """SHA-256 and size of the stored bytes: the content for PLAIN, the SealedBlob for SEALED."""
     blob_size: _builtins.int
+    investigation_index: _builtins.int
+    """The investigation it is exchanged in (the request's log index); 0 for none. Sealed
+    evidence in an investigation must be sealed to members of its terms only, and under
+    PUBLICATION_RULE_SEALED_UNTIL_FINDING no plain blob may travel with it.
+    """
     @_builtins.property
     def created_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1179,10 +1302,11 @@ class EvidenceRecord(_message.Message):
         blob_sha256: _builtins.str = ...,
         blob_size: _builtins.int = ...,
         sealed_to_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        investigation_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "created_time", b"created_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "blob_sha256", b"blob_sha256", "blob_size", b"blob_size", "capture_time", b"capture_time", "created_time", b"created_time", "description", b"description", "incident_index", b"incident_index", "media_type", b"media_type", "party", b"party", "sealed_to_key_ids", b"sealed_to_key_ids", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "blob_sha256", b"blob_sha256", "blob_size", b"blob_size", "capture_time", b"capture_time", "created_time", b"created_time", "description", b"description", "incident_index", b"incident_index", "investigation_index", b"investigation_index", "media_type", b"media_type", "party", b"party", "sealed_to_key_ids", b"sealed_to_key_ids", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1255,6 +1379,7 @@ class FindingDraft(_message.Message):
     REASONING_FIELD_NUMBER: _builtins.int
     REASONING_LANGUAGE_FIELD_NUMBER: _builtins.int
     EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
     party: _builtins.str
     """The drafting party (its investigators, authorities or observers sign)."""
     policy: _builtins.str
@@ -1264,6 +1389,11 @@ class FindingDraft(_message.Message):
     """The party held responsible, if the finding attributes it; empty otherwise."""
     reasoning: _builtins.str
     reasoning_language: _builtins.str
+    investigation_index: _builtins.int
+    """The investigation whose finding this is (the request's log index); 0 for none. Then
+    the investigation's terms must be agreed, its members draft, the incidents must be
+    the investigation's, and the outcome one of the terms' vocabulary.
+    """
     @_builtins.property
     def created_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1286,10 +1416,11 @@ class FindingDraft(_message.Message):
         reasoning: _builtins.str = ...,
         reasoning_language: _builtins.str = ...,
         evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        investigation_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "created_time", b"created_time", "evidence_sha256", b"evidence_sha256", "incident_indexes", b"incident_indexes", "outcome", b"outcome", "party", b"party", "policy", b"policy", "reasoning", b"reasoning", "reasoning_language", b"reasoning_language"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution", b"attribution", "created_time", b"created_time", "evidence_sha256", b"evidence_sha256", "incident_indexes", b"incident_indexes", "investigation_index", b"investigation_index", "outcome", b"outcome", "party", b"party", "policy", b"policy", "reasoning", b"reasoning", "reasoning_language", b"reasoning_language"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1365,3 +1496,386 @@ class Dissent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Dissent: _TypeAlias = Dissent  # noqa: Y015
+
+@_typing.final
+class InvestigationRequest(_message.Message):
+    """Asks for a joint investigation of incidents. Signed by the requesting party's
+    authorities or observers. Every respondent must accept or decline by answer_by.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    INCIDENT_INDEXES_FIELD_NUMBER: _builtins.int
+    RESPONDENTS_FIELD_NUMBER: _builtins.int
+    ANSWER_BY_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SCOPE_LANGUAGE_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    """The requesting party."""
+    scope: _builtins.str
+    """What is to be looked into, at most 8,000 characters, with its BCP 47 language tag."""
+    scope_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def incident_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The incident reports to investigate (log indexes), 1 to 64."""
+
+    @_builtins.property
+    def respondents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The parties asked to take part, 1 to 8, not the requester. Each answers for itself."""
+
+    @_builtins.property
+    def answer_by(self) -> _timestamp_pb2.Timestamp:
+        """The deadline for answers by the log's clock: 1 hour to 90 days after the request is
+        logged. An answer logged later is refused, and the request shows as unanswered.
+        """
+
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        incident_indexes: _abc.Iterable[_builtins.int] | None = ...,
+        respondents: _abc.Iterable[_builtins.str] | None = ...,
+        answer_by: _timestamp_pb2.Timestamp | None = ...,
+        scope: _builtins.str = ...,
+        scope_language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "created_time", b"created_time", "incident_indexes", b"incident_indexes", "party", b"party", "respondents", b"respondents", "scope", b"scope", "scope_language", b"scope_language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvestigationRequest: _TypeAlias = InvestigationRequest  # noqa: Y015
+
+@_typing.final
+class InvestigationResponse(_message.Message):
+    """A respondent's answer to an investigation request, signed by its authorities, once,
+    before the deadline.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    investigation_index: _builtins.int
+    party: _builtins.str
+    """The answering party: one of the request's respondents."""
+    decision: Global___InvestigationDecision.ValueType
+    reason: _builtins.str
+    """Why, at most 1,000 characters."""
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        investigation_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        decision: Global___InvestigationDecision.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "decision", b"decision", "investigation_index", b"investigation_index", "party", b"party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvestigationResponse: _TypeAlias = InvestigationResponse  # noqa: Y015
+
+@_typing.final
+class InvestigationSite(_message.Message):
+    """A place an investigation may visit: a circle around a point."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CENTER_FIELD_NUMBER: _builtins.int
+    RADIUS_M_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the terms; 1 to 64 characters. Visits name it."""
+    radius_m: _builtins.float
+    """0 to 10,000 metres."""
+    @_builtins.property
+    def center(self) -> Global___GeoPoint: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        center: Global___GeoPoint | None = ...,
+        radius_m: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["center", b"center"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["center", b"center", "name", b"name", "radius_m", b"radius_m"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvestigationSite: _TypeAlias = InvestigationSite  # noqa: Y015
+
+@_typing.final
+class InvestigationTerms(_message.Message):
+    """The terms of an accepted investigation, co-signed by the authority threshold of the
+    requester and of every respondent before work starts. Changing them is a new
+    InvestigationTerms, co-signed again, naming the terms it replaces.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    SUPERSEDES_INDEX_FIELD_NUMBER: _builtins.int
+    MEMBER_KEY_IDS_FIELD_NUMBER: _builtins.int
+    SITES_FIELD_NUMBER: _builtins.int
+    VISIT_PROCEDURE_FIELD_NUMBER: _builtins.int
+    VISIT_PROCEDURE_LANGUAGE_FIELD_NUMBER: _builtins.int
+    OUTCOME_VOCABULARY_FIELD_NUMBER: _builtins.int
+    PUBLICATION_RULE_FIELD_NUMBER: _builtins.int
+    investigation_index: _builtins.int
+    supersedes_index: _builtins.int
+    """The log index of the terms these replace; 0 for the first terms."""
+    visit_procedure: _builtins.str
+    """How visits are conducted and recorded, at most 8,000 characters."""
+    visit_procedure_language: _builtins.str
+    publication_rule: Global___PublicationRule.ValueType
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def member_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key ids of the members, 1 to 64, each a key of the requester or a respondent: they
+        log visits and draft the investigation's findings, and its sealed evidence is sealed
+        to them only.
+        """
+
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvestigationSite]:
+        """The sites the investigation may visit, 1 to 64."""
+
+    @_builtins.property
+    def outcome_vocabulary(self) -> _containers.RepeatedScalarFieldContainer[Global___FindingOutcome.ValueType]:
+        """The outcomes the investigation's findings may state, 1 to 3, no repeats."""
+
+    def __init__(
+        self,
+        *,
+        investigation_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        supersedes_index: _builtins.int = ...,
+        member_key_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sites: _abc.Iterable[Global___InvestigationSite] | None = ...,
+        visit_procedure: _builtins.str = ...,
+        visit_procedure_language: _builtins.str = ...,
+        outcome_vocabulary: _abc.Iterable[Global___FindingOutcome.ValueType] | None = ...,
+        publication_rule: Global___PublicationRule.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "investigation_index", b"investigation_index", "member_key_ids", b"member_key_ids", "outcome_vocabulary", b"outcome_vocabulary", "publication_rule", b"publication_rule", "sites", b"sites", "supersedes_index", b"supersedes_index", "visit_procedure", b"visit_procedure", "visit_procedure_language", b"visit_procedure_language"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvestigationTerms: _TypeAlias = InvestigationTerms  # noqa: Y015
+
+@_typing.final
+class VisitRecord(_message.Message):
+    """A visit to one of the sites in the terms in force, logged by a member of the
+    investigation (signed by member keys only).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DENIED_BY_FIELD_NUMBER: _builtins.int
+    MEMBERS_PRESENT_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    NOTES_LANGUAGE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_SHA256_FIELD_NUMBER: _builtins.int
+    investigation_index: _builtins.int
+    party: _builtins.str
+    """The logging members' party."""
+    site: _builtins.str
+    """A site name from the terms in force."""
+    outcome: Global___VisitOutcome.ValueType
+    denied_by: _builtins.str
+    """For ACCESS_DENIED and PARTIAL: the party that refused access (its code)."""
+    notes: _builtins.str
+    """At most 8,000 characters, with its BCP 47 language tag."""
+    notes_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def started(self) -> _timestamp_pb2.Timestamp:
+        """When the visit took place (or was attempted)."""
+
+    @_builtins.property
+    def ended(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def members_present(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key ids of the members present, each a member of the terms in force."""
+
+    @_builtins.property
+    def evidence_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        investigation_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        site: _builtins.str = ...,
+        started: _timestamp_pb2.Timestamp | None = ...,
+        ended: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___VisitOutcome.ValueType = ...,
+        denied_by: _builtins.str = ...,
+        members_present: _abc.Iterable[_builtins.str] | None = ...,
+        notes: _builtins.str = ...,
+        notes_language: _builtins.str = ...,
+        evidence_sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "ended", b"ended", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "denied_by", b"denied_by", "ended", b"ended", "evidence_sha256", b"evidence_sha256", "investigation_index", b"investigation_index", "members_present", b"members_present", "notes", b"notes", "notes_language", b"notes_language", "outcome", b"outcome", "party", b"party", "site", b"site", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VisitRecord: _TypeAlias = VisitRecord  # noqa: Y015
+
+@_typing.final
+class AdvanceNotice(_message.Message):
+    """An advance notice of sensitive activity near the border, signed by the notifying
+    party's authorities. The other parties acknowledge it with an Acknowledgement.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_LANGUAGE_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    activity: Global___ActivityKind.ValueType
+    description: _builtins.str
+    """At most 8,000 characters, with its BCP 47 language tag."""
+    description_language: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window(self) -> Global___TimeWindow:
+        """When: it must not have ended when logged; at most 366 days long."""
+
+    @_builtins.property
+    def location(self) -> Global___Location:
+        """Where: a point with its radius (uncertainty_m) or a polygon; validated against the
+        border data set like an incident's place.
+        """
+
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        activity: Global___ActivityKind.ValueType = ...,
+        window: Global___TimeWindow | None = ...,
+        location: Global___Location | None = ...,
+        description: _builtins.str = ...,
+        description_language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "location", b"location", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "created_time", b"created_time", "description", b"description", "description_language", b"description_language", "location", b"location", "party", b"party", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvanceNotice: _TypeAlias = AdvanceNotice  # noqa: Y015
+
+@_typing.final
+class HotlineMessage(_message.Message):
+    """A message on the hotline between the parties, timestamped by its log index."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    TO_PARTY_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TEXT_LANGUAGE_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    """The sending party; signed by its monitors, observers or authorities."""
+    to_party: _builtins.str
+    """The addressed party; it acknowledges with an Acknowledgement."""
+    urgency: Global___HotlineUrgency.ValueType
+    text: _builtins.str
+    """1 to 8,000 characters, with its BCP 47 language tag."""
+    text_language: _builtins.str
+    in_reply_to: _builtins.int
+    """The earlier entry this answers or concerns (a message, notice or incident report);
+    0 for none.
+    """
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+        to_party: _builtins.str = ...,
+        urgency: Global___HotlineUrgency.ValueType = ...,
+        text: _builtins.str = ...,
+        text_language: _builtins.str = ...,
+        in_reply_to: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "in_reply_to", b"in_reply_to", "party", b"party", "text", b"text", "text_language", b"text_language", "to_party", b"to_party", "urgency", b"urgency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HotlineMessage: _TypeAlias = HotlineMessage  # noqa: Y015
+
+@_typing.final
+class Acknowledgement(_message.Message):
+    """Acknowledges receipt of a hotline message (by its addressee) or of an advance notice
+    (by any party but the notifier), once per party. Receipt, not agreement.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_INDEX_FIELD_NUMBER: _builtins.int
+    CREATED_TIME_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    entry_index: _builtins.int
+    """The log index of the message or notice."""
+    party: _builtins.str
+    @_builtins.property
+    def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entry_index: _builtins.int = ...,
+        created_time: _timestamp_pb2.Timestamp | None = ...,
+        party: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "entry_index", b"entry_index", "party", b"party"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Acknowledgement: _TypeAlias = Acknowledgement  # noqa: Y015
