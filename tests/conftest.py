@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from clients.client import LedgerClient
 from geo.borders import BorderDataset, load_default
 from ledger import dsse, keys, statements
+from ledger.clock import now_us
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
@@ -86,6 +87,8 @@ class Parties:
     aze_monitor: SigningKey = field(default_factory=SigningKey.generate)
     arm_authority: SigningKey = field(default_factory=SigningKey.generate)
     aze_authority: SigningKey = field(default_factory=SigningKey.generate)
+    arm_investigator: SigningKey = field(default_factory=SigningKey.generate)
+    aze_investigator: SigningKey = field(default_factory=SigningKey.generate)
     outsider: SigningKey = field(default_factory=SigningKey.generate)
 
     def trust_root(self, borders: BorderDataset) -> pb.TrustRoot:
@@ -108,6 +111,7 @@ class Parties:
                     keys=[
                         key(self.arm_monitor, pb.ROLE_MONITOR),
                         key(self.arm_authority, pb.ROLE_AUTHORITY),
+                        key(self.arm_investigator, pb.ROLE_INVESTIGATOR),
                     ],
                     authority_threshold=1,
                 ),
@@ -117,6 +121,7 @@ class Parties:
                     keys=[
                         key(self.aze_monitor, pb.ROLE_MONITOR),
                         key(self.aze_authority, pb.ROLE_AUTHORITY),
+                        key(self.aze_investigator, pb.ROLE_INVESTIGATOR),
                     ],
                     authority_threshold=1,
                 ),
@@ -143,13 +148,30 @@ class RunningLedger:
     parties: Parties
 
 
+class LogClock:
+    """The log's clock, which a test may move forward (e.g. past a deadline)."""
+
+    def __init__(self) -> None:
+        self.ahead_us = 0
+
+    def __call__(self) -> int:
+        return now_us() + self.ahead_us
+
+
 @pytest.fixture
-def running(db_url: str, parties: Parties, borders: BorderDataset) -> Iterator[RunningLedger]:
+def log_clock() -> LogClock:
+    return LogClock()
+
+
+@pytest.fixture
+def running(
+    db_url: str, parties: Parties, borders: BorderDataset, log_clock: LogClock
+) -> Iterator[RunningLedger]:
     """An initialised ledger behind a real gRPC server on loopback."""
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
     initialize(store, parties.founding_envelope(borders), log_key, borders)
-    ledger = Ledger(store, log_key, borders)
+    ledger = Ledger(store, log_key, borders, clock_us=log_clock)
     server, port = build_server(ledger, "127.0.0.1:0")
     server.start()
     address = f"127.0.0.1:{port}"
