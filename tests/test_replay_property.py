@@ -1,5 +1,5 @@
-"""Property: over random sequences of key events and statements, the server's accept/refuse
-decisions equal the offline verifier's replay, entry by entry.
+"""Property: over random sequences of key events, reports and investigation steps, the
+server's accept/refuse decisions equal the offline verifier's replay, entry by entry.
 
 The server runs for real (SQLite, its sequencer, a fixed clock); the verifier sees only the
 entries read back from the database, and judges each refused submission on the key state it
@@ -9,11 +9,13 @@ rebuilt itself.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ceasefire.v1 import statements_pb2 as pb
-from hypothesis import HealthCheck, event, given, settings
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
@@ -66,14 +68,17 @@ def _founding(borders: BorderDataset) -> dsse.Envelope:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # report | add | revoke | threshold
+    kind: str  # report | add | revoke | threshold | request | answer | terms
     party: str
-    target: int  # a key index, or a threshold
+    target: int  # a key index, a threshold, or the log index a statement names
     role: int
     signers: tuple[int, ...]
     age_s: int
 
-    def envelope(self, n: int) -> bytes:
+    def envelope(self, n: int, logged: dict[str, list[tuple[int, str]]]) -> bytes:
+        """The op's envelope. Investigation steps name an earlier report or request
+        (`logged`: index and party by op kind) picked by `target`, or a raw index when there
+        is none; with role 0 an answer or terms come from the parties the request asks."""
         signing = [KEYS[i] for i in self.signers]
         created = to_timestamp(NOW - self.age_s * 1_000_000)
         if self.kind == "report":
@@ -81,6 +86,17 @@ class Op:
             r = report(self.party, lat=lat, lon=lon, narrative=f"report {n}")
             r.created_time.CopyFrom(created)
             return sign_report(r, signing)
+        if self.kind in INVESTIGATION_STEPS:
+            earlier = logged.get("report" if self.kind == "request" else "request")
+            target, by = earlier[-1 - self.target % len(earlier)] if earlier else (self.target, "")
+            op = self
+            if self.role == 0 and by and self.kind != "request":
+                asked = "AZE" if by == "ARM" else "ARM"
+                cosigners = (0, 1, 4) if self.kind == "terms" else AUTHORITY[asked]
+                op = replace(self, party=asked, signers=cosigners)
+            kind, statement = op.investigation_step(created, target)
+            signing = [KEYS[i] for i in op.signers]
+            return dsse.sign(kind, statement.SerializeToString(), signing).to_json()
         change = pb.KeyChange(party=self.party, created_time=created, reason=f"change {n}")
         if self.kind == "add":
             change.add.add(public_key=_pub(self.target), role=ROLES[self.role])
@@ -90,21 +106,54 @@ class Op:
             change.authority_threshold = self.target
         return dsse.sign(statements.KEY_CHANGE, change.SerializeToString(), signing).to_json()
 
+    def investigation_step(self, created: Timestamp, target: int) -> tuple[str, Message]:
+        other = "AZE" if self.party == "ARM" else "ARM"
+        if self.kind == "request":
+            return statements.INVESTIGATION_REQUEST, pb.InvestigationRequest(
+                created_time=created, party=self.party, incident_indexes=[target],
+                respondents=[other], answer_by=to_timestamp(NOW + 24 * 3600 * 1_000_000),
+            )  # fmt: skip
+        if self.kind == "answer":
+            decision = [pb.INVESTIGATION_DECISION_ACCEPT, pb.INVESTIGATION_DECISION_DECLINE]
+            return statements.INVESTIGATION_RESPONSE, pb.InvestigationResponse(
+                investigation_index=target, created_time=created, party=self.party,
+                decision=decision[self.role % 2],
+            )  # fmt: skip
+        return statements.INVESTIGATION_TERMS, pb.InvestigationTerms(
+            investigation_index=target, created_time=created,
+            member_key_ids=[dsse.key_id(_pub(3)), dsse.key_id(_pub(5))],
+            sites=[pb.InvestigationSite(name="post", center=pb.GeoPoint(latitude=40.88,
+                                                                       longitude=45.39))],
+            outcome_vocabulary=[pb.FINDING_OUTCOME_CONFIRMED],
+            publication_rule=pb.PUBLICATION_RULE_OPEN,
+        )  # fmt: skip
 
+
+INVESTIGATION_STEPS = ("request", "answer", "terms")
+AUTHORITY = {"ARM": (0,), "AZE": (4,)}
+OPENING = (("ARM", (3,)), ("AZE", (5,)))
 # Signer sets that often make sense for a party and kind, so that many statements pass.
 PLAUSIBLE: dict[tuple[str, str], list[tuple[int, ...]]] = {
     ("ARM", "report"): [(3,), (6,), (7,)],
     ("AZE", "report"): [(5,), (8,), (9,)],
     ("ARM", "change"): [(0, 1), (1, 2), (0, 2), (0, 1, 2), (0, 6), (6, 7)],
     ("AZE", "change"): [(4,), (4, 8), (8,), (9,)],
+    ("ARM", "request"): [(0,), (1,), (6,)],
+    ("AZE", "request"): [(4,), (8,)],
+    ("ARM", "answer"): [(0,), (2,)],
+    ("AZE", "answer"): [(4,), (8,)],
+    ("ARM", "terms"): [(0, 1, 4), (0, 4), (1, 2, 4, 8)],
+    ("AZE", "terms"): [(0, 1, 4), (4,), (0, 2, 4)],
 }
 
 
 @st.composite
 def ops(draw: st.DrawFn) -> Op:
-    kind = draw(st.sampled_from(["report", "report", "add", "revoke", "threshold"]))
+    kind = draw(
+        st.sampled_from(["report", "add", "revoke", "threshold"] + 2 * list(INVESTIGATION_STEPS))
+    )
     party = draw(st.sampled_from(["ARM", "AZE"]))
-    plausible = PLAUSIBLE[(party, "report" if kind == "report" else "change")]
+    plausible = PLAUSIBLE[(party, kind if kind in ("report", *INVESTIGATION_STEPS) else "change")]
     signers = draw(
         st.one_of(
             st.sampled_from(plausible),
@@ -115,8 +164,15 @@ def ops(draw: st.DrawFn) -> Op:
     return Op(
         kind=kind,
         party=party,
-        target=draw(st.integers(0, 9) if kind != "threshold" else st.integers(1, 3)),
-        role=draw(st.integers(0, 2)),
+        target=draw(
+            st.integers(1, 3)
+            if kind == "threshold"
+            else st.integers(0, 3)
+            if kind in INVESTIGATION_STEPS
+            else st.integers(0, 9)
+        ),
+        # For investigation steps, 0 mostly: the answer or terms of the parties asked.
+        role=draw(st.sampled_from([0, 0, 1]) if kind in INVESTIGATION_STEPS else st.integers(0, 2)),
         signers=signers,
         # Mostly fresh; now and then older than the 72 h window.
         age_s=draw(st.sampled_from([0, 0, 0, 3600, 80 * 3600])),
@@ -125,7 +181,17 @@ def ops(draw: st.DrawFn) -> Op:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops(), min_size=1, max_size=12))
+@example(  # a whole investigation: request, acceptance, terms, then a second answer
+    [
+        Op("request", "ARM", 0, 0, (0,), 0),
+        Op("answer", "ARM", 0, 0, (0,), 0),
+        Op("terms", "ARM", 0, 0, (0,), 0),
+        Op("answer", "ARM", 0, 0, (0,), 0),
+    ]
+)
 def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
+    # Every sequence opens with a report by each party, for investigation steps to name.
+    sequence = [Op("report", party, 0, 0, signers, 0) for party, signers in OPENING] + sequence
     borders = load_default()
     with tempfile.TemporaryDirectory() as tmp:
         store = LedgerStore.open(f"sqlite:///{Path(tmp) / 'l.db'}")
@@ -133,9 +199,10 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
         initialize(store, _founding(borders), log_key, borders)
         ledger = Ledger(store, log_key, borders, clock_us=lambda: NOW)
         outcomes: list[tuple[bytes, int | type[LedgerError] | None]] = []
+        logged: dict[str, list[tuple[int, str]]] = {}
         try:
             for n, op in enumerate(sequence):
-                envelope = op.envelope(n)
+                envelope = op.envelope(n, logged)
                 outcome: int | type[LedgerError] | None
                 try:
                     accepted = ledger.submit(envelope)
@@ -143,6 +210,8 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
                 except LedgerError as e:
                     outcome = type(e)
                 outcomes.append((envelope, outcome))
+                if isinstance(outcome, int):
+                    logged.setdefault(op.kind, []).append((outcome, op.party))
                 label = (
                     "accepted" if isinstance(outcome, int) else getattr(outcome, "__name__", "dup")
                 )
@@ -163,7 +232,13 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
             verifier.add(outcome, stored[outcome])  # raises if the verifier would refuse
             continue
         try:
-            rules.admit(verifier.trust, dsse.Envelope.from_json(envelope), verifier.size, NOW)
+            rules.admit(
+                verifier.trust,
+                dsse.Envelope.from_json(envelope),
+                verifier.size,
+                NOW,
+                verifier.subjects.get,
+            )
         except LedgerError as e:
             assert type(e) is outcome, (type(e), outcome)
         else:
