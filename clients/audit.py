@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.client import LedgerClient
 from geo import datasets
 from geo.borders import BorderDataset
-from ledger import merkle
+from ledger import incidents, investigations, merkle
+from ledger.clock import to_us
+from ledger.investigations import InvestigationInfo
 from ledger.note import Checkpoint
 from ledger.trust import DatasetInfo, TrustState
 from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
@@ -34,6 +36,8 @@ class AuditResult:
     origin: str
     geo_rechecked: int
     consistent_from: int | None
+    # Incidents, investigations and findings by derived status, from the entries alone.
+    summary: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def audit(
@@ -66,6 +70,8 @@ def audit(
             progress(f"checked {e.index}/{checkpoint.size} entries")
     check_root(state, checkpoint)
     progress(f"checked {checkpoint.size} entries; the root matches the signed checkpoint")
+    _check_statuses(client, state)
+    progress("the statuses the server shows are those the entries give")
     consistent_from = None
     if state_file is not None:
         consistent_from = _check_consistency(
@@ -78,7 +84,37 @@ def audit(
         origin=state.trust.origin,
         geo_rechecked=state.geo_rechecked,
         consistent_from=consistent_from,
+        summary=state.summary(),
     )
+
+
+MAX_INVESTIGATIONS_CHECKED = 1000
+
+
+def _check_statuses(client: LedgerClient, state: Replay) -> None:
+    """What the server shows (timeline statuses, investigation states) must be what the
+    entries give. Entries logged after the audited checkpoint are left to the next audit."""
+    for row in client.timeline():
+        if row.index >= state.size or row.status == state.status(row.index):
+            continue
+        if all(e.index < state.size for e in client.dossier(row.index).entries):
+            raise VerificationError(
+                f"the server shows it as {incidents.status_name(row.status)}; its linked "
+                f"entries make it {incidents.status_name(state.status(row.index))}",
+                index=row.index,
+            )
+    found = [i for i, s in sorted(state.subjects.items()) if isinstance(s, InvestigationInfo)]
+    for index in found[-MAX_INVESTIGATIONS_CHECKED:]:
+        shown = client.investigation(index)
+        newer = any(e.index >= state.size for e in shown.entries)
+        expected = state.investigation_status(index, to_us(shown.as_of))
+        if not newer and shown.status != expected:
+            raise VerificationError(
+                f"the server shows investigation {index} as "
+                f"{investigations.status_name(shown.status)}; its entries make it "
+                f"{investigations.status_name(expected)}",
+                index=index,
+            )
 
 
 def fetcher(client: LedgerClient) -> Callable[[DatasetInfo], BorderDataset | None]:

@@ -134,6 +134,26 @@ class LedgerClient:
             api.GetDossierRequest(incident_index=incident_index), timeout=self.timeout_s
         )
 
+    def investigation(self, investigation_index: int) -> api.GetInvestigationResponse:
+        return self.stub.GetInvestigation(
+            api.GetInvestigationRequest(investigation_index=investigation_index),
+            timeout=self.timeout_s,
+        )
+
+    def messages(
+        self,
+        *,
+        start: int = 0,
+        to_party: str = "",
+        unacknowledged_only: bool = False,
+        limit: int = 0,
+    ) -> Iterator[api.ListMessagesResponse]:
+        """Advance notices and hotline messages, with who acknowledged them."""
+        request = api.ListMessagesRequest(
+            start=start, to_party=to_party, unacknowledged_only=unacknowledged_only, limit=limit
+        )
+        yield from self.stub.ListMessages(request, timeout=self.timeout_s)
+
     def revalidate(
         self,
         dataset_sha256: str,

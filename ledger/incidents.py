@@ -93,6 +93,11 @@ def derive_status(links: Iterable[Link]) -> api.IncidentStatus.ValueType:
     return api.INCIDENT_STATUS_UNDER_INVESTIGATION if drafted else status
 
 
+def status_name(status: api.IncidentStatus.ValueType) -> str:
+    """e.g. "jointly_confirmed", as the command line and audit summaries show it."""
+    return api.IncidentStatus.Name(status).removeprefix("INCIDENT_STATUS_").lower()
+
+
 def link_of(statement: object, index: int) -> Link:
     """How an amendment, retraction or counter-claim links to its incident."""
     if isinstance(statement, pb.IncidentAmendment):

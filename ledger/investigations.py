@@ -76,6 +76,11 @@ class InvestigationInfo:
         return api.INVESTIGATION_STATUS_REQUESTED
 
 
+def status_name(status: api.InvestigationStatus.ValueType) -> str:
+    """e.g. "under_way", as the command line and audit summaries show it."""
+    return api.InvestigationStatus.Name(status).removeprefix("INVESTIGATION_STATUS_").lower()
+
+
 def from_request(index: int, request: pb.InvestigationRequest) -> InvestigationInfo:
     return InvestigationInfo(
         index,

@@ -17,10 +17,11 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, geofacts, merkle, rules, subjects
+from ledger import dsse, duplicates, geofacts, incidents, investigations, merkle, rules, subjects
 from ledger.clock import to_us
 from ledger.errors import LedgerError
-from ledger.incidents import LIKELY_DUPLICATE, Link, derive_status
+from ledger.findings import FindingInfo
+from ledger.incidents import LIKELY_DUPLICATE, IncidentInfo, Link, derive_status
 from ledger.investigations import InvestigationInfo
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
@@ -49,7 +50,7 @@ class Replay:
     subjects: dict[int, subjects.Subject] = field(default_factory=dict)
     links: dict[int, list[Link]] = field(default_factory=dict)
 
-    def status(self, index: int) -> int:
+    def status(self, index: int) -> api.IncidentStatus.ValueType:
         """An incident's derived status, from the entries replayed so far."""
         return derive_status(self.links.get(index, []))
 
@@ -62,6 +63,26 @@ class Replay:
         assert isinstance(info, InvestigationInfo)
         as_of = self.last_time_us if as_of_us is None else as_of_us
         return subjects.investigation_status(info, as_of, self.subjects.get)
+
+    def summary(self, as_of_us: int | None = None) -> dict[str, dict[str, int]]:
+        """How many incidents, investigations and findings stand where, by the entries
+        alone: {"incidents": {status: n}, "investigations": {status: n}, "findings": {...}}."""
+        out: dict[str, dict[str, int]] = {"incidents": {}, "investigations": {}, "findings": {}}
+
+        def count(group: str, key: str) -> None:
+            out[group][key] = out[group].get(key, 0) + 1
+
+        for index, subject in sorted(self.subjects.items()):
+            if isinstance(subject, IncidentInfo):
+                count("incidents", incidents.status_name(self.status(index)))
+            elif isinstance(subject, InvestigationInfo):
+                status = self.investigation_status(index, as_of_us)
+                count("investigations", investigations.status_name(status))
+            elif isinstance(subject, FindingInfo):
+                count("findings", "jointly_attested" if subject.attested_at else "drafted")
+                if subject.dissented:
+                    count("findings", "with_dissent")
+        return out
 
     # Fetches a registered data set that is not at hand (e.g. from the log's blob store).
     load_dataset: Callable[[DatasetInfo], BorderDataset | None] | None = None

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from ceasefire.v1 import ledger_service_pb2 as api
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -107,3 +108,25 @@ def test_offline_bundle_verifies_and_catches_tampering(
     shorter.write_text("\n".join(original[:4]) + "\n")
     assert main(["verify", "--bundle", str(shorter)]) == 1
     assert "the checkpoint covers 5 entries, the bundle holds 3" in capsys.readouterr().err
+
+
+def test_verify_catches_a_status_the_entries_do_not_give(
+    running: RunningLedger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator who adds a link row ("jointly confirmed") that no entry made: every
+    entry still verifies, but the status the server shows is not the ledger's."""
+    _fill(running, 2)
+    assert main(["verify", "--server", running.address]) == 0
+    capsys.readouterr()
+    with running.ledger.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO links (target_idx, idx, relation, response) "
+                "VALUES (1, 2, 'joint_finding', 1)"
+            )
+        )
+    assert running.client.dossier(1).status == api.INCIDENT_STATUS_JOINTLY_CONFIRMED
+    assert main(["verify", "--server", running.address]) == 1
+    err = capsys.readouterr().err
+    assert "entry 1: the server shows it as jointly_confirmed" in err
+    assert "entries make it reported" in err
