@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 from ceasefire.v1 import statements_pb2 as pb
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from clients.cli import log_category
@@ -21,7 +22,7 @@ from clients.cli import main as cli
 from clients.client import LedgerClient, describe_error
 from clients.reports import sign_report
 from geo.borders import load_default
-from ledger import dsse, keys, statements
+from ledger import dsse, investigations, keys, sealing, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.grpc_server import build_server
 from ledger.log_entry import parse_entry
@@ -276,11 +277,15 @@ def _run(home: Path) -> int:
         with LedgerClient(address) as client:
             _submit_all(client, k)
             _rotate(client, k)
-        _step("6. The timeline, by incident time (ceasefire timeline)")
+            incident = _investigate(client, k)
+            print("  its dossier (ceasefire dossier):")
+            cli(["dossier", str(incident), "--server", address])
+            _prevent(client, k)
+        _step("8. The timeline, by incident time (ceasefire timeline)")
         cli(["timeline", "--server", address])
-        _step("7. The latest checkpoint, a C2SP signed note (ceasefire checkpoint)")
+        _step("9. The latest checkpoint, a C2SP signed note (ceasefire checkpoint)")
         cli(["checkpoint", "--server", address])
-        _step("8. A full audit, trusting only the pinned trust root (ceasefire verify)")
+        _step("10. A full audit, trusting only the pinned trust root (ceasefire verify)")
         state = str(home / "verified.checkpoint")
         code = cli(["verify", "--server", address, "--trust-root", digest, "--state", state])
         with LedgerClient(address) as client:
@@ -364,3 +369,84 @@ def _rotate(client: LedgerClient, k: dict[str, SigningKey]) -> None:
         print(f"  a report signed with the old key afterwards:\n    {describe_error(e)}")
     r = client.submit(sign_report(_report(SAMPLES[4]), [k["arm-monitor-2"]]))
     print(f"  #{r.receipt.index:<3} the same report signed with the new key: accepted")
+
+
+def _send(client: LedgerClient, kind: str, statement: Message, *signers: SigningKey) -> int:
+    envelope = dsse.sign(kind, statement.SerializeToString(), list(signers))
+    return client.submit(envelope.to_json()).receipt.index
+
+
+def _investigate(client: LedgerClient, k: dict[str, SigningKey]) -> int:
+    """ARM's first report, disputed by AZE, investigated jointly; returns its index."""
+    _step("6. A joint investigation: request, acceptance, co-signed terms, sealed evidence")
+    arm, aze = k["arm-authority"], k["aze-authority"]
+    now = to_timestamp(now_us())
+    incident = 1
+    _send(client, statements.COUNTER_CLAIM, pb.CounterClaim(
+        incident_index=incident, created_time=now, party="AZE", kind=pb.RESPONSE_KIND_DENIAL,
+        narrative="No fire from our positions.", narrative_language="en"), aze)  # fmt: skip
+    print(f"  AZE's authority denies report #{incident}: disputed")
+    inv = _send(client, statements.INVESTIGATION_REQUEST, pb.InvestigationRequest(
+        created_time=now, party="ARM", incident_indexes=[incident], respondents=["AZE"],
+        answer_by=to_timestamp(now_us() + 48 * HOUR_US)), arm)  # fmt: skip
+    _send(client, statements.INVESTIGATION_RESPONSE, pb.InvestigationResponse(
+        investigation_index=inv, created_time=now, party="AZE",
+        decision=pb.INVESTIGATION_DECISION_ACCEPT), aze)  # fmt: skip
+    members = {dsse.key_id(keys.public_bytes(key)): keys.public_bytes(key) for key in (arm, aze)}
+    terms = _send(client, statements.INVESTIGATION_TERMS, pb.InvestigationTerms(
+        investigation_index=inv, created_time=now, member_key_ids=sorted(members),
+        sites=[pb.InvestigationSite(name="Berd post",
+                                    center=pb.GeoPoint(latitude=40.8811, longitude=45.3875),
+                                    radius_m=1000)],
+        outcome_vocabulary=[pb.FINDING_OUTCOME_CONFIRMED, pb.FINDING_OUTCOME_NOT_CONFIRMED,
+                            pb.FINDING_OUTCOME_INCONCLUSIVE],
+        publication_rule=pb.PUBLICATION_RULE_SEALED_UNTIL_FINDING), arm, aze)  # fmt: skip
+    print(f"  #{inv} requested by ARM, accepted by AZE; #{terms} terms co-signed by both")
+    photo = b"photo of the impact site " * 40
+    box = sealing.seal(photo, members)
+    record = pb.EvidenceRecord(
+        created_time=now, party="ARM", incident_index=incident, investigation_index=inv,
+        sha256=hashlib.sha256(photo).hexdigest(), media_type="image/jpeg", size=len(photo),
+        blob=pb.BLOB_KIND_SEALED, blob_sha256=hashlib.sha256(box).hexdigest(),
+        blob_size=len(box), sealed_to_key_ids=sorted(members))  # fmt: skip
+    envelope = dsse.sign(statements.EVIDENCE, record.SerializeToString(), [arm])
+    shared = client.submit_with_blobs(envelope.to_json(), {"blob": box}).receipt.index
+    opened = sealing.open_sealed(client.blob(record.blob_sha256), aze) == photo
+    print(f"  #{shared} evidence sealed to the members; AZE's member opens it: {opened}")
+    draft = pb.FindingDraft(
+        created_time=now, party="ARM", incident_indexes=[incident], policy="joint",
+        outcome=pb.FINDING_OUTCOME_CONFIRMED, attribution="AZE", investigation_index=inv,
+        reasoning="Fragments and both posts' logs agree.", reasoning_language="en")  # fmt: skip
+    finding = _send(client, statements.FINDING, draft, arm)
+    digest = hashlib.sha256(draft.SerializeToString()).hexdigest()
+    for party, key in (("ARM", arm), ("AZE", aze)):
+        _send(client, statements.ATTESTATION, pb.Attestation(
+            finding_index=finding, draft_sha256=digest, party=party, created_time=now),
+            key)  # fmt: skip
+    status = investigations.status_name(client.investigation(inv).status)
+    print(f"  #{finding} finding attested by both authorities; the investigation is {status}")
+    return incident
+
+
+def _prevent(client: LedgerClient, k: dict[str, SigningKey]) -> None:
+    _step("7. Prevention: an advance notice and the hotline, each acknowledged")
+    start = now_us()
+    notice = _send(client, statements.NOTICE, pb.AdvanceNotice(
+        created_time=to_timestamp(start), party="AZE", activity=pb.ACTIVITY_KIND_DEMINING,
+        window=pb.TimeWindow(start=to_timestamp(start), end=to_timestamp(start + 24 * HOUR_US),
+                             precision=pb.TIME_PRECISION_HOUR),
+        location=pb.Location(point=pb.GeoPoint(latitude=40.9922, longitude=45.6286),
+                             uncertainty_m=2000, precision=pb.LOCATION_PRECISION_NEAR),
+        description="Controlled detonations north-west of Tovuz.",
+        description_language="en"), k["aze-authority"])  # fmt: skip
+    message = _send(client, statements.HOTLINE, pb.HotlineMessage(
+        created_time=to_timestamp(now_us()), party="ARM", to_party="AZE",
+        urgency=pb.HOTLINE_URGENCY_URGENT, text="Explosions heard near Tovuz: your demining?",
+        text_language="en", in_reply_to=notice), k["arm-monitor-2"])  # fmt: skip
+    for index, party, key in ((notice, "ARM", "arm-monitor-2"), (message, "AZE", "aze-monitor")):
+        _send(client, statements.ACKNOWLEDGEMENT, pb.Acknowledgement(
+            entry_index=index, created_time=to_timestamp(now_us()), party=party),
+            k[key])  # fmt: skip
+    for m in client.messages(start=notice):
+        who = ", ".join(f"{p} at #{i}" for p, i in sorted(m.acknowledged_by.items()))
+        print(f"  #{m.index} acknowledged by {who}")
