@@ -222,6 +222,7 @@ class Ledger:
         # time, so a reader always gets a matching pair.
         root, _ = read_trust_root(store)
         self._current = (root, 1)
+        self._subjects = subjects.Cache()
         self._catch_up(store.tree_size())
         self._batch_state = root
         self._batch_sightings: list[duplicates.Sighting] = []
@@ -272,6 +273,7 @@ class Ledger:
         state, known = self._current
         if size == known:
             return
+        self._subjects.clear()  # entries we did not write may change any subject
         state = state.copy()
         for stored in self.store.iter_kinds(sorted(statements.KEY_EVENTS), known, size):
             entry = parse_entry(stored.entry)
@@ -297,7 +299,8 @@ class Ledger:
             clock_us=self.clock_us,
             sign_checkpoint=self.log_key.sign_checkpoint,
         )
-        # Committed: the batch's key state is now the ledger's.
+        # Committed: the batch's key state and subjects are now the ledger's.
+        self._subjects.update(self._batch_subjects)
         size = max(
             [self._current[1]] + [r.entry.index + 1 for r in results if isinstance(r, Appended)]
         )
@@ -348,11 +351,23 @@ class Ledger:
         return leaf_builder(pending.envelope_bytes, validation)(index, prev, now), links
 
     def _subject_in_batch(self, index: int) -> subjects.Subject | None:
-        return self._batch_subjects.get(index) or self.subject(index)
+        """For the writer, under its lock: the batch's view, else the committed one."""
+        found = self._batch_subjects.get(index) or self._subjects.get(index)
+        if found is None:
+            found = self._read_subject(index)
+            if found is not None:
+                self._subjects.update({index: found})
+        return found
 
-    def subject(self, index: int) -> subjects.Subject | None:
-        """The incident, finding, investigation, notice or message at `index`, as the
-        committed log has it (None: none there)."""
+    def lookup(self) -> subjects.Lookup:
+        """Looks up the incident, finding, investigation, notice or message at an index, as
+        the committed log has it (None: none there). From the cache while this replica is
+        in step with the log; from the database when another replica wrote since."""
+        if self.store.tree_size() != self._current[1]:
+            return self._read_subject
+        return lambda index: self._subjects.get(index) or self._read_subject(index)
+
+    def _read_subject(self, index: int) -> subjects.Subject | None:
         incident = self.store.incident(index)
         if incident is not None:
             return incident
@@ -408,7 +423,7 @@ class Ledger:
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
-        admitted = rules.admit(state, envelope, size, self.clock_us(), self.subject)
+        admitted = rules.admit(state, envelope, size, self.clock_us(), self.lookup())
         geo, incident, notice, blobs = None, None, None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
@@ -615,11 +630,12 @@ class Ledger:
     ]:
         """An investigation, its status by the log's clock now, that clock, and the request
         with every entry linked to it, in log order."""
-        info = self.subject(index)
+        lookup = self.lookup()
+        info = lookup(index)
         if not isinstance(info, InvestigationInfo):
             raise NotFound(f"entry {index} is not an investigation request")
         as_of = max(self.clock_us(), self.store.last_time_us())
-        status = subjects.investigation_status(info, as_of, self.subject)
+        status = subjects.investigation_status(info, as_of, lookup)
         entries = [(self.entry(index), incidents.REQUEST)]
         found = self.store.links_to([index])
         entries += [(self.entry(link.index), link.relation) for link in found]
@@ -636,10 +652,11 @@ class Ledger:
             raise InvalidArgument(f"unknown party {to_party!r}", field="to_party")
         limit = min(limit or self.MAX_MESSAGES, self.MAX_MESSAGES)
         size = self.store.tree_size()
+        lookup = self.lookup()
         for stored in self.store.iter_kinds([statements.NOTICE, statements.HOTLINE], start, size):
             if limit == 0:
                 return
-            info = self.subject(stored.index)
+            info = lookup(stored.index)
             assert isinstance(info, MessageInfo)
             if to_party and not info.addressed_to(to_party):
                 continue

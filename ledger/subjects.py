@@ -9,7 +9,9 @@ gives the server a subject back from its stored links without replaying the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -214,3 +216,37 @@ def investigation_status(
     info: InvestigationInfo, as_of_us: int, lookup: Lookup
 ) -> api.InvestigationStatus.ValueType:
     return info.status(as_of_us, jointly_attested(info, lookup))
+
+
+class Cache:
+    """The newest committed state of recently used subjects, so that judging a statement
+    about a long-running investigation does not re-read its whole history.
+
+    Only the ledger's writer fills it (with what it read under the writer's lock, and with
+    each batch once committed), so a reader racing a commit never stores a stale subject.
+    Cleared when another writer's entries are found. Bounded: least recently used first out.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[int, Subject] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, index: int) -> Subject | None:
+        with self._lock:
+            found = self._items.get(index)
+            if found is not None:
+                self._items.move_to_end(index)
+            return found
+
+    def update(self, subjects: Mapping[int, Subject]) -> None:
+        with self._lock:
+            for index, subject in subjects.items():
+                self._items[index] = subject
+                self._items.move_to_end(index)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -14,9 +14,11 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
 
+from geo.borders import BorderDataset
 from ledger import dsse, sealing, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.findings import FindingInfo
+from ledger.service import Ledger
 from ledger.verifier import replay
 from tests.conftest import LogClock, RunningLedger
 from tests.reports import HOUR_US, report, signed
@@ -442,3 +444,28 @@ def test_terms_need_acceptance_first(running: RunningLedger) -> None:
         visit(inv, "ARM", "Berd post", pb.VISIT_OUTCOME_COMPLETED, []), p.arm_investigator,
     )  # fmt: skip
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "no agreed terms" in msg
+
+
+def test_a_replica_sees_what_another_replica_logged(
+    running: RunningLedger, borders: BorderDataset
+) -> None:
+    """Two service replicas on one database: an acceptance logged through B counts when
+    A judges the terms, though A had the investigation in its cache."""
+    p, a = running.parties, running.ledger
+    arm = running.client.submit(signed(report("ARM"), p.arm_monitor)).receipt.index
+    inv, _ = submit(running, statements.INVESTIGATION_REQUEST, request([arm]), p.arm_authority)
+    replica = Ledger(a.store, a.log_key, borders)
+    try:
+        accept = answer(inv, pb.INVESTIGATION_DECISION_ACCEPT)
+        envelope = dsse.sign(
+            statements.INVESTIGATION_RESPONSE, accept.SerializeToString(), [p.aze_authority]
+        )
+        replica.submit(envelope.to_json())
+    finally:
+        replica.close()
+    assert running.client.investigation(inv).status == api.INVESTIGATION_STATUS_ACCEPTED
+    agreed, _ = submit(
+        running, statements.INVESTIGATION_TERMS, terms(inv, [p.arm_investigator]),
+        p.arm_authority, p.aze_authority,
+    )  # fmt: skip
+    assert running.client.investigation(inv).terms_index == agreed
