@@ -22,6 +22,7 @@ from clients import (
     bundle,
     envelope_files,
     incidents_cli,
+    investigations_cli,
     keys_cli,
     reports,
     trust_root_file,
@@ -168,8 +169,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> None:
-    """A local ledger for trying things out: the log key, and an authority and a monitor
-    key for each of ARM and AZE; the trust root is signed by both authorities."""
+    """A local ledger for trying things out: the log key, and an authority, a monitor and an
+    investigator key for each of ARM and AZE, and the finding policy "joint" (both
+    authorities); the trust root is signed by both authorities."""
     home: Path = args.data_dir
     store = LedgerStore.open(args.db)
     try:
@@ -181,7 +183,8 @@ def _bootstrap(args: argparse.Namespace) -> None:
     keydir.mkdir(parents=True, exist_ok=True)
     wanted = [
         keydir / f"{n}.key"
-        for n in ("arm-monitor", "aze-monitor", "arm-authority", "aze-authority")
+        for party in ("arm", "aze")
+        for n in (f"{party}-monitor", f"{party}-authority", f"{party}-investigator")
     ]
     for private in [Path(args.log_key), *wanted]:
         if not private.exists():
@@ -196,9 +199,13 @@ def _bootstrap(args: argparse.Namespace) -> None:
             "  - code: ARM\n    name: Armenia\n    authority_threshold: 1\n    keys:\n"
             "      - {role: monitor, public_key_file: keys/arm-monitor.pub}\n"
             "      - {role: authority, public_key_file: keys/arm-authority.pub}\n"
+            "      - {role: investigator, public_key_file: keys/arm-investigator.pub}\n"
             "  - code: AZE\n    name: Azerbaijan\n    authority_threshold: 1\n    keys:\n"
             "      - {role: monitor, public_key_file: keys/aze-monitor.pub}\n"
             "      - {role: authority, public_key_file: keys/aze-authority.pub}\n"
+            "      - {role: investigator, public_key_file: keys/aze-investigator.pub}\n"
+            "finding_policies:\n"
+            '  - {name: joint, expression: "AND(ARM.authority, AZE.authority)"}\n'
         )
     ns = argparse.Namespace(
         log_key=Path(args.log_key),
@@ -428,7 +435,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         assert state.trust is not None
         result = AuditResult(
             cp.size, cp.root_hash, state.trust_root_digest, cp.origin, state.geo_rechecked,
-            consistent_from,
+            consistent_from, state.summary(),
         )  # fmt: skip
     else:
         with _server(args) as client:
@@ -448,6 +455,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "trust_root_pinned": bool(args.trust_root),
         "geo_facts_recomputed": result.geo_rechecked,
         "consistent_with_size": result.consistent_from,
+        "statuses": result.summary,
     }
     if args.json:
         _print_json(doc)
@@ -460,7 +468,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "  every signature, the hash chain and every entry's inclusion in the signed checkpoint"
         )
     print(f"  root {result.root_hash.hex()}")
-    print(f"  geo facts recomputed for {result.geo_rechecked} incidents")
+    print(
+        f"  geo facts recomputed for {result.geo_rechecked} places (reports, amendments, notices)"
+    )
+    for group, counts in result.summary.items():
+        if counts:
+            said = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
+            print(f"  {group}, by the entries alone: {said}")
     if result.consistent_from is not None:
         print(f"  consistent with the checkpoint of size {result.consistent_from} verified before")
     if not args.trust_root:
@@ -634,7 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cli.add_parsers(sub, server_opt, json_opt)
     border_cli.add_parsers(sub, server_opt, json_opt)
+    # An incident's life: answered, investigated, evidenced, found, then read as a whole.
     incidents_cli.add_parsers(sub, server_opt, json_opt)
+    investigations_cli.add_parsers(sub, server_opt, json_opt)
+    incidents_cli.add_evidence_parsers(sub, server_opt)
+    incidents_cli.add_finding_parsers(sub, server_opt)
+    incidents_cli.add_dossier_parser(sub, server_opt, json_opt)
+    investigations_cli.add_prevention_parsers(sub, server_opt, json_opt)
 
     sp = add(
         "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"

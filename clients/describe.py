@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from ledger import dsse, merkle, statements
 from ledger.clock import to_iso, to_us
@@ -35,3 +37,49 @@ def describe_entry(data: bytes) -> dict[str, Any]:
 
 def _as_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """An enum value as the command line spells it: VISIT_OUTCOME_ACCESS_DENIED is
+    access_denied."""
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def summary(stmt: Message) -> str:
+    """One line on what a statement says, for dossiers and investigation listings."""
+    if isinstance(stmt, pb.IncidentReport):
+        return stmt.narrative
+    if isinstance(stmt, pb.IncidentAmendment | pb.IncidentRetraction):
+        return stmt.reason
+    if isinstance(stmt, pb.CounterClaim):
+        kind = enum_name(pb.ResponseKind, stmt.kind, "RESPONSE_KIND_")
+        return kind + (f": {stmt.narrative}" if stmt.narrative else "")
+    if isinstance(stmt, pb.InvestigationRequest):
+        incidents = ", ".join(str(i) for i in stmt.incident_indexes)
+        scope = f": {stmt.scope}" if stmt.scope else ""
+        return f"incidents {incidents}; asks {', '.join(stmt.respondents)}{scope}"
+    if isinstance(stmt, pb.InvestigationResponse):
+        said = enum_name(pb.InvestigationDecision, stmt.decision, "INVESTIGATION_DECISION_")
+        return said + (f": {stmt.reason}" if stmt.reason else "")
+    if isinstance(stmt, pb.InvestigationTerms):
+        sites = ", ".join(s.name for s in stmt.sites)
+        return f"{len(stmt.member_key_ids)} members; sites {sites}"
+    if isinstance(stmt, pb.VisitRecord):
+        outcome = enum_name(pb.VisitOutcome, stmt.outcome, "VISIT_OUTCOME_")
+        denied = f" by {stmt.denied_by}" if stmt.denied_by else ""
+        return f"{stmt.site}: {outcome}{denied}"
+    if isinstance(stmt, pb.FindingDraft):
+        outcome = enum_name(pb.FindingOutcome, stmt.outcome, "FINDING_OUTCOME_")
+        return outcome + (f": {stmt.reasoning}" if stmt.reasoning else "")
+    if isinstance(stmt, pb.Attestation):
+        return f"attests finding {stmt.finding_index}"
+    if isinstance(stmt, pb.Dissent):
+        return f"dissents from finding {stmt.finding_index}: {stmt.reasons}".rstrip(": ")
+    if isinstance(stmt, pb.EvidenceRecord):
+        return f"{stmt.sha256[:16]}... {stmt.description}".rstrip()
+    if isinstance(stmt, pb.AdvanceNotice):
+        activity = enum_name(pb.ActivityKind, stmt.activity, "ACTIVITY_KIND_")
+        return f"{activity}: {stmt.description}".rstrip(": ")
+    if isinstance(stmt, pb.HotlineMessage):
+        return stmt.text
+    return ""

@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from clients import keys_cli, reports
 from clients.client import LedgerClient
-from clients.describe import describe_entry
-from ledger import dsse, keys, sealing, statements
+from clients.describe import describe_entry, summary
+from ledger import dsse, incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
+from ledger.investigations import InvestigationInfo
 from ledger.log_entry import parse_entry
 
 
@@ -71,7 +71,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 def cmd_dossier(args: argparse.Namespace) -> int:
     with LedgerClient(args.server) as client:
         got = client.dossier(args.index)
-    status = api.IncidentStatus.Name(got.status).removeprefix("INCIDENT_STATUS_").lower()
+    status = incidents.status_name(got.status)
     entries: list[dict[str, Any]] = [
         {"relation": e.relation, **describe_entry(e.entry)} for e in got.entries
     ]
@@ -79,12 +79,12 @@ def cmd_dossier(args: argparse.Namespace) -> int:
         print(json.dumps({"incident": args.index, "status": status, "entries": entries}, indent=2))
         return 0
     print(f"incident {args.index}: {status}")
-    for e in entries:
-        stmt = e.get("statement", {})
-        said = stmt.get("narrative") or stmt.get("reason") or stmt.get("kind", "")
-        who = e["validation"].get("party", "")
+    for e, described in zip(got.entries, entries, strict=True):
+        envelope = dsse.Envelope.from_json(parse_entry(e.entry).envelope)
+        said = summary(statements.decode(envelope.payload_type, envelope.payload))
+        who = described["validation"].get("party", "")
         print(
-            f"  #{e['index']:<5} {e['integrated_time'][:16]}  {e['relation']:<16} {who:<4} {said}"
+            f"  #{e.index:<5} {described['integrated_time'][:16]}  {e.relation:<22} {who:<4} {said}"
         )
     return 0
 
@@ -130,9 +130,8 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     signed_by(sp)
     sp.set_defaults(func=cmd_answer)
 
-    add_evidence_parsers(sub, server_opt)
-    add_finding_parsers(sub, server_opt)
 
+def add_dossier_parser(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp = sub.add_parser("dossier", help="one incident, every entry linked to it, its status")
     sp.add_argument("index", type=int)
     server_opt(sp)
@@ -153,16 +152,25 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
         size=len(content),
         description=args.description or "",
         blob=pb.BlobKind.Value("BLOB_KIND_" + args.blob.upper()),
+        investigation_index=args.investigation,
     )
     if args.capture_time:
         record.capture_time.CopyFrom(to_timestamp(parse_iso(args.capture_time)))
     files: dict[str, bytes] = {}
     with LedgerClient(args.server) as client:
         if args.blob == "sealed":
+            # Recipients' keys (and an investigation's members) come from the entries as
+            # replayed and verified here, never from what the server says.
+            replay = keys_cli.replayed(client)
+            state = replay.trust
+            assert state is not None
+            investigation = replay.subjects.get(args.investigation)
+            terms = investigation.terms if isinstance(investigation, InvestigationInfo) else None
+            if not args.seal_to and terms is not None:
+                args.seal_to = sorted(terms.members)
             if not args.seal_to:
                 print("error: --seal-to KEY_ID is needed for sealed evidence", file=sys.stderr)
                 return 2
-            state, _ = keys_cli.key_state(client)
             unknown = [k for k in args.seal_to if k not in state.keys]
             if unknown:
                 print(f"error: not keys on this ledger: {unknown}", file=sys.stderr)
@@ -224,7 +232,15 @@ def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
     sp.add_argument("--capture-time", help="ISO 8601")
     sp.add_argument("--description")
     sp.add_argument("--blob", choices=["none", "plain", "sealed"], default="none")
-    sp.add_argument("--seal-to", action="append", help="key id to seal to (repeatable)")
+    sp.add_argument(
+        "--seal-to",
+        action="append",
+        help="key id to seal to (repeatable); in an investigation, default: the members of "
+        "its terms in force, as the entries verified here give them",
+    )
+    sp.add_argument(
+        "--investigation", type=int, default=0, help="the investigation request's log index"
+    )
     sp.add_argument("--key", type=Path, action="append", required=True)
     server_opt(sp)
     sp.set_defaults(func=cmd_evidence_add)
@@ -247,6 +263,7 @@ def cmd_finding_draft(args: argparse.Namespace) -> int:
         reasoning=args.reasoning or "",
         reasoning_language=args.language if args.reasoning else "",
         evidence_sha256=args.evidence or [],
+        investigation_index=args.investigation,
     )
     args.index = ",".join(str(i) for i in args.incident)
     return _send(args, statements.FINDING, draft)
@@ -298,6 +315,12 @@ def add_finding_parsers(sub: Any, server_opt: Any) -> None:
     sp.add_argument("--reasoning")
     sp.add_argument("--language", default="en")
     sp.add_argument("--evidence", action="append", help="SHA-256 of evidence considered")
+    sp.add_argument(
+        "--investigation",
+        type=int,
+        default=0,
+        help="the investigation request's log index (then signed by its members)",
+    )
     sp.add_argument("--key", type=Path, action="append", required=True)
     server_opt(sp)
     sp.set_defaults(func=cmd_finding_draft)

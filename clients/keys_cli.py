@@ -24,14 +24,20 @@ from ledger.trust import TrustState
 from ledger.verifier import Replay
 
 
-def key_state(client: LedgerClient, pinned: str | None = None) -> tuple[TrustState, int]:
-    """The key state, computed here by replaying (and so verifying) the whole ledger."""
+def replayed(client: LedgerClient, pinned: str | None = None) -> Replay:
+    """The ledger replayed (and so verified: every signature, every rule) here."""
     replay = Replay(pinned_trust_root=pinned)
-    size = client.checkpoint().tree_size
-    for e in client.entries(0, size):
+    for e in client.entries(0, client.checkpoint().tree_size):
         replay.add(e.index, e.entry)
     assert replay.trust is not None
-    return replay.trust, size
+    return replay
+
+
+def key_state(client: LedgerClient, pinned: str | None = None) -> tuple[TrustState, int]:
+    """The key state, computed here by replaying (and so verifying) the whole ledger."""
+    replay = replayed(client, pinned)
+    assert replay.trust is not None
+    return replay.trust, replay.size
 
 
 def cmd_list(args: argparse.Namespace) -> int:
