@@ -31,7 +31,7 @@ from clients.audit import AuditResult, audit
 from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
 from clients.describe import describe_entry
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
-from ledger import dsse, keys, merkle, statements
+from ledger import dsse, incidents, keys, merkle, statements
 from ledger.clock import parse_iso, to_iso, to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
@@ -283,6 +283,7 @@ def _timeline_row(t: Any) -> dict[str, Any]:
         "distance_to_border_m": geo.distance_to_border_m,
         "alleged_responsible_party": rep.alleged_responsible_party or None,
         "narrative": rep.narrative,
+        "status": incidents.status_name(t.status),
     }
 
 
@@ -318,6 +319,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
                 if r["alleged_responsible_party"]
                 else ""
             )
+            + f"  [{r['status']}]"
         )
     return 0
 

@@ -216,6 +216,11 @@ def test_an_investigation_a_notice_and_the_hotline(
         "investigations": {"under_way": 1},
         "findings": {"drafted": 1},
     }
+    timeline = json.loads(ceasefire("timeline", *s, "--json", cwd=wd).stdout)
+    assert [(r["index"], r["status"]) for r in timeline] == [
+        (1, "under_investigation"),
+        (2, "under_investigation"),
+    ]
 
 
 @SQLITE_ONLY
