@@ -469,3 +469,59 @@ def test_a_replica_sees_what_another_replica_logged(
         p.arm_authority, p.aze_authority,
     )  # fmt: skip
     assert running.client.investigation(inv).terms_index == agreed
+
+
+def test_an_observer_mission_asks_both_parties(running: RunningLedger) -> None:
+    """A neutral observer requests; both parties must accept; the terms need all three."""
+    p = running.parties
+    obs_authority, obs_observer = SigningKey.generate(), SigningKey.generate()
+    admission = pb.PartyAdmission(
+        party=pb.Party(
+            code="OBS", name="Neutral observer mission", authority_threshold=1,
+            keys=[
+                pb.PartyKey(public_key=bytes(obs_authority.verify_key), role=pb.ROLE_AUTHORITY),
+                pb.PartyKey(public_key=bytes(obs_observer.verify_key), role=pb.ROLE_OBSERVER),
+            ],
+        ),
+        created_time=now(), reason="agreed at the talks",
+    )  # fmt: skip
+    submit(
+        running, statements.PARTY_ADMISSION, admission,
+        p.arm_authority, p.aze_authority, obs_authority,
+    )  # fmt: skip
+    arm = running.client.submit(signed(report("ARM"), p.arm_monitor)).receipt.index
+    asked = request([arm], party="OBS")
+    asked.respondents[:] = ["ARM", "AZE"]
+    inv, _ = submit(running, statements.INVESTIGATION_REQUEST, asked, obs_observer)
+    submit(
+        running,
+        statements.INVESTIGATION_RESPONSE,
+        answer(inv, pb.INVESTIGATION_DECISION_ACCEPT, "ARM"),
+        p.arm_authority,
+    )
+    got = running.client.investigation(inv)
+    assert got.status == api.INVESTIGATION_STATUS_REQUESTED and list(got.awaiting) == ["AZE"]
+    submit(
+        running,
+        statements.INVESTIGATION_RESPONSE,
+        answer(inv, pb.INVESTIGATION_DECISION_ACCEPT),
+        p.aze_authority,
+    )
+    assert running.client.investigation(inv).status == api.INVESTIGATION_STATUS_ACCEPTED
+    members = terms(inv, [p.arm_investigator, p.aze_investigator, obs_observer])
+    code, msg = refused(
+        running, statements.INVESTIGATION_TERMS, members, p.arm_authority, p.aze_authority
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "missing OBS" in msg
+    submit(
+        running,
+        statements.INVESTIGATION_TERMS,
+        members,
+        p.arm_authority,
+        p.aze_authority,
+        obs_authority,
+    )
+    assert running.client.investigation(inv).status == api.INVESTIGATION_STATUS_UNDER_WAY
+    with pytest.raises(grpc.RpcError) as error:
+        running.client.investigation(arm)
+    assert code_of(error) == grpc.StatusCode.NOT_FOUND
