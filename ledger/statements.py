@@ -486,6 +486,8 @@ def validate_visit(v: pb.VisitRecord, state: TrustState, now_us: int) -> None:
         raise InvalidArgument("started and ended are required", field="started")
     if to_us(v.started) > to_us(v.ended):
         raise InvalidArgument("is after ended", field="started")
+    if to_us(v.started) < EARLIEST_US:
+        raise InvalidArgument("is before 2000-01-01", field="started")
     if to_us(v.ended) > now_us + FUTURE_SLACK_US:
         raise InvalidArgument("is in the future (by the log's clock)", field="ended")
     _enum(v.outcome, pb.VisitOutcome.values(), "outcome")
@@ -508,6 +510,8 @@ def validate_notice(n: pb.AdvanceNotice, now_us: int) -> None:
     start, end = to_us(w.start), to_us(w.end)
     if start > end:
         raise InvalidArgument("start is after end", field="window.start")
+    if start < EARLIEST_US:
+        raise InvalidArgument("is before 2000-01-01", field="window.start")
     if end <= now_us:
         raise InvalidArgument("has ended already: a notice comes in advance", field="window.end")
     if end - start > MAX_WINDOW_US:

@@ -101,6 +101,12 @@ def visit(
     )  # fmt: skip
 
 
+def ancient_visit(investigation: int) -> pb.VisitRecord:
+    v = visit(investigation, "AZE", "Gushchu post", pb.VISIT_OUTCOME_COMPLETED, [])
+    v.started.FromSeconds(631_152_000)  # 1990
+    return v
+
+
 def sealed_evidence(
     party: str, investigation: int, incident: int, content: bytes, recipients: list[SigningKey]
 ) -> tuple[pb.EvidenceRecord, dict[str, bytes]]:
@@ -392,6 +398,8 @@ def test_investigation_refusals(running: RunningLedger) -> None:
         (statements.VISIT,
          visit(inv, "AZE", "Gushchu post", pb.VISIT_OUTCOME_COMPLETED, [p.outsider]),
          [p.aze_investigator], grpc.StatusCode.INVALID_ARGUMENT, "members_present[0]"),
+        (statements.VISIT, ancient_visit(inv), [p.aze_investigator],
+         grpc.StatusCode.INVALID_ARGUMENT, "started: is before 2000-01-01"),
         # Findings in the investigation: by members, on its incidents, in its vocabulary.
         (statements.FINDING, finding(inv, "ARM", [arm], pb.FINDING_OUTCOME_CONFIRMED),
          [p.arm_authority], grpc.StatusCode.PERMISSION_DENIED, "only members draft"),

@@ -96,6 +96,10 @@ def test_notice_refusals(running: RunningLedger) -> None:
     assert code == grpc.StatusCode.PERMISSION_DENIED and "monitor key may not sign" in msg
     code, msg = refused(running, statements.NOTICE, notice(starts_in_h=-50), p.aze_authority)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "window.end" in msg
+    ancient = notice()
+    ancient.window.start.FromSeconds(631_152_000)  # 1990
+    code, msg = refused(running, statements.NOTICE, ancient, p.aze_authority)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "window.start: is before 2000" in msg
     line = notice()
     line.location.line.origin.latitude, line.location.line.origin.longitude = BERD
     line.location.line.impact.latitude, line.location.line.impact.longitude = GUSHCHU
