@@ -266,14 +266,8 @@ def validate_key_change(change: pb.KeyChange) -> None:
     _reason(change.reason)
 
 
-MAX_FINDING_INCIDENTS = 64
-
-
 def validate_finding(f: pb.FindingDraft, state: TrustState) -> None:
-    if not 1 <= len(f.incident_indexes) <= MAX_FINDING_INCIDENTS:
-        raise InvalidArgument(f"1 to {MAX_FINDING_INCIDENTS} incidents", field="incident_indexes")
-    if len(set(f.incident_indexes)) != len(f.incident_indexes):
-        raise InvalidArgument("names an incident twice", field="incident_indexes")
+    _indexes(f.incident_indexes, "incident_indexes")
     if f.policy not in state.finding_policies:
         known = ", ".join(sorted(state.finding_policies)) or "none"
         raise InvalidArgument(f"not a finding policy of the trust root ({known})", field="policy")
