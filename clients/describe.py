@@ -35,6 +35,21 @@ def describe_entry(data: bytes) -> dict[str, Any]:
     return doc
 
 
+def statement_of(data: bytes) -> tuple[int, Message]:
+    """A serialized log entry's integrated time and its statement, decoded."""
+    entry = parse_entry(data)
+    envelope = dsse.Envelope.from_json(entry.envelope)
+    return to_us(entry.integrated_time), statements.decode(envelope.payload_type, envelope.payload)
+
+
+def entry_line(index: int, relation: str, data: bytes, relation_width: int) -> str:
+    """One line of a dossier or investigation: index, time, relation, party, summary."""
+    integrated, stmt = statement_of(data)
+    # The party the log authorized the statement for (reports name it reporting_party).
+    who, when = parse_entry(data).validation.party, to_iso(integrated)[:16]
+    return f"  #{index:<5} {when}  {relation:<{relation_width}} {who:<4} {summary(stmt)}"
+
+
 def _as_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from clients import keys_cli, reports
 from clients.client import LedgerClient
-from clients.describe import describe_entry, summary
+from clients.describe import describe_entry, entry_line
 from ledger import dsse, incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
 from ledger.investigations import InvestigationInfo
@@ -79,13 +79,8 @@ def cmd_dossier(args: argparse.Namespace) -> int:
         print(json.dumps({"incident": args.index, "status": status, "entries": entries}, indent=2))
         return 0
     print(f"incident {args.index}: {status}")
-    for e, described in zip(got.entries, entries, strict=True):
-        envelope = dsse.Envelope.from_json(parse_entry(e.entry).envelope)
-        said = summary(statements.decode(envelope.payload_type, envelope.payload))
-        who = described["validation"].get("party", "")
-        print(
-            f"  #{e.index:<5} {described['integrated_time'][:16]}  {e.relation:<22} {who:<4} {said}"
-        )
+    for e in got.entries:
+        print(entry_line(e.index, e.relation, e.entry, 22))
     return 0
 
 

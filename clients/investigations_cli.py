@@ -19,10 +19,9 @@ from google.protobuf.message import Message
 
 from clients import keys_cli
 from clients.client import LedgerClient
-from clients.describe import describe_entry, enum_name, summary
+from clients.describe import describe_entry, entry_line, enum_name, statement_of
 from ledger import dsse, investigations, keys, statements
 from ledger.clock import now_us, parse_iso, to_iso, to_timestamp, to_us
-from ledger.log_entry import parse_entry
 from ledger.trust import SHA256_HEX
 
 HOUR_US = 3600 * 1_000_000
@@ -186,13 +185,6 @@ def cmd_visit(args: argparse.Namespace) -> int:
     )
 
 
-def _statement(entry_bytes: bytes) -> tuple[int, Message]:
-    """An entry's integrated time and its statement, decoded."""
-    entry = parse_entry(entry_bytes)
-    envelope = dsse.Envelope.from_json(entry.envelope)
-    return to_us(entry.integrated_time), statements.decode(envelope.payload_type, envelope.payload)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     with LedgerClient(args.server) as client:
         got = client.investigation(args.index)
@@ -222,10 +214,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         for kid in doc["members"]:
             print(f"    {kid}")
     for e in got.entries:
-        integrated, stmt = _statement(e.entry)
-        who = getattr(stmt, "party", "")
-        when = to_iso(integrated)[:16]
-        print(f"  #{e.index:<5} {when}  {e.relation:<9} {who:<4} {summary(stmt)}")
+        print(entry_line(e.index, e.relation, e.entry, 9))
     return 0
 
 
@@ -306,7 +295,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _message_row(m: api.ListMessagesResponse) -> dict[str, Any]:
-    integrated, stmt = _statement(m.entry)
+    integrated, stmt = statement_of(m.entry)
     row: dict[str, Any] = {"index": m.index, "integrated_time": to_iso(integrated)}
     if isinstance(stmt, pb.AdvanceNotice):
         row |= {

@@ -244,7 +244,8 @@ def _check_investigation(
     index: int,
 ) -> None:
     target: int = statement.investigation_index  # type: ignore[attr-defined]
-    info = earlier.investigation(target)
+    visit = isinstance(statement, pb.VisitRecord)
+    info = earlier.investigation(target, agreed=visit)
     if isinstance(statement, pb.InvestigationResponse):
         if statement.party not in info.respondents:
             raise PermissionDenied(
@@ -263,7 +264,7 @@ def _check_investigation(
     elif isinstance(statement, pb.InvestigationTerms):
         _check_terms(statement, info, signers, state, index)
     elif isinstance(statement, pb.VisitRecord):
-        terms = earlier.investigation(target, agreed=True).terms
+        terms = info.terms
         assert terms is not None
         if statement.party not in info.parties:
             raise PermissionDenied(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
@@ -338,6 +338,33 @@ def _casualties(c: pb.Casualties) -> None:
             )
 
 
+def _window(w: pb.TimeWindow, check_end: Callable[[int], None]) -> None:
+    """Check a time window's fields; `check_end` judges its end against the log's clock."""
+    if not w.HasField("start") or not w.HasField("end"):
+        raise InvalidArgument("start and end are required", field="window")
+    start, end = to_us(w.start), to_us(w.end)
+    if start > end:
+        raise InvalidArgument("start is after end", field="window.start")
+    if start < EARLIEST_US:
+        raise InvalidArgument("is before 2000-01-01", field="window.start")
+    check_end(end)
+    if end - start > MAX_WINDOW_US:
+        raise InvalidArgument("a window may span at most 366 days", field="window")
+    _enum(w.precision, pb.TimePrecision.values(), "window.precision")
+
+
+def _extent(loc: pb.Location) -> None:
+    """The bounds every place shares: polygon size, uncertainty radius, precision."""
+    if len(loc.polygon.points) > MAX_POLYGON_POINTS:
+        raise InvalidArgument(
+            f"at most {MAX_POLYGON_POINTS} points", field="location.polygon.points"
+        )
+    _finite(loc.uncertainty_m, "location.uncertainty_m")
+    if not 0 <= loc.uncertainty_m <= MAX_UNCERTAINTY_M:
+        raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
+    _enum(loc.precision, pb.LocationPrecision.values(), "location.precision")
+
+
 def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int) -> None:
     """Check every field of an incident report; raise InvalidArgument naming the field.
 
@@ -348,19 +375,12 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
         raise InvalidArgument("required", field="reporting_party")
     if not report.HasField("window"):
         raise InvalidArgument("required", field="window")
-    w = report.window
-    if not w.HasField("start") or not w.HasField("end"):
-        raise InvalidArgument("start and end are required", field="window")
-    start, end = to_us(w.start), to_us(w.end)
-    if start > end:
-        raise InvalidArgument("start is after end", field="window.start")
-    if start < EARLIEST_US:
-        raise InvalidArgument("is before 2000-01-01", field="window.start")
-    if end > now_us + FUTURE_SLACK_US:
-        raise InvalidArgument("is in the future (by the server's clock)", field="window.end")
-    if end - start > MAX_WINDOW_US:
-        raise InvalidArgument("a window may span at most 366 days", field="window")
-    _enum(w.precision, pb.TimePrecision.values(), "window.precision")
+
+    def not_ahead(end: int) -> None:
+        if end > now_us + FUTURE_SLACK_US:
+            raise InvalidArgument("is in the future (by the server's clock)", field="window.end")
+
+    _window(report.window, not_ahead)
 
     if not report.HasField("location"):
         raise InvalidArgument("required", field="location")
@@ -371,15 +391,8 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
     if kind == "point":
         _finite(loc.point.latitude, "location.point.latitude")
         _finite(loc.point.longitude, "location.point.longitude")
-    if len(loc.polygon.points) > MAX_POLYGON_POINTS:
-        raise InvalidArgument(
-            f"at most {MAX_POLYGON_POINTS} points", field="location.polygon.points"
-        )
     # The shape of lines, polygons and sectors is the geo module's to judge.
-    _finite(loc.uncertainty_m, "location.uncertainty_m")
-    if not 0 <= loc.uncertainty_m <= MAX_UNCERTAINTY_M:
-        raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
-    _enum(loc.precision, pb.LocationPrecision.values(), "location.precision")
+    _extent(loc)
 
     _enum(report.category, pb.IncidentCategory.values(), "category")
     _enum(report.observation_mode, pb.ObservationMode.values(), "observation_mode")
@@ -498,30 +511,18 @@ def validate_visit(v: pb.VisitRecord, state: TrustState, now_us: int) -> None:
 
 def validate_notice(n: pb.AdvanceNotice, now_us: int) -> None:
     _enum(n.activity, pb.ActivityKind.values(), "activity")
-    w = n.window
-    if not w.HasField("start") or not w.HasField("end"):
-        raise InvalidArgument("start and end are required", field="window")
-    start, end = to_us(w.start), to_us(w.end)
-    if start > end:
-        raise InvalidArgument("start is after end", field="window.start")
-    if start < EARLIEST_US:
-        raise InvalidArgument("is before 2000-01-01", field="window.start")
-    if end <= now_us:
-        raise InvalidArgument("has ended already: a notice comes in advance", field="window.end")
-    if end - start > MAX_WINDOW_US:
-        raise InvalidArgument("a window may span at most 366 days", field="window")
-    _enum(w.precision, pb.TimePrecision.values(), "window.precision")
+
+    def not_over(end: int) -> None:
+        if end <= now_us:
+            raise InvalidArgument(
+                "has ended already: a notice comes in advance", field="window.end"
+            )
+
+    _window(n.window, not_over)
     kind = n.location.WhichOneof("geometry")
     if kind not in ("point", "polygon"):
         raise InvalidArgument("a point with its radius, or a polygon", field="location")
     if kind == "point":
         _point(n.location.point, "location.point")
-    if len(n.location.polygon.points) > MAX_POLYGON_POINTS:
-        raise InvalidArgument(
-            f"at most {MAX_POLYGON_POINTS} points", field="location.polygon.points"
-        )
-    _finite(n.location.uncertainty_m, "location.uncertainty_m")
-    if not 0 <= n.location.uncertainty_m <= MAX_UNCERTAINTY_M:
-        raise InvalidArgument("must be 0 to 100,000 metres", field="location.uncertainty_m")
-    _enum(n.location.precision, pb.LocationPrecision.values(), "location.precision")
+    _extent(n.location)
     _narrative(n.description, n.description_language, "description")
