@@ -22,7 +22,9 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert "INVALID_ARGUMENT: location.point:" in out and "outside the region" in out
     assert "duplicate=True" in out
     assert "incident 1: jointly_confirmed" in out
-    assert re.search(r"#1 +\S+ +report +ARM +Automatic fire", out)  # the dossier names parties and "the investigation is concluded" in out
+    # The dossier names each entry's party.
+    assert re.search(r"#1 +\S+ +report +ARM +Automatic fire", out)
+    assert "the investigation is concluded" in out
     assert "AZE's member opens it: True" in out
     assert re.search(r"#24 acknowledged by ARM at #26\n  #25 acknowledged by AZE at #27", out)
     assert out.count("OK: ") == 2
