@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger import merkle
-from ledger.storage import LedgerStore, NewEntry
+from ledger.storage import Built, LedgerStore, NewEntry
 
 BATCH = 1000
 
@@ -30,12 +30,17 @@ def build(url: str, size: int) -> LedgerStore:
     store = LedgerStore.open(url)
     for start in range(0, size, BATCH):
         batch = [
-            NewEntry(envelope_sha256=i.to_bytes(32, "big"), kind="bench", pending=None)
+            NewEntry(
+                statement_sha256=i.to_bytes(32, "big"),
+                envelope_sha256=i.to_bytes(32, "big"),
+                kind="bench",
+                pending=None,
+            )
             for i in range(start, min(size, start + BATCH))
         ]
         store.append(
             batch,
-            build=lambda item, index, prev, t: (b"leaf %d %b" % (index, prev), ()),
+            build=lambda item, index, prev, t: Built(b"leaf %d %b" % (index, prev), ()),
             clock_us=lambda: 0,
             sign_checkpoint=lambda s, r: f"{s}",
         )

@@ -58,6 +58,12 @@ class LedgerClient:
             api.GetEntryRequest(envelope_sha256=digest), timeout=self.timeout_s
         )
 
+    def entry_by_statement(self, digest: bytes) -> api.GetEntryResponse:
+        """The entry logging the statement whose identity (SHA-256 of its PAE) is `digest`."""
+        return self.stub.GetEntry(
+            api.GetEntryRequest(statement_sha256=digest), timeout=self.timeout_s
+        )
+
     def entries(self, start: int, end: int) -> Iterator[api.GetEntriesResponse]:
         """Entries [start, end) (end 0: the current size), paging past the per-call cap."""
         if end == 0:
@@ -99,8 +105,10 @@ class LedgerClient:
         until_us: int | None = None,
         parties: Sequence[str] = (),
         limit: int = 0,
+        as_of_index: int = 0,
     ) -> Iterator[api.TimelineResponse]:
-        request = api.TimelineRequest(parties=list(parties), limit=limit)
+        """Incidents by incident time; as the log stood before `as_of_index` (0: now)."""
+        request = api.TimelineRequest(parties=list(parties), limit=limit, as_of_index=as_of_index)
         if since_us is not None:
             request.since.CopyFrom(to_timestamp(since_us))
         if until_us is not None:
@@ -129,9 +137,12 @@ class LedgerClient:
             raise ValueError(f"the server sent bytes that are not {sha256}")
         return data
 
-    def dossier(self, incident_index: int) -> api.GetDossierResponse:
+    def dossier(self, incident_index: int, as_of_index: int = 0) -> api.GetDossierResponse:
+        """One incident and its linked entries; as the log stood before `as_of_index`
+        (0: now)."""
         return self.stub.GetDossier(
-            api.GetDossierRequest(incident_index=incident_index), timeout=self.timeout_s
+            api.GetDossierRequest(incident_index=incident_index, as_of_index=as_of_index),
+            timeout=self.timeout_s,
         )
 
     def investigation(self, investigation_index: int) -> api.GetInvestigationResponse:

@@ -421,6 +421,12 @@ def line_facts(
             raise GeoError("expected a (latitude, longitude) pair", field=field)
         ends.append(_coordinates(ds, value[0], value[1], field))
     (lat0, lon0), (lat1, lon1) = ends
+    if ends[0] == ends[1]:
+        # No direction, no length: a place, not a line of fire (give a point for that).
+        raise GeoError(
+            "equals the origin; a line of fire needs two different ends",
+            field=f"{FIELD_LINE}.impact",
+        )
     azimuth, _, length = _GEOD.inv(lon0, lat0, lon1, lat1)
     places = (_place(ds, lat0, lon0, 0.0), _place(ds, lat1, lon1, 0.0))
     crossings = _crossings(ds, lat0, lon0, lat1, lon1, length) if length > 0 else ()

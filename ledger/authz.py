@@ -67,7 +67,8 @@ RULES: dict[str, Rule] = {
     # requester and of every respondent, and visits are logged by member keys only
     # (checked in rules.admit against the request and the terms in force).
     statements.INVESTIGATION_REQUEST: Rule("party", ATTESTERS),
-    statements.INVESTIGATION_RESPONSE: Rule("party", AUTHORITIES),
+    # An answer is the respondent's one turn: it needs the party's authority threshold.
+    statements.INVESTIGATION_RESPONSE: Rule("party", AUTHORITIES, authority_threshold=True),
     statements.INVESTIGATION_TERMS: Rule("", None),
     statements.VISIT: Rule("party", INVESTIGATORS),
     # Prevention: notices come from a party's authorities; hotline messages and
@@ -129,7 +130,7 @@ def authorize(kind: str, statement: Message, signers: list[KeyInfo], state: Trus
     if rule.authority_threshold and not state.authority_met(party, signers):
         need = state.parties[party].authority_threshold
         raise PermissionDenied(
-            f"needs {need} of {party}'s authority keys; "
+            f"needs {need} of {party}'s authority keys (its threshold in the trust root); "
             f"{sum(1 for k in signers if k.party == party and k.role == pb.ROLE_AUTHORITY)} "
             "signed",
             field="signatures",

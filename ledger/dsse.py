@@ -2,6 +2,10 @@
 
 Signatures cover PAE(payloadType, payload); the payload bytes are carried verbatim. The JSON
 reader is meant for untrusted input: it is strict, bounded, and its errors name the field.
+
+A statement's identity is what was signed, SHA-256(PAE): JSON can be re-spelt (whitespace,
+key order, escapes) without touching a signature, so the ledger accepts only the DSSE fields
+and logs one canonical spelling (`to_json`) of every envelope.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import nacl.signing
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
+    "ENVELOPE_FIELDS",
     "MAX_SIGNATURES",
     "Envelope",
     "EnvelopeError",
@@ -33,6 +38,10 @@ __all__ = [
 DEFAULT_MAX_SIZE = 65536
 MAX_SIGNATURES = 16
 SIGNATURE_SIZE = 64
+
+# The DSSE JSON fields; anything else is refused, since no signature covers it.
+ENVELOPE_FIELDS = ("payload", "payloadType", "signatures")
+SIGNATURE_FIELDS = ("keyid", "sig")
 
 _KEYID = re.compile(r"[0-9a-f]{64}")
 _B64_STD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -123,6 +132,14 @@ class Envelope:
     def pae(self) -> bytes:
         return pae(self.payload_type, self.payload)
 
+    def statement_sha256(self) -> bytes:
+        """The statement's identity: SHA-256 of what its signatures cover (the PAE), the
+        same however the envelope is spelt or whoever relays it."""
+        return hashlib.sha256(self.pae()).digest()
+
+    def signer_key_ids(self) -> frozenset[str]:
+        return frozenset(s.keyid for s in self.signatures)
+
     def add_signature(self, signing_key: nacl.signing.SigningKey) -> Envelope:
         """Co-sign: append this key's signature, replacing an earlier one by the same key."""
         new = _sign_one(signing_key, self.pae())
@@ -148,7 +165,8 @@ class Envelope:
         return verified
 
     def to_json(self) -> bytes:
-        """Standard DSSE JSON envelope, compact UTF-8, standard base64."""
+        """The canonical DSSE JSON envelope: the three DSSE fields in this order, compact
+        UTF-8, standard base64, signatures in the order given."""
         doc = {
             "payload": base64.standard_b64encode(self.payload).decode("ascii"),
             "payloadType": self.payload_type,
@@ -161,7 +179,8 @@ class Envelope:
 
     @classmethod
     def from_json(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
-        """Parse an untrusted JSON envelope; unknown extra fields are ignored."""
+        """Parse an untrusted JSON envelope. Fields other than DSSE's are refused: text
+        beside a signature that no signature covers must not travel with it."""
         if len(data) > max_size:
             _fail("envelope", f"{len(data)} bytes exceeds the {max_size}-byte limit")
         try:
@@ -176,6 +195,7 @@ class Envelope:
             _fail("envelope", f"not valid JSON ({e})")
         if not isinstance(doc, dict):
             _fail("envelope", "must be a JSON object")
+        _only_fields(doc, ENVELOPE_FIELDS, "")
 
         payload_b64 = doc.get("payload")
         if not isinstance(payload_b64, str):
@@ -207,6 +227,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _only_fields(doc: dict[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for name in doc:
+        if name not in allowed:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            _fail(
+                f"{prefix}{shown}",
+                f"not a DSSE field (only {', '.join(allowed)}); no signature covers it",
+            )
+
+
 def _no_constant(name: str) -> NoReturn:
     _fail("envelope", f"not valid JSON ({name})")
 
@@ -214,6 +244,7 @@ def _no_constant(name: str) -> NoReturn:
 def _parse_signature(item: object, field: str) -> Signature:
     if not isinstance(item, dict):
         _fail(field, "must be an object")
+    _only_fields(item, SIGNATURE_FIELDS, f"{field}.")
     keyid = item.get("keyid")
     if not isinstance(keyid, str) or not _KEYID.fullmatch(keyid):
         _fail(f"{field}.keyid", "must be 64 lowercase hex characters")

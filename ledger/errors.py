@@ -28,6 +28,10 @@ class NotFound(LedgerError):
     """No such entry."""
 
 
+class AlreadyExists(LedgerError):
+    """The statement is in the log already, in a form this one is not (other signatures)."""
+
+
 class OutOfRange(LedgerError):
     """An index or tree size beyond the current tree."""
 

@@ -47,8 +47,9 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     def GetEntry(
         self, request: api.GetEntryRequest, context: grpc.ServicerContext
     ) -> api.GetEntryResponse:
-        if request.WhichOneof("key") == "envelope_sha256":
-            e = self.ledger.entry_by_envelope(request.envelope_sha256)
+        key = request.WhichOneof("key")
+        if key in ("envelope_sha256", "statement_sha256"):
+            e = self.ledger.entry_by_digest(key, getattr(request, key))
         else:
             e = self.ledger.entry(request.index)
         return api.GetEntryResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
@@ -91,25 +92,28 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     ) -> Iterator[api.TimelineResponse]:
         since = to_us(request.since) if request.HasField("since") else None
         until = to_us(request.until) if request.HasField("until") else None
-        rows = list(self.ledger.timeline(since, until, list(request.parties), request.limit))
-        statuses = self.ledger.statuses([stored.index for stored, _, _ in rows])
-        for stored, report, geo in rows:
+        shown = self.ledger.timeline(
+            since, until, list(request.parties), request.limit, request.as_of_index
+        )
+        for s in shown:
             yield api.TimelineResponse(
-                index=stored.index,
-                entry=stored.entry,
-                report=report,
-                geo=geo,
-                status=statuses[stored.index],
+                index=s.stored.index,
+                entry=s.stored.entry,
+                report=s.report,
+                geo=s.geo,
+                status=s.status,
+                current=s.current,
             )
 
     @unary
     def GetDossier(
         self, request: api.GetDossierRequest, context: grpc.ServicerContext
     ) -> api.GetDossierResponse:
-        status, entries = self.ledger.dossier(request.incident_index)
+        dossier = self.ledger.dossier(request.incident_index, request.as_of_index)
         return api.GetDossierResponse(
-            status=status,
-            entries=_dossier(entries),
+            status=dossier.status,
+            entries=_dossier(dossier.entries),
+            current=dossier.current,
         )
 
     @unary

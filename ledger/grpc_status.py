@@ -26,6 +26,7 @@ CODES: dict[type[errors.LedgerError], int] = {
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
     errors.NotFound: code_pb2.NOT_FOUND,
+    errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
     errors.OutOfRange: code_pb2.OUT_OF_RANGE,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Overloaded: code_pb2.UNAVAILABLE,

@@ -54,6 +54,8 @@ class IncidentInfo:
     index: int
     party: str
     retracted_at: int | None = None
+    # The attestation that made a finding about it jointly attested, if one has.
+    jointly_found_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class InvestigationInfo:
     terms: Terms | None = None
     # Log indexes of the finding drafts made in it.
     findings: tuple[int, ...] = ()
+    # When the requester signed the request (its created_time, microseconds).
+    requested_us: int = 0
 
     @property
     def parties(self) -> tuple[str, ...]:
@@ -88,6 +90,7 @@ def from_request(index: int, request: pb.InvestigationRequest) -> InvestigationI
         tuple(request.incident_indexes),
         tuple(request.respondents),
         to_us(request.answer_by),
+        requested_us=to_us(request.created_time),
     )
 
 

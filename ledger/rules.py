@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from ledger import dsse, statements
+from ledger import dsse, policy, statements
 from ledger.authz import authenticate, authorize
+from ledger.clock import to_us
 from ledger.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from ledger.findings import FindingInfo, parties_named
 from ledger.incidents import IncidentInfo
@@ -65,11 +67,11 @@ def admit(
     if isinstance(statement, pb.FindingDraft) and statement.investigation_index:
         _check_finding_draft(statement, earlier, signers)
     if kind in statements.ABOUT_FINDING:
-        _check_finding(statement, earlier, state)
+        _check_finding(statement, earlier, state, signers)
     if kind in statements.ABOUT_INVESTIGATION:
         _check_investigation(statement, earlier, now_us, signers, state, index)
     if isinstance(statement, pb.EvidenceRecord) and statement.investigation_index:
-        _check_evidence(statement, earlier)
+        _check_evidence(statement, earlier, state)
     if isinstance(statement, pb.Acknowledgement):
         message = earlier.get(statement.entry_index)
         if not isinstance(message, MessageInfo):
@@ -88,9 +90,10 @@ def admit(
                 field="party",
             )
     reply_to = statement.in_reply_to if isinstance(statement, pb.HotlineMessage) else 0
-    if reply_to and earlier.get(reply_to) is None:
+    if reply_to and not isinstance(earlier.get(reply_to), MessageInfo):
         raise InvalidArgument(
-            f"entry {reply_to} is not an incident, finding, investigation, notice or message",
+            f"entry {reply_to} is not a hotline message or an advance notice; the hotline "
+            "replies to those (an incident is answered with a counter-claim)",
             field="in_reply_to",
         )
     if isinstance(statement, pb.KeyChange):
@@ -152,9 +155,20 @@ def _check_target(statement: Message, earlier: _Earlier) -> None:
         raise InvalidArgument(
             f"entry {target} was retracted at index {info.retracted_at}", field="incident_index"
         )
+    if info.jointly_found_at is not None:
+        # The parties attested a finding about the report as it stood; changing it now would
+        # change what they attested. New facts go in a new report or in evidence.
+        raise FailedPrecondition(
+            f"a finding about entry {target} was jointly attested at index "
+            f"{info.jointly_found_at}; the report stands as attested and is no longer amended "
+            "or retracted",
+            field="incident_index",
+        )
 
 
-def _check_finding(statement: Message, earlier: _Earlier, state: TrustState) -> None:
+def _check_finding(
+    statement: Message, earlier: _Earlier, state: TrustState, signers: list[KeyInfo]
+) -> None:
     assert isinstance(statement, pb.Attestation | pb.Dissent)
     target = statement.finding_index
     info = earlier.get(target)
@@ -171,11 +185,39 @@ def _check_finding(statement: Message, earlier: _Earlier, state: TrustState) -> 
             f"the finding's policy {info.policy!r} does not name {statement.party}",
             field="party",
         )
+    # The party speaks with the signatures the policy asks of it, on this one statement,
+    # or not at all: too few keys must not use up its single attestation or dissent.
+    named = sorted(
+        (p for p in policy.principals(state.finding_policies[info.policy])
+         if p.party == statement.party),
+        key=str,
+    )  # fmt: skip
+    if not any(state.principal_met(p, signers) for p in named):
+        what = "attestation" if isinstance(statement, pb.Attestation) else "dissent"
+        raise PermissionDenied(
+            f"{statement.party}'s {what} needs {' or '.join(_needs(p, state) for p in named)}; "
+            f"{_signed(named, signers)} signed",
+            field="signatures",
+        )
     done = info.attested.get(statement.party, info.dissented.get(statement.party))
     if done is not None:
         raise InvalidArgument(
             f"{statement.party} already attested or dissented at index {done}", field="party"
         )
+
+
+def _needs(principal: policy.Principal, state: TrustState) -> str:
+    if principal.role == "authority":
+        threshold = state.parties[principal.party].authority_threshold
+        return (
+            f"{threshold} of {principal.party}'s authority keys (its threshold in the trust root)"
+        )
+    return f"a {principal.party} {principal.role} key"
+
+
+def _signed(named: list[policy.Principal], signers: list[KeyInfo]) -> int:
+    wanted = {(p.party, p.role) for p in named}
+    return sum(1 for k in signers if (k.party, k.role_name) in wanted)
 
 
 def _members_only(signers: list[KeyInfo], terms: Terms, what: str) -> None:
@@ -205,9 +247,23 @@ def _check_finding_draft(draft: pb.FindingDraft, earlier: _Earlier, signers: lis
         )
 
 
-def _check_evidence(record: pb.EvidenceRecord, earlier: _Earlier) -> None:
+def _not_before_request(
+    info: InvestigationInfo, at: Timestamp, state: TrustState, field: str, what: str
+) -> None:
+    # Two signers' clocks may differ by as much as the trust root lets one run ahead.
+    if to_us(at) < info.requested_us - state.max_future_s * 1_000_000:
+        raise InvalidArgument(
+            f"{what} {_utc(to_us(at))}, before investigation {info.index} was requested "
+            f"({_utc(info.requested_us)})",
+            field=field,
+        )
+
+
+def _check_evidence(record: pb.EvidenceRecord, earlier: _Earlier, state: TrustState) -> None:
     info = earlier.investigation(record.investigation_index, agreed=True)
     assert info.terms is not None
+    # What was captured before may be brought in; the record itself is the investigation's.
+    _not_before_request(info, record.created_time, state, "created_time", "signed")
     if record.party not in info.parties:
         raise PermissionDenied(
             f"{record.party} is not a party to investigation {info.index}", field="party"
@@ -271,6 +327,7 @@ def _check_investigation(
                 f"{statement.party} is not a party to investigation {target}", field="party"
             )
         _members_only(signers, terms, "log visits")
+        _not_before_request(info, statement.started, state, "started", "started")
         if statement.site not in terms.sites:
             raise InvalidArgument(f"not a site of the terms at index {terms.index}", field="site")
         for i, kid in enumerate(statement.members_present):

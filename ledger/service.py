@@ -20,6 +20,7 @@ from ledger import (
     duplicates,
     geofacts,
     incidents,
+    judgment,
     messages,
     rules,
     sealing,
@@ -43,6 +44,7 @@ from ledger.messages import MessageInfo
 from ledger.sequencer import Sequencer
 from ledger.storage import (
     Appended,
+    Built,
     IncidentRow,
     LedgerStore,
     NewEntry,
@@ -99,11 +101,6 @@ def _accept_evidence_blob(
 SUBJECT_KINDS = frozenset(
     {statements.FINDING, statements.INVESTIGATION_REQUEST, statements.NOTICE, statements.HOTLINE}
 )
-
-
-def draft_digest(envelope: dsse.Envelope) -> str:
-    """What attestations name: the SHA-256 of the draft's exact payload bytes."""
-    return hashlib.sha256(envelope.payload).hexdigest()
 
 
 def _payload(envelope_json: bytes) -> tuple[str, bytes]:
@@ -169,6 +166,13 @@ def initialize(
             f"names data set {state.border_dataset_sha256}, not {borders.sha256} ({borders.name})",
             field="border_dataset_sha256",
         )
+    if not set(borders.parties) <= set(state.parties):
+        # A border between parties the ledger does not know: no report could be placed.
+        raise InvalidArgument(
+            f"the data set {borders.name} is between {' and '.join(borders.parties)}, but "
+            f"the trust root's parties are {', '.join(state.parties)}",
+            field="border_dataset_sha256",
+        )
     data = envelope.to_json()
     files = datasets.read_files(borders.directory, tuple(borders.files))
 
@@ -179,6 +183,7 @@ def initialize(
     (result,) = store.append(
         [
             NewEntry(
+                envelope.statement_sha256(),
                 hashlib.sha256(data).digest(),
                 statements.TRUST_ROOT,
                 data,
@@ -186,9 +191,8 @@ def initialize(
             )
         ],
         begin=first_only,
-        build=lambda item, index, prev, now: (
-            leaf_builder(data, log_pb2.Validation())(index, prev, now),
-            (),
+        build=lambda item, index, prev, now: Built(
+            leaf_builder(data, log_pb2.Validation())(index, prev, now), ()
         ),
         clock_us=now_us,
         sign_checkpoint=log_key.sign_checkpoint,
@@ -307,48 +311,40 @@ class Ledger:
         self._current = (self._batch_state, size)
         return results
 
-    def _build(
-        self, item: NewEntry, index: int, prev: bytes, now: int
-    ) -> tuple[bytes, list[incidents.Link]]:
+    def _build(self, item: NewEntry, index: int, prev: bytes, now: int) -> Built:
         """The authoritative decision, at the entry's own index and the log's clock."""
         pending = item.pending
         assert isinstance(pending, Pending)
         state = self._batch_state
-        admitted = rules.admit(state, pending.envelope, index, now, self._subject_in_batch)
-        statement = admitted.statement
-        geo = pending.geo
-        placed = geofacts.place_of(statement)
-        if (
-            placed is not None
-            and geo is not None
-            and geo.dataset_sha256 != state.border_dataset_sha256
-        ):
-            # A newer data set came into force since the pre-check: cite the one at this index.
-            geo = self._geo(placed, state)
-        validation = log_pb2.Validation(
-            party=admitted.party, signer_key_ids=[k.key_id for k in admitted.signers]
+
+        def geo(placed: pb.IncidentReport, at: TrustState) -> log_pb2.GeoFacts:
+            # Computed before queueing, unless a newer data set came into force since.
+            if pending.geo is not None and pending.geo.dataset_sha256 == at.border_dataset_sha256:
+                return pending.geo
+            return self._geo(placed, at)
+
+        judged = judgment.judge(
+            state, pending.envelope, index, now, self._subject_in_batch, geo, self._candidates
         )
-        if geo is not None:
-            validation.geo.CopyFrom(geo)
-        followed = subjects.follow(
-            statement,
-            index,
-            admitted.party,
-            frozenset(k.key_id for k in admitted.signers),
-            draft_digest(pending.envelope),
-            self._subject_in_batch,
-            state,
+        self._batch_subjects.update(judged.subjects)
+        if judged.sighting is not None:
+            self._batch_sightings.append(judged.sighting)
+        judgment.advance(state, judged, index)
+        statement = judged.statement
+        return Built(
+            judged.leaf(pending.envelope_bytes, index, prev, now),
+            judged.links,
+            incident=(
+                incident_row(statement, judged.validation.geo)
+                if isinstance(statement, pb.IncidentReport)
+                else None
+            ),
+            notice=(
+                NoticeRow(statement.party, statement.activity, messages.area(statement))
+                if isinstance(statement, pb.AdvanceNotice)
+                else None
+            ),
         )
-        self._batch_subjects.update(followed.subjects)
-        links = list(followed.links)
-        if isinstance(statement, pb.IncidentReport):
-            new = duplicates.sighting(index, statement)
-            found = duplicates.likely_duplicates(new, self._candidates(new))
-            validation.likely_duplicates.extend(duplicates.as_facts(found))
-            links += [incidents.Link(i, index, incidents.LIKELY_DUPLICATE) for i, _ in found]
-            self._batch_sightings.append(new)
-        rules.advance(state, admitted, index)
-        return leaf_builder(pending.envelope_bytes, validation)(index, prev, now), links
 
     def _subject_in_batch(self, index: int) -> subjects.Subject | None:
         """For the writer, under its lock: the batch's view, else the committed one."""
@@ -381,7 +377,7 @@ class Ledger:
             entry = parse_entry(self.entry(link.index).entry)
             said = statements.decode(*_payload(entry.envelope))
             linked.append((link, said, frozenset(entry.validation.signer_key_ids)))
-        return subjects.rebuild(index, opened, draft_digest(envelope), linked)
+        return subjects.rebuild(index, opened, judgment.draft_digest(envelope), linked)
 
     def _candidates(self, new: duplicates.Sighting) -> Iterator[duplicates.Sighting]:
         """Earlier incidents near the new one, newest first: those taken into this batch,
@@ -403,19 +399,19 @@ class Ledger:
 
     def submit(self, envelope_bytes: bytes, files: Mapping[str, bytes] | None = None) -> Accepted:
         """Verify, validate and append one envelope (with the files it names, if any);
-        answer after it is durably committed."""
+        answer after it is durably committed. The log keeps the envelope's canonical
+        spelling, and each signed statement once."""
         if not envelope_bytes:
             raise InvalidArgument("required", field="envelope")
         if len(envelope_bytes) > MAX_ENVELOPE_BYTES:
             raise InvalidArgument(
                 f"{len(envelope_bytes)} bytes; at most {MAX_ENVELOPE_BYTES}", field="envelope"
             )
-        digest = hashlib.sha256(envelope_bytes).digest()
-        # A retry of an accepted envelope gets the first receipt and adds nothing.
-        known = self.store.get_entry_by_envelope(digest)
-        if known is not None:
-            return self._accepted(Appended(known, duplicate=True))
         envelope = parse_envelope(envelope_bytes)
+        # A retry (however re-spelt or relayed) gets the first receipt and adds nothing.
+        known = self.store.get_entry_by_statement(envelope.statement_sha256())
+        if known is not None:
+            return self._resubmitted(known, envelope)
         if envelope.payload_type not in statements.SUBMITTABLE:
             raise InvalidArgument(
                 f"{envelope.payload_type!r} is not a statement kind this ledger accepts",
@@ -424,7 +420,7 @@ class Ledger:
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
         admitted = rules.admit(state, envelope, size, self.clock_us(), self.lookup())
-        geo, incident, notice, blobs = None, None, None, {}
+        geo, blobs = None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
             blobs = self._accept_dataset(statement, files or {}, state)
@@ -435,17 +431,18 @@ class Ledger:
         placed = geofacts.place_of(statement)
         if placed is not None:
             geo = self._geo(placed, state)
-        if isinstance(statement, pb.IncidentReport):
-            assert geo is not None
-            incident = incident_row(statement, geo)
-        if isinstance(statement, pb.AdvanceNotice):
-            notice = NoticeRow(statement.party, statement.activity, messages.area(statement))
-        pending = Pending(envelope_bytes, envelope, geo)
+        canonical = envelope.to_json()
         future = self.sequencer.submit(
-            NewEntry(digest, envelope.payload_type, pending, incident, blobs, notice)
+            NewEntry(
+                envelope.statement_sha256(),
+                hashlib.sha256(canonical).digest(),
+                envelope.payload_type,
+                Pending(canonical, envelope, geo),
+                blobs=blobs,
+            )
         )
         try:
-            return self._accepted(future.result(timeout=SUBMIT_TIMEOUT_S))
+            appended = future.result(timeout=SUBMIT_TIMEOUT_S)
         except FutureTimeout:
             # It may still commit: a retry of the same envelope then gets its receipt.
             raise Overloaded(
@@ -453,6 +450,15 @@ class Ledger:
                 "it is never logged twice",
                 retry_after_s=5.0,
             ) from None
+        if appended.duplicate:  # logged meanwhile, e.g. through another replica
+            return self._resubmitted(appended.entry, envelope)
+        return self._accepted(appended)
+
+    def _resubmitted(self, known: StoredEntry, envelope: dsse.Envelope) -> Accepted:
+        """A statement already logged: its first receipt, or the refusal that names it."""
+        logged = parse_envelope(parse_entry(known.entry).envelope)
+        judgment.resubmitted(logged, known.index, envelope)
+        return self._accepted(Appended(known, duplicate=True))
 
     def _geo(self, report: pb.IncidentReport, state: TrustState) -> log_pb2.GeoFacts:
         sha = state.border_dataset_sha256
@@ -508,11 +514,13 @@ class Ledger:
         if info is None:
             raise NotFound(f"border data set {dataset_sha256} is not registered on this ledger")
         ds = self.dataset(dataset_sha256)
-        for stored, report, recorded in self.timeline(since_us, until_us, parties, limit):
+        for shown in self.timeline(since_us, until_us, parties, limit):
+            # The place as last amended, with the facts recorded for it.
+            index, report, recorded = shown.stored.index, shown.current.report, shown.current.geo
             try:
-                yield stored.index, recorded, geofacts.compute(report, ds, info), ""
+                yield index, recorded, geofacts.compute(report, ds, info), ""
             except InvalidArgument as e:
-                yield stored.index, recorded, None, str(e)
+                yield index, recorded, None, str(e)
 
     def _accepted(self, appended: Appended) -> Accepted:
         e = appended.entry
@@ -522,6 +530,7 @@ class Ledger:
             leaf_hash=e.leaf_hash,
             integrated_time=to_timestamp(e.integrated_time_us),
             envelope_sha256=e.envelope_sha256,
+            statement_sha256=parse_envelope(parse_entry(e.entry).envelope).statement_sha256(),
         )
         # Ed25519 is deterministic: a duplicate gets byte-for-byte the first receipt.
         return Accepted(self.log_key.sign_receipt(receipt), receipt, appended.duplicate)
@@ -535,12 +544,18 @@ class Ledger:
             raise NotFound(f"no entry {index} (tree size {size})")
         return found
 
-    def entry_by_envelope(self, digest: bytes) -> StoredEntry:
+    def entry_by_digest(self, field: str, digest: bytes) -> StoredEntry:
+        """An entry by `envelope_sha256` (of the envelope as logged) or `statement_sha256`
+        (the statement's identity)."""
         if len(digest) != 32:
-            raise InvalidArgument("must be 32 bytes", field="envelope_sha256")
-        found = self.store.get_entry_by_envelope(digest)
+            raise InvalidArgument("must be 32 bytes", field=field)
+        find = {
+            "envelope_sha256": self.store.get_entry_by_envelope,
+            "statement_sha256": self.store.get_entry_by_statement,
+        }[field]
+        found = find(digest)
         if found is None:
-            raise NotFound("no entry with that envelope digest")
+            raise NotFound(f"no entry with that {field}")
         return found
 
     MAX_ENTRIES_PER_CALL = 10_000
@@ -573,45 +588,142 @@ class Ledger:
 
     MAX_TIMELINE = 10_000
 
+    def _as_of(self, as_of_index: int) -> int | None:
+        """The index a read is judged before: None for now (0), else `as_of_index`, which
+        must not exceed the tree size."""
+        if as_of_index == 0:
+            return None
+        size = self.store.tree_size()
+        if as_of_index > size:
+            raise OutOfRange(f"{as_of_index} is beyond the tree size {size}", field="as_of_index")
+        return as_of_index
+
     def timeline(
-        self, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int
-    ) -> Iterator[tuple[StoredEntry, pb.IncidentReport, log_pb2.GeoFacts]]:
-        """Incident reports by incident time (see `statuses` for their derived status)."""
+        self,
+        since_us: int | None,
+        until_us: int | None,
+        parties: Sequence[str],
+        limit: int,
+        as_of_index: int = 0,
+    ) -> list[ShownIncident]:
+        """Incident reports by incident time, each with its status and its current form,
+        as the log stood before `as_of_index` (0: now). Three queries for the whole page:
+        the reports, the links to them, their newest amendments."""
         for i, code in enumerate(parties):
             if code not in self.trust.parties:
                 raise InvalidArgument(f"unknown party {code!r}", field=f"parties[{i}]")
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidArgument("since is after until", field="since")
+        before = self._as_of(as_of_index)
         limit = min(limit or self.MAX_TIMELINE, self.MAX_TIMELINE)
-        for stored, _row in self.store.timeline(
-            since_us=since_us, until_us=until_us, parties=parties, limit=limit
-        ):
+        rows = self.store.timeline(
+            since_us=since_us, until_us=until_us, parties=parties, limit=limit, before=before
+        )
+        reports = [stored for stored, _row in rows]
+        return self._shown(reports, self._links_by_target(reports, before))
+
+    def _links_by_target(
+        self, reports: Sequence[StoredEntry], before: int | None
+    ) -> dict[int, list[incidents.Link]]:
+        by_target: dict[int, list[incidents.Link]] = {s.index: [] for s in reports}
+        if by_target:
+            for link in self.store.links_to(list(by_target), before=before):
+                by_target[link.target].append(link)
+        return by_target
+
+    def _shown(
+        self, reports: Sequence[StoredEntry], links: Mapping[int, Sequence[incidents.Link]]
+    ) -> list[ShownIncident]:
+        """Each incident report with the status and the current form its links give: the
+        newest amendment's corrected report and the geo facts recorded in its entry."""
+        newest: dict[int, int] = {}
+        for target, found in links.items():
+            for x in found:
+                if x.relation == incidents.AMENDMENT:
+                    newest[target] = max(newest.get(target, 0), x.index)
+        amendments = {e.index: e for e in self.store.get_entries(list(newest.values()))}
+        shown = []
+        for stored in reports:
             entry = parse_entry(stored.entry)
-            envelope = dsse.Envelope.from_json(entry.envelope)
-            report = pb.IncidentReport.FromString(envelope.payload)
-            yield stored, report, entry.validation.geo
+            report = statements.decode(*_payload(entry.envelope))
+            assert isinstance(report, pb.IncidentReport)
+            found = links[stored.index]
+            current = api.IncidentView(
+                report=report,
+                geo=entry.validation.geo,
+                amendments=sum(x.relation == incidents.AMENDMENT for x in found),
+                retracted_at_index=next(
+                    (x.index for x in found if x.relation == incidents.RETRACTION), 0
+                ),
+                likely_duplicate_of=entry.validation.likely_duplicates,
+                likely_duplicated_by=[
+                    x.index for x in found if x.relation == incidents.LIKELY_DUPLICATE
+                ],
+            )
+            at = newest.get(stored.index)
+            if at is not None:
+                if at not in amendments:
+                    raise Corrupt(f"amendment {at} of incident {stored.index} is missing")
+                amended = parse_entry(amendments[at].entry)
+                amendment = statements.decode(*_payload(amended.envelope))
+                assert isinstance(amendment, pb.IncidentAmendment)
+                current.report.CopyFrom(amendment.corrected)
+                current.geo.CopyFrom(amended.validation.geo)
+                current.amended_at_index = at
+                current.amended_at_time.CopyFrom(amended.integrated_time)
+            status = incidents.derive_status(found)
+            shown.append(ShownIncident(stored, report, entry.validation.geo, status, current))
+        return shown
 
-    def statuses(self, indexes: Sequence[int]) -> dict[int, api.IncidentStatus.ValueType]:
-        """The derived status of each incident, from the entries linked to it."""
-        by_target: dict[int, list[incidents.Link]] = {i: [] for i in indexes}
-        for link in self.store.links_to(list(indexes)):
-            by_target[link.target].append(link)
-        return {i: incidents.derive_status(found) for i, found in by_target.items()}
-
-    def dossier(
-        self, index: int
-    ) -> tuple[api.IncidentStatus.ValueType, list[tuple[StoredEntry, str]]]:
-        """An incident report, every entry linked to it and every advance notice that
-        preceded it in time and place, in log order, and its status."""
-        if self.store.incident(index) is None:
+    def dossier(self, index: int, as_of_index: int = 0) -> Dossier:
+        """An incident report, every entry linked to it (with the attestations and dissents
+        of the findings about it) and every advance notice that preceded it in time and
+        place, in log order; its status and current form. All as the log stood before
+        `as_of_index` (0: now)."""
+        before = self._as_of(as_of_index)
+        if index >= self.store.tree_size() or self.store.incident(index) is None:
             raise NotFound(f"entry {index} is not an incident report")
-        found = self.store.links_to([index])
+        if before is not None and index >= before:
+            raise InvalidArgument(
+                f"incident {index} was logged at or after entry {before}", field="as_of_index"
+            )
         report_entry = self.entry(index)
-        entries = [(report_entry, incidents.REPORT)]
-        notices = self._notices_before(report_entry)
-        entries += [(self.entry(i), incidents.PRECEDING_NOTICE) for i in notices]
-        entries += [(self.entry(link.index), link.relation) for link in found]
-        return incidents.derive_status(found), sorted(entries, key=lambda e: e[0].index)
+        links = self._links_by_target([report_entry], before)
+        found = links[index]
+        (shown,) = self._shown([report_entry], links)
+        related = [(i, incidents.PRECEDING_NOTICE) for i in self._notices_before(report_entry)]
+        related += [(link.index, link.relation) for link in found]
+        related += self._answers_to_findings(found, before)
+        entries = [(report_entry, incidents.REPORT), *self._entries_as(related)]
+        return Dossier(shown.status, sorted(entries, key=lambda e: e[0].index), shown.current)
+
+    def _answers_to_findings(
+        self, found: Sequence[incidents.Link], before: int | None
+    ) -> list[tuple[int, str]]:
+        """The attestations and dissents of the findings among `found` that are not linked
+        already: "joint_finding" for the attestation that met a finding's policy."""
+        drafts = [x.index for x in found if x.relation == incidents.FINDING]
+        if not drafts:
+            return []
+        seen = {x.index for x in found}
+        answers = []
+        for link in self.store.links_to(drafts, before=before):
+            if link.relation not in (incidents.ATTESTATION, incidents.DISSENT):
+                continue
+            if link.index in seen:
+                continue
+            seen.add(link.index)
+            met = link.relation == incidents.ATTESTATION and link.response == subjects.MET
+            answers.append((link.index, incidents.JOINT_FINDING if met else link.relation))
+        return answers
+
+    def _entries_as(self, related: Sequence[tuple[int, str]]) -> list[tuple[StoredEntry, str]]:
+        """The entries at the given indexes (read in one query), each with its relation."""
+        stored = {e.index: e for e in self.store.get_entries([i for i, _ in related])}
+        missing = sorted({i for i, _ in related} - set(stored))
+        if missing:
+            raise Corrupt(f"linked entries {missing} are missing")
+        return [(stored[i], relation) for i, relation in related]
 
     def _notices_before(self, stored: StoredEntry) -> list[int]:
         envelope = parse_envelope(parse_entry(stored.entry).envelope)
@@ -629,17 +741,21 @@ class Ledger:
         InvestigationInfo, api.InvestigationStatus.ValueType, int, list[tuple[StoredEntry, str]]
     ]:
         """An investigation, its status by the log's clock now, that clock, and the request
-        with every entry linked to it, in log order."""
+        with every entry linked to it (and its findings' attestations and dissents), in log
+        order."""
+        if index >= self.store.tree_size():
+            raise NotFound(f"entry {index} is not an investigation request")
         lookup = self.lookup()
         info = lookup(index)
         if not isinstance(info, InvestigationInfo):
             raise NotFound(f"entry {index} is not an investigation request")
         as_of = max(self.clock_us(), self.store.last_time_us())
         status = subjects.investigation_status(info, as_of, lookup)
-        entries = [(self.entry(index), incidents.REQUEST)]
         found = self.store.links_to([index])
-        entries += [(self.entry(link.index), link.relation) for link in found]
-        return info, status, as_of, entries
+        related = [(link.index, link.relation) for link in found]
+        related += self._answers_to_findings(found, None)
+        entries = [(self.entry(index), incidents.REQUEST), *self._entries_as(related)]
+        return info, status, as_of, sorted(entries, key=lambda e: e[0].index)
 
     MAX_MESSAGES = 1000
 
@@ -671,3 +787,23 @@ class Ledger:
             ]
             limit -= 1
             yield stored, info, replies
+
+
+@dataclass(frozen=True)
+class ShownIncident:
+    """An incident report as a reader is shown it: as first logged (its entry, report and
+    geo facts), its derived status, and its current form (as last amended, with markers)."""
+
+    stored: StoredEntry
+    report: pb.IncidentReport
+    geo: log_pb2.GeoFacts
+    status: api.IncidentStatus.ValueType
+    current: api.IncidentView
+
+
+@dataclass(frozen=True)
+class Dossier:
+    status: api.IncidentStatus.ValueType
+    # The report and every related entry, in log order, each with how it relates.
+    entries: list[tuple[StoredEntry, str]]
+    current: api.IncidentView

@@ -30,13 +30,14 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.engine import make_url
 
 from ledger import merkle
 from ledger.errors import Corrupt, LedgerError, OutOfRange
-from ledger.incidents import RETRACTION, IncidentInfo, Link
+from ledger.incidents import JOINT_FINDING, RETRACTION, IncidentInfo, Link
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.messages import NoticeArea
 
@@ -53,6 +54,14 @@ entries = Table(
     Column("kind", String(128), nullable=False),
     Column("entry", LargeBinary, nullable=False),
     Index("entries_kind", "kind", "idx"),
+)
+
+# Each statement once: its identity, SHA-256 of the DSSE PAE (what was signed), to its entry.
+statements = Table(
+    "statements",
+    metadata,
+    Column("sha256", LargeBinary(32), primary_key=True),
+    Column("idx", BigInteger, ForeignKey("entries.idx"), nullable=False, unique=True),
 )
 
 tree_nodes = Table(
@@ -192,18 +201,29 @@ class NewEntry:
     """A submission waiting for its index. `pending` is the caller's, handed back to its
     `build` function once the index is known."""
 
+    # The statement's identity (SHA-256 of the DSSE PAE): at most one entry per value.
+    statement_sha256: bytes
+    # SHA-256 of the envelope bytes as logged.
     envelope_sha256: bytes
     kind: str
     pending: object
-    incident: IncidentRow | None = None
     # Files the statement names, by lowercase hex SHA-256; stored with the entry.
     blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What the writer's judgment of an item gives: the entry's bytes and its derived rows."""
+
+    leaf: bytes
+    links: Sequence[Link]
+    incident: IncidentRow | None = None
     notice: NoticeRow | None = None
 
 
-# build(item, index, previous_leaf_hash, integrated_time_us) -> the serialized entry and
-# the incidents it links to, or raise a LedgerError to refuse the item (it takes no index).
-BuildLeaf = Callable[[NewEntry, int, bytes, int], tuple[bytes, Sequence[Link]]]
+# build(item, index, previous_leaf_hash, integrated_time_us) -> the entry and its derived
+# rows, or raise a LedgerError to refuse the item (it takes no index).
+BuildLeaf = Callable[[NewEntry, int, bytes, int], Built]
 
 
 @dataclass(frozen=True)
@@ -307,8 +327,8 @@ class LedgerStore:
     ) -> list[Appended | LedgerError]:
         """Append a batch in one transaction; returns one result per item, in order.
 
-        `begin(size)` is called once the writer's lock is held, with the tree size. An
-        envelope already in the log (or twice in the batch) is not appended again: its
+        `begin(size)` is called once the writer's lock is held, with the tree size. A
+        statement already in the log (or twice in the batch) is not appended again: its
         first entry is returned with duplicate=True. An item `build` refuses gets its error.
         """
         with self.engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
@@ -324,17 +344,20 @@ class LedgerStore:
                 if frontier.size != size or frontier.root() != state.root:
                     raise Corrupt("tree state does not match its frontier; run an audit")
 
-            digests = list({i.envelope_sha256 for i in items})
+            digests = list({i.statement_sha256 for i in items})
             known = {
-                row.envelope_sha256: _stored(row)
+                row.sha256: _stored(row)
                 for row in conn.execute(
-                    select(entries).where(entries.c.envelope_sha256.in_(digests))
+                    select(entries, statements.c.sha256)
+                    .join(statements, statements.c.idx == entries.c.idx)
+                    .where(statements.c.sha256.in_(digests))
                 )
             }
             begin(size)
             now = max(clock_us(), last_time)
             results: list[Appended | LedgerError] = []
             new_entries: list[dict[str, Any]] = []
+            new_statements: list[dict[str, Any]] = []
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
             new_notices: list[dict[str, Any]] = []
@@ -342,18 +365,20 @@ class LedgerStore:
             new_evidence: list[dict[str, Any]] = []
             new_links: list[dict[str, Any]] = []
             for item in items:
-                if item.envelope_sha256 in known:
-                    results.append(Appended(known[item.envelope_sha256], duplicate=True))
+                if item.statement_sha256 in known:
+                    results.append(Appended(known[item.statement_sha256], duplicate=True))
                     continue
                 try:
-                    leaf, item_links = build(item, size, prev, now)
+                    built = build(item, size, prev, now)
                 except LedgerError as e:
                     results.append(e)
                     continue
+                leaf = built.leaf
                 lh = merkle.leaf_hash(leaf)
                 stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf, item.kind)
-                known[item.envelope_sha256] = stored
+                known[item.statement_sha256] = stored
                 results.append(Appended(stored, duplicate=False))
+                new_statements.append({"sha256": item.statement_sha256, "idx": size})
                 new_entries.append(
                     {
                         "idx": size,
@@ -367,22 +392,23 @@ class LedgerStore:
                 new_nodes.extend(
                     {"level": lvl, "idx": i, "hash": h} for lvl, i, h in frontier.append(lh)
                 )
-                if item.incident is not None:
-                    new_incidents.append(item.incident.columns(size))
-                    new_evidence.extend({"sha256": d, "idx": size} for d in item.incident.evidence)
-                if item.notice is not None:
-                    new_notices.append(item.notice.columns(size))
+                if built.incident is not None:
+                    new_incidents.append(built.incident.columns(size))
+                    new_evidence.extend({"sha256": d, "idx": size} for d in built.incident.evidence)
+                if built.notice is not None:
+                    new_notices.append(built.notice.columns(size))
                 new_blobs.update(item.blobs)
                 new_links.extend(
                     {"target_idx": x.target, "idx": x.index, "relation": x.relation,
                      "response": x.response}
-                    for x in item_links
+                    for x in built.links
                 )  # fmt: skip
                 size, prev = size + 1, lh
 
             if not new_entries:
                 return results
             conn.execute(entries.insert(), new_entries)
+            conn.execute(statements.insert(), new_statements)
             conn.execute(tree_nodes.insert(), new_nodes)
             if new_incidents:
                 conn.execute(incidents.insert(), new_incidents)
@@ -455,6 +481,16 @@ class LedgerStore:
             ).one_or_none()
             return _stored(row) if row else None
 
+    def get_entry_by_statement(self, statement_sha256: bytes) -> StoredEntry | None:
+        """The entry that logged the statement with this identity (SHA-256 of its PAE)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(entries)
+                .join(statements, statements.c.idx == entries.c.idx)
+                .where(statements.c.sha256 == statement_sha256)
+            ).one_or_none()
+            return _stored(row) if row else None
+
     def iter_entries(self, start: int, end: int, *, page: int = 500) -> Iterator[StoredEntry]:
         """Entries [start, end) in index order, fetched a page at a time."""
         while start < end:
@@ -493,25 +529,49 @@ class LedgerStore:
                 return
             start = rows[-1].idx + 1
 
-    def links_to(self, targets: Sequence[int]) -> list[Link]:
+    def links_to(self, targets: Sequence[int], *, before: int | None = None) -> list[Link]:
+        """The links to any of `targets`, in log order (only from entries before index
+        `before`, when given)."""
+        query = select(links).where(links.c.target_idx.in_(list(targets)))
+        if before is not None:
+            query = query.where(links.c.idx < before)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(links).where(links.c.target_idx.in_(list(targets))).order_by(links.c.idx)
-            ).all()
+            rows = conn.execute(query.order_by(links.c.idx)).all()
         return [Link(r.target_idx, r.idx, r.relation, r.response) for r in rows]
 
+    def get_entries(self, indexes: Sequence[int], *, page: int = 1000) -> list[StoredEntry]:
+        """The entries at the given indexes (those that exist), in index order, read a page
+        of indexes per query."""
+        wanted = sorted(set(indexes))
+        found: list[StoredEntry] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), page):
+                rows = conn.execute(
+                    select(entries)
+                    .where(entries.c.idx.in_(wanted[start : start + page]))
+                    .order_by(entries.c.idx)
+                ).all()
+                found.extend(_stored(r) for r in rows)
+        return found
+
     def incident(self, index: int) -> IncidentInfo | None:
-        """The incident report at `index`, with its retraction if any."""
+        """The incident report at `index`, with its retraction and its first jointly
+        attested finding, if any."""
         with self.engine.connect() as conn:
             party = conn.execute(select(incidents.c.party).where(incidents.c.idx == index)).scalar()
             if party is None:
                 return None
-            retracted = conn.execute(
-                select(links.c.idx).where(
-                    links.c.target_idx == index, links.c.relation == RETRACTION
+            first: dict[str, int] = {}
+            for relation, idx in conn.execute(
+                select(links.c.relation, func.min(links.c.idx))
+                .where(
+                    links.c.target_idx == index,
+                    links.c.relation.in_([RETRACTION, JOINT_FINDING]),
                 )
-            ).scalar()
-        return IncidentInfo(index, party, retracted)
+                .group_by(links.c.relation)
+            ):
+                first[relation] = idx
+        return IncidentInfo(index, party, first.get(RETRACTION), first.get(JOINT_FINDING))
 
     def sightings_near(
         self,
@@ -585,9 +645,19 @@ class LedgerStore:
         return [(r.idx, _notice_area(r)) for r in rows]
 
     def timeline(
-        self, *, since_us: int | None, until_us: int | None, parties: Sequence[str], limit: int
+        self,
+        *,
+        since_us: int | None,
+        until_us: int | None,
+        parties: Sequence[str],
+        limit: int,
+        before: int | None = None,
     ) -> list[tuple[StoredEntry, IncidentRow]]:
+        """Incident reports by incident time (as first logged; only those before index
+        `before`, when given)."""
         query = select(entries, incidents).join(incidents, incidents.c.idx == entries.c.idx)
+        if before is not None:
+            query = query.where(incidents.c.idx < before)
         if since_us is not None:
             query = query.where(incidents.c.window_end_us >= since_us)
         if until_us is not None:

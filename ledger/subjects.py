@@ -160,6 +160,10 @@ def follow(
             if met_here:
                 outcome = found.outcome
                 out.links.extend(Link(i, index, JOINT_FINDING, outcome) for i in found.incidents)
+                for i in found.incidents:
+                    incident = lookup(i)
+                    if isinstance(incident, IncidentInfo) and incident.jointly_found_at is None:
+                        out.subjects[i] = replace(incident, jointly_found_at=index)
     elif isinstance(statement, pb.InvestigationRequest):
         out.links.extend(Link(i, index, INVESTIGATION_REQUEST) for i in statement.incident_indexes)
     elif isinstance(statement, pb.InvestigationResponse):

@@ -17,13 +17,23 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, geofacts, incidents, investigations, merkle, rules, subjects
+from ledger import (
+    dsse,
+    duplicates,
+    geofacts,
+    incidents,
+    investigations,
+    judgment,
+    merkle,
+    rules,
+    subjects,
+)
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.findings import FindingInfo
-from ledger.incidents import LIKELY_DUPLICATE, IncidentInfo, Link, derive_status
+from ledger.incidents import IncidentInfo, Link, derive_status
 from ledger.investigations import InvestigationInfo
-from ledger.log_entry import GENESIS_PREVIOUS_HASH, parse_entry
+from ledger.log_entry import GENESIS_PREVIOUS_HASH, leaf_builder, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.trust import DatasetInfo, TrustState
 
@@ -49,6 +59,8 @@ class Replay:
     # Incidents, findings, investigations, notices and messages, by log index.
     subjects: dict[int, subjects.Subject] = field(default_factory=dict)
     links: dict[int, list[Link]] = field(default_factory=dict)
+    # Every statement's identity (SHA-256 of its PAE) -> the entry that logged it.
+    statements: dict[bytes, int] = field(default_factory=dict)
 
     def status(self, index: int) -> api.IncidentStatus.ValueType:
         """An incident's derived status, from the entries replayed so far."""
@@ -119,46 +131,42 @@ class Replay:
             raise VerificationError("integrated time goes backwards", index=index)
         self.last_time_us = t
         envelope = dsse.Envelope.from_json(entry.envelope)
+        if envelope.to_json() != entry.envelope:
+            raise VerificationError(
+                "the envelope is not in its canonical form: its JSON carries something "
+                "beside what was signed",
+                index=index,
+            )
+        identity = envelope.statement_sha256()
+        first = self.statements.get(identity)
+        if first is not None:
+            raise VerificationError(
+                f"the statement signed here was logged already as entry {first}", index=index
+            )
+        self.statements[identity] = index
         if index == 0:
             self._check_trust_root(envelope, entry.envelope)
+            if data != leaf_builder(entry.envelope, log_pb2.Validation())(0, prev, t):
+                raise VerificationError("entry 0 records facts beside the trust root", index=0)
             return
         assert self.trust is not None
+        recorded = entry.validation
+
+        def geo(report: pb.IncidentReport, state: TrustState) -> log_pb2.GeoFacts:
+            return self._geo(index, report, state, recorded.geo)
+
         # The very decision the server made at this index, on the state before it.
-        admitted = rules.admit(self.trust, envelope, index, t, self.subjects.get)
-        v = entry.validation
-        if v.party != admitted.party:
-            raise VerificationError("validation names another party", index=index)
-        if list(v.signer_key_ids) != [k.key_id for k in admitted.signers]:
-            raise VerificationError("validation lists other signers", index=index)
-        statement = admitted.statement
-        placed = geofacts.place_of(statement)
-        if placed is not None:
-            self._check_geo(index, placed, v.geo)
-        followed = subjects.follow(
-            statement,
-            index,
-            admitted.party,
-            frozenset(v.signer_key_ids),
-            hashlib.sha256(envelope.payload).hexdigest(),
-            self.subjects.get,
-            self.trust,
+        judged = judgment.judge(
+            self.trust, envelope, index, t, self.subjects.get, geo, self.sightings.candidates
         )
-        self.subjects.update(followed.subjects)
-        links = list(followed.links)
-        if isinstance(statement, pb.IncidentReport):
-            new = duplicates.sighting(index, statement)
-            earlier = self.sightings.candidates(new)
-            expected = duplicates.as_facts(duplicates.likely_duplicates(new, earlier))
-            if list(v.likely_duplicates) != expected:
-                raise VerificationError(
-                    "the likely duplicates recorded are not those of the entries before it",
-                    index=index,
-                )
-            self.sightings.add(new)
-            links += [Link(d.index, index, LIKELY_DUPLICATE) for d in expected]
-        for link in links:
+        if judged.leaf(entry.envelope, index, prev, t) != data:
+            raise VerificationError(_difference(judged.validation, recorded), index=index)
+        self.subjects.update(judged.subjects)
+        if judged.sighting is not None:
+            self.sightings.add(judged.sighting)
+        for link in judged.links:
             self.links.setdefault(link.target, []).append(link)
-        rules.advance(self.trust, admitted, index)
+        judgment.advance(self.trust, judged, index)
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
         digest = hashlib.sha256(raw).hexdigest()
@@ -168,35 +176,71 @@ class Replay:
             )
         self.trust, self.trust_root_digest = rules.admit_trust_root(envelope), digest
 
-    def _check_geo(self, index: int, report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> None:
-        assert self.trust is not None
-        info = self.trust.dataset  # the data set in force at this index
-        if geo.dataset_sha256 != info.sha256:
-            raise VerificationError(
-                f"geo facts cite data set {geo.dataset_sha256[:12]}, but "
-                f"{info.sha256[:12]} was in force at this index",
-                index=index,
-            )
+    def _geo(
+        self,
+        index: int,
+        report: pb.IncidentReport,
+        state: TrustState,
+        recorded: log_pb2.GeoFacts,
+    ) -> log_pb2.GeoFacts:
+        """The facts the judgment records for a place: recomputed on the data set in
+        force (the recorded ones where they agree up to rounding), or, when its files are
+        not at hand, the recorded ones as the log's signed claim."""
+        info = state.dataset  # the data set in force at this index
         borders = self.borders.get(info.sha256)
         if borders is None and self.load_dataset is not None:
             borders = self.load_dataset(info)
             if borders is not None:
                 self.borders[info.sha256] = borders
         if borders is None:
-            return  # the data set is not at hand: the facts stay as the log's signed claims
+            return recorded if recorded.dataset_sha256 == info.sha256 else _cites(info.sha256)
         try:
             recomputed = geofacts.compute(report, borders, info)
         except LedgerError as e:
             raise VerificationError(f"geo facts: the place is not valid ({e})", index=index) from e
-        if not geofacts.same(recomputed, geo):
-            raise VerificationError(
-                f"geo facts differ from a recomputation on data set {info.sha256[:12]}: "
-                f"recorded {geofacts.side(geo)} {geo.distance_to_border_m:.1f} m from "
-                f"{geo.nearest_segment!r}, computed {geofacts.side(recomputed)} "
-                f"{recomputed.distance_to_border_m:.1f} m from {recomputed.nearest_segment!r}",
-                index=index,
-            )
         self.geo_rechecked += 1
+        return recorded if geofacts.same(recomputed, recorded) else recomputed
+
+
+def _cites(sha256: str) -> log_pb2.GeoFacts:
+    return log_pb2.GeoFacts(dataset_sha256=sha256)
+
+
+def _difference(expected: log_pb2.Validation, recorded: log_pb2.Validation) -> str:
+    """Name the recorded fact that is not the judgment's."""
+    for f in log_pb2.Validation.DESCRIPTOR.fields:
+        want, got = getattr(expected, f.name), getattr(recorded, f.name)
+        if f.name == "geo":
+            if expected.HasField("geo") != recorded.HasField("geo") or want != got:
+                return (
+                    f"recorded geo facts ({_geo_text(recorded)}) are not those the data set "
+                    f"in force gives ({_geo_text(expected)})"
+                )
+        elif want != got:
+            return (
+                f"recorded validation.{f.name} {_short(got)} is not the judgment's {_short(want)}"
+            )
+    return "the entry's bytes are not the encoding of the facts the judgment gives"
+
+
+def _geo_text(v: log_pb2.Validation) -> str:
+    if not v.HasField("geo"):
+        return "none"
+    g = v.geo
+    return (
+        f"{geofacts.side(g)} {g.distance_to_border_m:.1f} m from {g.nearest_segment!r} "
+        f"on data set {g.dataset_sha256[:12]}"
+    )
+
+
+def _short(value: object) -> str:
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, Iterable):
+        text = "[" + ", ".join(" ".join(str(v).split()) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def replay(

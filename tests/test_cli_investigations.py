@@ -117,7 +117,7 @@ def test_an_investigation_a_notice_and_the_hotline(
 
     visited = ceasefire(
         "investigation", "visit", "3", *s, "--party", "ARM", "--site", "Gazakh",
-        "--started", iso(timedelta(hours=-3)), "--ended", iso(timedelta(hours=-2)),
+        "--started", iso(timedelta(minutes=-4)), "--ended", iso(timedelta(minutes=-2)),
         "--outcome", "access-denied", "--denied-by", "AZE",
         "--present", "keys/arm-investigator.pub", "--notes", "Turned back at the checkpoint.",
         "--key", "keys/arm-investigator.key", cwd=wd,
@@ -236,7 +236,8 @@ def test_the_requester_neither_answers_nor_agrees_terms_alone(
     )  # fmt: skip
     own = ceasefire(
         "investigation", "answer", "2", *s, "--party", "ARM", "--accept",
-        "--key", "keys/arm-authority-1.key", cwd=wd, check=False,
+        "--key", "keys/arm-authority-1.key", "--key", "keys/arm-authority-2.key", cwd=wd,
+        check=False,
     )  # fmt: skip
     refused(own, "PERMISSION_DENIED", "ARM is not asked to answer investigation 2")
     early = ceasefire(
@@ -277,7 +278,7 @@ def test_a_visit_is_logged_by_members_only(ledger: tuple[Path, tuple[str, str]])
     def visit(site: str, key: str) -> subprocess.CompletedProcess[str]:
         return ceasefire(
             "investigation", "visit", "2", *s, "--party", "ARM", "--site", site,
-            "--started", iso(timedelta(hours=-2)), "--ended", iso(timedelta(hours=-1)),
+            "--started", iso(timedelta(minutes=-4)), "--ended", iso(timedelta(minutes=-2)),
             "--outcome", "completed", "--key", f"keys/{key}.key", cwd=wd, check=False,
         )  # fmt: skip
 

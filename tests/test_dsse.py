@@ -254,9 +254,26 @@ def test_from_json_size_limit_and_extras() -> None:
         Envelope.from_json(data, max_size=10)
     with pytest.raises(EnvelopeError, match=r"^envelope: .* exceeds"):
         Envelope.from_json(b" " * 65537)
-    # Unknown fields are ignored, as DSSE says.
-    extra = dict(VALID, extra=1, signatures=[dict(VALID_SIG, note="x")])
-    assert Envelope.from_json(json.dumps(extra).encode()).verified_keyids(KEYS) == {key_id(PUB_A)}
+    # Fields beside DSSE's are refused: no signature covers them.
+    with pytest.raises(EnvelopeError, match=r"^note: not a DSSE field"):
+        Envelope.from_json(json.dumps(dict(VALID, note="ARM withdraws this report")).encode())
+    with pytest.raises(EnvelopeError, match=r"^signatures\[0\]\.note: not a DSSE field"):
+        Envelope.from_json(json.dumps(dict(VALID, signatures=[dict(VALID_SIG, note="x")])).encode())
+
+
+def test_identity_is_what_was_signed() -> None:
+    """Re-spelt envelopes (indented, keys reordered, escaped slashes) parse to the same
+    statement and the same canonical bytes; the identity is SHA-256 of the PAE."""
+    first = Envelope.from_json(with_())
+    spellings = [
+        json.dumps(VALID, indent=4).encode(),
+        json.dumps(dict(reversed(list(VALID.items())))).encode(),
+        json.dumps(VALID).replace("/", "\\/").encode(),
+    ]
+    for data in spellings:
+        again = Envelope.from_json(data)
+        assert again.to_json() == first.to_json()
+        assert again.statement_sha256() == hashlib.sha256(first.pae()).digest()
 
 
 def test_constructor_validates() -> None:

@@ -98,7 +98,7 @@ def test_joint_investigation_outcomes(running: RunningLedger) -> None:
     dissented, _ = submit(running, statements.DISSENT, dissent, p.aze_authority)
     got = running.client.dossier(aze)
     assert got.status == api.INCIDENT_STATUS_UNDER_INVESTIGATION
-    assert [e.relation for e in got.entries][-2:] == ["finding", "dissent"]
+    assert [e.relation for e in got.entries][-3:] == ["finding", "attestation", "dissent"]
     assert got.entries[-1].index == dissented
 
     # The offline verifier, from the entries alone, derives the same statuses.

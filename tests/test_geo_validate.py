@@ -446,6 +446,11 @@ def test_bow_tie_refused(ds: BorderDataset) -> None:
             "latitude and longitude may be swapped",
         ),
         (
+            lambda d: line_facts(d, BERD, BERD),
+            "location.line.impact",
+            "equals the origin",
+        ),
+        (
             lambda d: observation_facts(d, 40.9, 45.4, 360.0, 10.0, 0, 10),
             "location.observation.bearing_from_deg",
             "outside [0, 360)",

@@ -95,7 +95,7 @@ def visit(
 ) -> pb.VisitRecord:
     return pb.VisitRecord(
         investigation_index=investigation, created_time=now(), party=party, site=site,
-        started=to_timestamp(now_us() - HOUR_US), ended=to_timestamp(now_us() - HOUR_US // 2),
+        started=to_timestamp(now_us() - 120_000_000), ended=to_timestamp(now_us() - 60_000_000),
         outcome=outcome, denied_by=denied_by, members_present=[kid(k) for k in present],
         notes="Arrived 09:10; escorted by the local commander.", notes_language="en",
     )  # fmt: skip
@@ -229,9 +229,13 @@ def test_joint_investigation_scenario(running: RunningLedger) -> None:
         running, statements.FINDING,
         finding(inv, "ARM", [arm], pb.FINDING_OUTCOME_CONFIRMED), p.arm_investigator,
     )  # fmt: skip
-    submit(running, statements.ATTESTATION, attestation(first, draft1, "ARM"), p.arm_authority)
+    armed, _ = submit(
+        running, statements.ATTESTATION, attestation(first, draft1, "ARM"), p.arm_authority
+    )
     assert client.dossier(arm).status == api.INCIDENT_STATUS_UNDER_INVESTIGATION
-    submit(running, statements.ATTESTATION, attestation(first, draft1, "AZE"), p.aze_authority)
+    met, _ = submit(
+        running, statements.ATTESTATION, attestation(first, draft1, "AZE"), p.aze_authority
+    )
     assert client.dossier(arm).status == api.INCIDENT_STATUS_JOINTLY_CONFIRMED
 
     # The second: AZE attests, ARM dissents; the dissent stands beside it.
@@ -239,7 +243,9 @@ def test_joint_investigation_scenario(running: RunningLedger) -> None:
         running, statements.FINDING,
         finding(inv, "AZE", [aze], pb.FINDING_OUTCOME_NOT_CONFIRMED), p.aze_investigator,
     )  # fmt: skip
-    submit(running, statements.ATTESTATION, attestation(second, draft2, "AZE"), p.aze_authority)
+    azed, _ = submit(
+        running, statements.ATTESTATION, attestation(second, draft2, "AZE"), p.aze_authority
+    )
     dissent = pb.Dissent(
         finding_index=second, draft_sha256=hashlib.sha256(draft2).hexdigest(), party="ARM",
         created_time=now(), reasons="The crater bearing points to AZE positions.",
@@ -251,9 +257,12 @@ def test_joint_investigation_scenario(running: RunningLedger) -> None:
 
     got = client.investigation(inv)
     assert got.status == api.INVESTIGATION_STATUS_UNDER_WAY  # AZE's incident is not settled
+    # Every entry, with the findings' attestations (the one that met the policy) and dissents.
     assert [(e.index, e.relation) for e in got.entries] == [
         (inv, "request"), (accepted, "response"), (agreed, "terms"), (shared, "evidence"),
-        (seen, "visit"), (denied, "visit"), (first, "finding"), (second, "finding"),
+        (seen, "visit"), (denied, "visit"), (first, "finding"), (armed, "attestation"),
+        (met, "joint_finding"), (second, "finding"), (azed, "attestation"),
+        (dissented, "dissent"),
     ]  # fmt: skip
 
     # The offline verifier, from the entries alone, derives the same statuses.

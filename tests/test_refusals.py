@@ -161,3 +161,16 @@ def test_refusals_then_acceptance(running: RunningLedger, parties: Parties) -> N
     _refused(running, signed(report("AZE"), parties.arm_monitor))
     accepted = running.client.submit(signed(report("ARM"), parties.arm_monitor))
     assert accepted.receipt.index == 1
+
+
+def test_a_line_of_fire_of_zero_length(running: RunningLedger, parties: Parties) -> None:
+    """A line whose impact is its origin has no direction: refused, in the server as in the
+    verifier (both place it with geo.validate.line_facts)."""
+    r = report("ARM")
+    r.location.line.origin.CopyFrom(pb.GeoPoint(latitude=40.8811, longitude=45.3875))
+    r.location.line.impact.CopyFrom(r.location.line.origin)
+    code, msg, fields = _refused(running, signed(r, parties.arm_monitor))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["location.line.impact"]
+    assert "equals the origin" in msg
+    r.location.line.impact.latitude += 0.01  # about 1.1 km to the north
+    assert running.client.submit(signed(r, parties.arm_monitor)).receipt.index == 1

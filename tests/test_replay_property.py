@@ -1,5 +1,7 @@
-"""Property: over random sequences of key events, reports and investigation steps, the
-server's accept/refuse decisions equal the offline verifier's replay, entry by entry.
+"""Property: over random sequences of key events, reports, amendments, investigation steps
+(answers signed under a party's threshold among them) and earlier envelopes sent again
+re-spelt or with other signatures, the server's accept/refuse decisions equal the offline
+verifier's replay, entry by entry.
 
 The server runs for real (SQLite, its sequencer, a fixed clock); the verifier sees only the
 entries read back from the database, and judges each refused submission on the key state it
@@ -8,6 +10,7 @@ rebuilt itself.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +24,10 @@ from nacl.signing import SigningKey
 
 from clients.reports import sign_report
 from geo.borders import BorderDataset, load_default
-from ledger import dsse, keys, rules, statements
+from ledger import dsse, judgment, keys, rules, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import LedgerError
+from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore
@@ -68,19 +72,36 @@ def _founding(borders: BorderDataset) -> dsse.Envelope:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # report | add | revoke | threshold | request | answer | terms
+    kind: str  # report | amend | add | revoke | threshold | request | answer | terms | respell
     party: str
     target: int  # a key index, a threshold, or the log index a statement names
     role: int
     signers: tuple[int, ...]
     age_s: int
 
-    def envelope(self, n: int, logged: dict[str, list[tuple[int, str]]]) -> bytes:
-        """The op's envelope. Investigation steps name an earlier report or request
-        (`logged`: index and party by op kind) picked by `target`, or a raw index when there
-        is none; with role 0 an answer or terms come from the parties the request asks."""
+    def envelope(
+        self, n: int, logged: dict[str, list[tuple[int, str]]], sent: list[bytes]
+    ) -> bytes:
+        """The op's envelope. Investigation steps and amendments name an earlier report or
+        request (`logged`: index and party by op kind) picked by `target`, or a raw index
+        when there is none; with role 0 an answer or terms come from the parties the request
+        asks. A re-spelling sends an earlier envelope (`sent`) again in another form."""
         signing = [KEYS[i] for i in self.signers]
         created = to_timestamp(NOW - self.age_s * 1_000_000)
+        if self.kind == "respell":
+            return respell(sent[-1 - self.target % len(sent)], self.role, signing)
+        if self.kind == "amend":
+            earlier = logged.get("report")
+            target, by = earlier[-1 - self.target % len(earlier)] if earlier else (self.target, "")
+            lat, lon = PLACES[by or self.party]
+            corrected = report(by or self.party, lat=lat + 0.01, lon=lon, narrative=f"amended {n}")
+            corrected.created_time.CopyFrom(created)
+            amendment = pb.IncidentAmendment(
+                incident_index=target, created_time=created, party=by or self.party,
+                corrected=corrected, reason="moved",
+            )  # fmt: skip
+            signing = [KEYS[i] for i in REPORTER[by or self.party]] if self.role == 0 else signing
+            return dsse.sign(statements.AMENDMENT, amendment.SerializeToString(), signing).to_json()
         if self.kind == "report":
             lat, lon = PLACES[self.party]
             r = report(self.party, lat=lat, lon=lon, narrative=f"report {n}")
@@ -129,8 +150,25 @@ class Op:
         )  # fmt: skip
 
 
+def respell(data: bytes, how: int, signing: list[SigningKey]) -> bytes:
+    """The same envelope spelt otherwise: indented, keys reordered, with escaped slashes
+    (each the same statement), or with another signature added (the same statement with
+    other signers)."""
+    doc = json.loads(data)
+    if how == 0:
+        return json.dumps(doc, indent=3).encode()
+    if how == 1:
+        return json.dumps(dict(reversed(list(doc.items())))).replace("/", "\\/").encode()
+    envelope = dsse.Envelope.from_json(data)
+    for key in signing:
+        envelope = envelope.add_signature(key)
+    return envelope.to_json()
+
+
 INVESTIGATION_STEPS = ("request", "answer", "terms")
-AUTHORITY = {"ARM": (0,), "AZE": (4,)}
+# Enough of each party's authority keys for its threshold (ARM: 2 of 3).
+AUTHORITY = {"ARM": (0, 1), "AZE": (4,)}
+REPORTER = {"ARM": (3,), "AZE": (5,)}
 OPENING = (("ARM", (3,)), ("AZE", (5,)))
 # Signer sets that often make sense for a party and kind, so that many statements pass.
 PLAUSIBLE: dict[tuple[str, str], list[tuple[int, ...]]] = {
@@ -140,7 +178,7 @@ PLAUSIBLE: dict[tuple[str, str], list[tuple[int, ...]]] = {
     ("AZE", "change"): [(4,), (4, 8), (8,), (9,)],
     ("ARM", "request"): [(0,), (1,), (6,)],
     ("AZE", "request"): [(4,), (8,)],
-    ("ARM", "answer"): [(0,), (2,)],
+    ("ARM", "answer"): [(0,), (0, 2), (1, 2)],
     ("AZE", "answer"): [(4,), (8,)],
     ("ARM", "terms"): [(0, 1, 4), (0, 4), (1, 2, 4, 8)],
     ("AZE", "terms"): [(0, 1, 4), (4,), (0, 2, 4)],
@@ -150,10 +188,22 @@ PLAUSIBLE: dict[tuple[str, str], list[tuple[int, ...]]] = {
 @st.composite
 def ops(draw: st.DrawFn) -> Op:
     kind = draw(
-        st.sampled_from(["report", "add", "revoke", "threshold"] + 2 * list(INVESTIGATION_STEPS))
+        st.sampled_from(
+            ["report", "amend", "add", "revoke", "threshold", "respell", "respell"]
+            + 2 * list(INVESTIGATION_STEPS)
+        )
     )
     party = draw(st.sampled_from(["ARM", "AZE"]))
-    plausible = PLAUSIBLE[(party, kind if kind in ("report", *INVESTIGATION_STEPS) else "change")]
+    plausible = PLAUSIBLE[
+        (
+            party,
+            "report"
+            if kind in ("amend", "respell")
+            else kind
+            if kind in ("report", *INVESTIGATION_STEPS)
+            else "change",
+        )
+    ]
     signers = draw(
         st.one_of(
             st.sampled_from(plausible),
@@ -189,6 +239,14 @@ def ops(draw: st.DrawFn) -> Op:
         Op("answer", "ARM", 0, 0, (0,), 0),
     ]
 )
+@example(  # re-spellings of a report and an amendment, and one with another signature
+    [
+        Op("amend", "ARM", 0, 0, (3,), 0),
+        Op("respell", "ARM", 0, 0, (3,), 0),
+        Op("respell", "ARM", 1, 1, (3,), 0),
+        Op("respell", "AZE", 1, 2, (5,), 0),
+    ]
+)
 def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
     # Every sequence opens with a report by each party, for investigation steps to name.
     sequence = [Op("report", party, 0, 0, signers, 0) for party, signers in OPENING] + sequence
@@ -202,7 +260,7 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
         logged: dict[str, list[tuple[int, str]]] = {}
         try:
             for n, op in enumerate(sequence):
-                envelope = op.envelope(n, logged)
+                envelope = op.envelope(n, logged, [e for e, _ in outcomes])
                 outcome: int | type[LedgerError] | None
                 try:
                     accepted = ledger.submit(envelope)
@@ -225,20 +283,26 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
     verifier.add(0, stored[0])
     assert verifier.trust is not None
     for envelope, outcome in outcomes:
-        if outcome is None:  # a duplicate: the first receipt, nothing appended
-            continue
         if isinstance(outcome, int):
             assert outcome == verifier.size, "indexes are contiguous"
             verifier.add(outcome, stored[outcome])  # raises if the verifier would refuse
             continue
+        # A statement logged before: its first receipt (None) or ALREADY_EXISTS, by the
+        # same rule the server applies; never a new entry.
+        parsed = dsse.Envelope.from_json(envelope)
+        first = verifier.statements.get(parsed.statement_sha256())
+        if first is not None:
+            logged_envelope = dsse.Envelope.from_json(parse_entry(stored[first]).envelope)
+            try:
+                judgment.resubmitted(logged_envelope, first, parsed)
+            except LedgerError as e:
+                assert type(e) is outcome, (type(e), outcome)
+            else:
+                assert outcome is None, f"a resubmission of entry {first} got {outcome}"
+            continue
+        assert outcome is not None, "the server called new a statement it had not logged"
         try:
-            rules.admit(
-                verifier.trust,
-                dsse.Envelope.from_json(envelope),
-                verifier.size,
-                NOW,
-                verifier.subjects.get,
-            )
+            rules.admit(verifier.trust, parsed, verifier.size, NOW, verifier.subjects.get)
         except LedgerError as e:
             assert type(e) is outcome, (type(e), outcome)
         else:

@@ -121,16 +121,23 @@ class GetDossierRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INCIDENT_INDEX_FIELD_NUMBER: _builtins.int
+    AS_OF_INDEX_FIELD_NUMBER: _builtins.int
     incident_index: _builtins.int
     """The log index of the incident report."""
+    as_of_index: _builtins.int
+    """The dossier as the log stood before this index: entries at or after it are left out,
+    and the status and the incident's current form are judged without them. 0 means now;
+    at most the tree size (OUT_OF_RANGE beyond it); the incident must be before it.
+    """
     def __init__(
         self,
         *,
         incident_index: _builtins.int = ...,
+        as_of_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_index", b"incident_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "incident_index", b"incident_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -149,11 +156,13 @@ class DossierEntry(_message.Message):
     relation: _builtins.str
     """How it relates: "report", "amendment", "retraction", "counter_claim", "evidence",
     "likely_duplicate" (a later report flagged as likely the same event), "finding",
-    "attestation", "dissent", "joint_finding" (the attestation that met the policy),
-    "investigation_request", "investigation_accepted" (the answer that completed the
-    acceptance), and "preceding_notice" (an advance notice logged before the report whose
-    time and place overlap the incident's). In GetInvestigation: "request", "response",
-    "terms", "visit", "evidence", "finding".
+    "attestation" and "dissent" (of a finding about the incident), "joint_finding" (the
+    attestation that met the finding's policy), "investigation_request",
+    "investigation_accepted" (the answer that completed the acceptance), and
+    "preceding_notice" (an advance notice logged before the report whose time and place
+    overlap the incident's). In GetInvestigation: "request", "response", "terms", "visit",
+    "evidence", "finding", and the findings' "attestation", "joint_finding" and "dissent".
+    Who signed an attestation or dissent: the entry's validation.signer_key_ids.
     """
     def __init__(
         self,
@@ -176,22 +185,92 @@ class GetDossierResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     status: Global___IncidentStatus.ValueType
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DossierEntry]: ...
+    @_builtins.property
+    def current(self) -> Global___IncidentView:
+        """The incident as it stands (as last amended), as of as_of_index."""
+
     def __init__(
         self,
         *,
         status: Global___IncidentStatus.ValueType = ...,
         entries: _abc.Iterable[Global___DossierEntry] | None = ...,
+        current: Global___IncidentView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "entries", b"entries", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDossierResponse: _TypeAlias = GetDossierResponse  # noqa: Y015
+
+@_typing.final
+class IncidentView(_message.Message):
+    """An incident as the log has it at a given point: the report as last amended, and what the
+    log says of it besides its status. Every value comes from the logged entries named here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    GEO_FIELD_NUMBER: _builtins.int
+    AMENDED_AT_INDEX_FIELD_NUMBER: _builtins.int
+    AMENDED_AT_TIME_FIELD_NUMBER: _builtins.int
+    AMENDMENTS_FIELD_NUMBER: _builtins.int
+    RETRACTED_AT_INDEX_FIELD_NUMBER: _builtins.int
+    LIKELY_DUPLICATE_OF_FIELD_NUMBER: _builtins.int
+    LIKELY_DUPLICATED_BY_FIELD_NUMBER: _builtins.int
+    amended_at_index: _builtins.int
+    """The newest amendment's log index and integrated time; 0 and unset when never amended."""
+    amendments: _builtins.int
+    """How many amendments there are."""
+    retracted_at_index: _builtins.int
+    """The retraction's log index; 0 when not retracted (see also the status)."""
+    @_builtins.property
+    def report(self) -> _statements_pb2.IncidentReport:
+        """The report as it reads after its newest amendment (that amendment's `corrected`); the
+        original report when it was never amended.
+        """
+
+    @_builtins.property
+    def geo(self) -> _log_pb2.GeoFacts:
+        """The geo facts recorded for that report's place: in the newest amendment's entry (an
+        amendment's place is validated anew), else in the report's own entry.
+        """
+
+    @_builtins.property
+    def amended_at_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def likely_duplicate_of(self) -> _containers.RepeatedCompositeFieldContainer[_log_pb2.LikelyDuplicate]:
+        """Earlier reports this one likely duplicates, as its entry's validation records them."""
+
+    @_builtins.property
+    def likely_duplicated_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Later reports flagged as likely duplicates of this one, by log index."""
+
+    def __init__(
+        self,
+        *,
+        report: _statements_pb2.IncidentReport | None = ...,
+        geo: _log_pb2.GeoFacts | None = ...,
+        amended_at_index: _builtins.int = ...,
+        amended_at_time: _timestamp_pb2.Timestamp | None = ...,
+        amendments: _builtins.int = ...,
+        retracted_at_index: _builtins.int = ...,
+        likely_duplicate_of: _abc.Iterable[_log_pb2.LikelyDuplicate] | None = ...,
+        likely_duplicated_by: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amended_at_time", b"amended_at_time", "geo", b"geo", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amended_at_index", b"amended_at_index", "amended_at_time", b"amended_at_time", "amendments", b"amendments", "geo", b"geo", "likely_duplicate_of", b"likely_duplicate_of", "likely_duplicated_by", b"likely_duplicated_by", "report", b"report", "retracted_at_index", b"retracted_at_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentView: _TypeAlias = IncidentView  # noqa: Y015
 
 @_typing.final
 class SubmitWithBlobsRequest(_message.Message):
@@ -364,7 +443,9 @@ class RevalidateResponse(_message.Message):
     """A clear error when the place is not valid on the other data set."""
     @_builtins.property
     def recorded(self) -> _log_pb2.GeoFacts:
-        """The facts recorded in the entry, and what the other data set gives."""
+        """The facts recorded for the incident's place as last amended (in its newest
+        amendment's entry, else in the report's), and what the other data set gives for it.
+        """
 
     @_builtins.property
     def revalidated(self) -> _log_pb2.GeoFacts: ...
@@ -392,7 +473,8 @@ class SubmitRequest(_message.Message):
     ENVELOPE_FIELD_NUMBER: _builtins.int
     envelope: _builtins.bytes
     """A DSSE envelope in its standard JSON form (payload, payloadType,
-    signatures[{keyid, sig}]), UTF-8, at most 60,000 bytes. Stored verbatim.
+    signatures[{keyid, sig}] and no other field), UTF-8, at most 60,000 bytes. Logged in
+    its canonical spelling; a statement already logged (the same PAE) is not logged again.
     """
     def __init__(
         self,
@@ -417,7 +499,9 @@ class SubmitResponse(_message.Message):
     signed_receipt: _builtins.bytes
     """The receipt, as a DSSE JSON envelope signed by the log key."""
     duplicate: _builtins.bool
-    """True when this envelope was already in the log (the first receipt is returned)."""
+    """True when this statement was already in the log with the same signers (the first
+    receipt is returned); with other signers it is refused with ALREADY_EXISTS.
+    """
     @_builtins.property
     def receipt(self) -> _log_pb2.Receipt:
         """The same receipt, decoded for convenience."""
@@ -443,20 +527,24 @@ class GetEntryRequest(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     ENVELOPE_SHA256_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     envelope_sha256: _builtins.bytes
-    """SHA-256 of the envelope bytes."""
+    """SHA-256 of the envelope as logged (its canonical JSON)."""
+    statement_sha256: _builtins.bytes
+    """SHA-256 of the DSSE PAE: the statement's identity, however it was spelt."""
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         envelope_sha256: _builtins.bytes = ...,
+        statement_sha256: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "key", b"key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "key", b"key", "statement_sha256", b"statement_sha256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "key", b"key", "statement_sha256", b"statement_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["index", "envelope_sha256"]  # noqa: Y015
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["index", "envelope_sha256", "statement_sha256"]  # noqa: Y015
     _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
 
@@ -688,8 +776,14 @@ class TimelineRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     PARTIES_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    AS_OF_INDEX_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """At most this many (default and cap 10,000)."""
+    as_of_index: _builtins.int
+    """The timeline as the log stood before this index: incidents, amendments and linked
+    entries at or after it are ignored. 0 means now; at most the tree size (OUT_OF_RANGE
+    beyond it). The time and party filters apply to the reports as first logged.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Incidents whose time window overlaps [since, until]; unset means open."""
@@ -707,10 +801,11 @@ class TimelineRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         parties: _abc.Iterable[_builtins.str] | None = ...,
         limit: _builtins.int = ...,
+        as_of_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "parties", b"parties", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "limit", b"limit", "parties", b"parties", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -725,17 +820,24 @@ class TimelineResponse(_message.Message):
     ENTRY_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     GEO_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     status: Global___IncidentStatus.ValueType
-    """Derived from the entries linked to the incident."""
+    """Derived from the entries linked to the incident (before as_of_index)."""
     entry: _builtins.bytes
     """The serialized LogEntry, verbatim, so a reader can verify it."""
     @_builtins.property
     def report(self) -> _statements_pb2.IncidentReport:
-        """The report decoded from the entry's envelope, for convenience."""
+        """The report as first logged, decoded from the entry's envelope, for convenience, and
+        the geo facts recorded in that entry.
+        """
 
     @_builtins.property
     def geo(self) -> _log_pb2.GeoFacts: ...
+    @_builtins.property
+    def current(self) -> Global___IncidentView:
+        """The incident as it stands: as last amended, retracted or not, likely duplicates."""
+
     def __init__(
         self,
         *,
@@ -744,10 +846,11 @@ class TimelineResponse(_message.Message):
         entry: _builtins.bytes = ...,
         report: _statements_pb2.IncidentReport | None = ...,
         geo: _log_pb2.GeoFacts | None = ...,
+        current: Global___IncidentView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geo", b"geo", "report", b"report"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "geo", b"geo", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "geo", b"geo", "index", b"index", "report", b"report", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "entry", b"entry", "geo", b"geo", "index", b"index", "report", b"report", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

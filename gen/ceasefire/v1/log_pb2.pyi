@@ -233,7 +233,10 @@ class LogEntry(_message.Message):
     previous_leaf_hash: _builtins.bytes
     """Leaf hash of entry index-1; 32 zero bytes for entry 0. The hash chain."""
     envelope: _builtins.bytes
-    """The DSSE envelope exactly as submitted (DSSE JSON, UTF-8)."""
+    """The DSSE envelope in its one canonical JSON form (UTF-8, compact, the fields payload,
+    payloadType, signatures[{keyid, sig}] in that order, standard base64): the payload
+    bytes and signatures exactly as submitted, however the submitter spelt the JSON.
+    """
     @_builtins.property
     def integrated_time(self) -> _timestamp_pb2.Timestamp:
         """The server's clock when the entry was integrated (never the client's)."""
@@ -270,12 +273,17 @@ class Receipt(_message.Message):
     LEAF_HASH_FIELD_NUMBER: _builtins.int
     INTEGRATED_TIME_FIELD_NUMBER: _builtins.int
     ENVELOPE_SHA256_FIELD_NUMBER: _builtins.int
+    STATEMENT_SHA256_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     index: _builtins.int
     leaf_hash: _builtins.bytes
     """RFC 6962 leaf hash: SHA-256(0x00 || serialized LogEntry)."""
     envelope_sha256: _builtins.bytes
-    """SHA-256 of the envelope bytes as submitted."""
+    """SHA-256 of the envelope as logged: its canonical DSSE JSON (see LogEntry.envelope)."""
+    statement_sha256: _builtins.bytes
+    """The statement's identity: SHA-256 of the DSSE PAE its signatures cover. The same
+    however the envelope was spelt; the log holds each statement once.
+    """
     @_builtins.property
     def integrated_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -286,10 +294,11 @@ class Receipt(_message.Message):
         leaf_hash: _builtins.bytes = ...,
         integrated_time: _timestamp_pb2.Timestamp | None = ...,
         envelope_sha256: _builtins.bytes = ...,
+        statement_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["integrated_time", b"integrated_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "integrated_time", b"integrated_time", "leaf_hash", b"leaf_hash", "origin", b"origin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope_sha256", b"envelope_sha256", "index", b"index", "integrated_time", b"integrated_time", "leaf_hash", b"leaf_hash", "origin", b"origin", "statement_sha256", b"statement_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
