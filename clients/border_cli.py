@@ -12,13 +12,13 @@ from typing import Any
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 
-from clients import envelope_files, keys_cli, reports
+from clients import envelope_files, keys_cli, reports, signing
 from clients.client import LedgerClient
 from clients.describe import describe_entry
 from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
 from geo.manifest import dataset_digest
-from ledger import dsse, geofacts, keys, statements
+from ledger import geofacts, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import InvalidArgument
 from ledger.trust import DatasetInfo
@@ -43,36 +43,36 @@ def _registration(args: argparse.Namespace, borders: BorderDataset) -> pb.Border
     return reg
 
 
-def send(client: LedgerClient, envelope: dsse.Envelope, folder: Path) -> int:
-    reg = statements.decode(envelope.payload_type, envelope.payload)
-    assert isinstance(reg, pb.BorderDatasetRegistration)
-    files = {f.name: (folder / f.name).read_bytes() for f in reg.files}
-    r = client.submit_with_blobs(envelope.to_json(), files)
-    print(f"entry {r.receipt.index}: data set {reg.dataset_sha256} in force from here on")
-    return 0
+def _files(reg: pb.BorderDatasetRegistration, folder: Path) -> dict[str, bytes]:
+    return {f.name: (folder / f.name).read_bytes() for f in reg.files}
+
+
+def _in_force(reg: pb.BorderDatasetRegistration) -> str:
+    return f"data set {reg.dataset_sha256} in force from here on"
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     borders = BorderDataset.load(args.folder)
     reg = _registration(args, borders)
-    envelope = dsse.sign(
-        statements.BORDER_DATASET, reg.SerializeToString(), [keys.read_private(k) for k in args.key]
+    envelope = signing.sign(statements.BORDER_DATASET, reg, args.key)
+    # Written with --out, the registration travels with the folder's files: `border send`.
+    return signing.deliver(
+        args,
+        envelope,
+        _in_force(reg),
+        then=f"ceasefire border send {args.out} {args.folder}",
+        files=None if args.out else _files(reg, args.folder),
     )
-    if args.out:
-        envelope_files.write(args.out, envelope)
-        print(
-            f"wrote {args.out} for data set {reg.dataset_sha256}; others add their signatures "
-            f"with `ceasefire cosign {args.out} --key KEY`, then `ceasefire border send "
-            f"{args.out} {args.folder}`"
-        )
-        return 0
-    with LedgerClient(args.server) as client:
-        return send(client, envelope, args.folder)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
-        return send(client, envelope_files.read(args.file), args.folder)
+    envelope = envelope_files.read(args.file)
+    reg = statements.decode(envelope.payload_type, envelope.payload)
+    if not isinstance(reg, pb.BorderDatasetRegistration):
+        raise envelope_files.EnvelopeFileError(f"{args.file}: not a border data set registration")
+    index = signing.submit(args.server, envelope, _files(reg, args.folder))
+    print(f"entry {index}: {_in_force(reg)}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -210,9 +210,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     )
     sp.add_argument("--outside-zone", default="refuse", choices=["refuse", "flag"])
     sp.add_argument("--description")
-    sp.add_argument("--key", type=Path, action="append", required=True)
-    sp.add_argument("--out", type=Path, help="write the signed statement here for cosigning")
-    server_opt(sp)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_add)
 
     sp = bs.add_parser("send", help="submit a cosigned registration with its files")

@@ -21,17 +21,20 @@ from clients import (
     border_cli,
     bundle,
     envelope_files,
+    incident_view,
     incidents_cli,
     investigations_cli,
     keys_cli,
     reports,
+    signing,
     trust_root_file,
+    user_files,
 )
 from clients.audit import AuditResult, audit
 from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
 from clients.describe import describe_entry
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
-from ledger import dsse, incidents, keys, merkle, statements
+from ledger import dsse, keys, merkle, statements
 from ledger.clock import parse_iso, to_iso, to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
@@ -84,12 +87,20 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def _draft_trust_root(path: Path, log_public_key: bytes, border_data: Path) -> pb.TrustRoot:
     borders = BorderDataset.load(border_data)
-    return trust_root_file.load_trust_root(
+    root = trust_root_file.load_trust_root(
         path,
         log_public_key=log_public_key,
         border_dataset_sha256=borders.sha256,
         border_dataset_files=dataset_files(borders),
     )
+    codes = [p.code for p in root.parties]
+    if not set(borders.parties) <= set(codes):
+        raise trust_root_file.TrustRootFileError(
+            f"{path}: the border data set {borders.name} is between "
+            f"{' and '.join(borders.parties)}, but the trust root's parties are "
+            f"{', '.join(codes)}; give --border-data for their border"
+        )
+    return root
 
 
 def cmd_trust_root(args: argparse.Namespace) -> int:
@@ -97,11 +108,9 @@ def cmd_trust_root(args: argparse.Namespace) -> int:
     root = _draft_trust_root(args.file, keys.read_public(args.log_public_key), args.border_data)
     signing_keys = [keys.read_private(k) for k in args.key]
     envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), signing_keys)
-    envelope_files.write(args.out, envelope)
-    print(
-        f"wrote {args.out}; each founding party's authorities add their signatures with "
-        f"`ceasefire cosign {args.out} --key KEY`, then the operator runs "
-        f"`ceasefire init --trust-root {args.out} --log-key LOG.key`"
+    # Each founding party's authorities add theirs; then the operator writes entry 0.
+    signing.write_for_cosigning(
+        args.out, envelope, f"ceasefire init --trust-root {args.out} --log-key LOG.key"
     )
     return 0
 
@@ -237,11 +246,13 @@ def _envelopes(path: Path, signing_keys: list[SigningKey]) -> list[bytes]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     signing_keys = [keys.read_private(k) for k in args.key or []]
+    # Every file is read (and its reports checked and signed) before anything is sent.
+    loaded = [(path, _envelopes(path, signing_keys)) for path in args.files]
     results = []
     failed = 0
     with _server(args) as client:
-        for path in args.files:
-            for i, envelope in enumerate(_envelopes(path, signing_keys)):
+        for path, envelopes in loaded:
+            for i, envelope in enumerate(envelopes):
                 try:
                     response = client.submit(envelope)
                 except grpc.RpcError as e:
@@ -268,25 +279,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
-def _timeline_row(t: Any) -> dict[str, Any]:
-    rep, geo = t.report, t.geo
-    return {
-        "index": t.index,
-        "party": rep.reporting_party,
-        "start": to_iso(to_us(rep.window.start)),
-        "end": to_iso(to_us(rep.window.end)),
-        "category": log_category(rep.category),
-        "observation": rep.observation_mode,
-        "latitude": rep.location.point.latitude,
-        "longitude": rep.location.point.longitude,
-        "territory": geo.territory or None,
-        "distance_to_border_m": geo.distance_to_border_m,
-        "alleged_responsible_party": rep.alleged_responsible_party or None,
-        "narrative": rep.narrative,
-        "status": incidents.status_name(t.status),
-    }
-
-
 def log_category(value: pb.IncidentCategory.ValueType) -> str:
     return pb.IncidentCategory.Name(value).removeprefix("INCIDENT_CATEGORY_").lower()
 
@@ -296,36 +288,26 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     until = parse_iso(args.until) if args.until else None
     with _server(args) as client:
         rows = [
-            _timeline_row(t)
+            incident_view.incident_doc(t.index, t.status, t.report, t.geo, t.current)
             for t in client.timeline(
-                since_us=since, until_us=until, parties=args.party or [], limit=args.limit
+                since_us=since,
+                until_us=until,
+                parties=args.party or [],
+                limit=args.limit,
+                as_of_index=args.as_of_index,
             )
         ]
     if args.json:
-        for r in rows:
-            r["observation"] = _observation(r["observation"])
         _print_json(rows)
         return 0
+    if args.as_of_index:
+        print(f"as the log stood before entry {args.as_of_index}:")
     if not rows:
         print("no incidents match")
     for r in rows:
-        side = r["territory"] or "neither"
-        print(
-            f"#{r['index']:<4} {r['start'][:16]}  {r['party']:<4} {r['category']:<20} "
-            f"{r['latitude']:.4f},{r['longitude']:.4f} in {side}, "
-            f"{r['distance_to_border_m'] / 1000:.1f} km from border"
-            + (
-                f"  blames {r['alleged_responsible_party']}"
-                if r["alleged_responsible_party"]
-                else ""
-            )
-            + f"  [{r['status']}]"
-        )
+        for line in incident_view.timeline_lines(r):
+            print(line)
     return 0
-
-
-def _observation(value: pb.ObservationMode.ValueType) -> str:
-    return pb.ObservationMode.Name(value).removeprefix("OBSERVATION_MODE_").lower()
 
 
 def cmd_entry(args: argparse.Namespace) -> int:
@@ -594,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--until", help="ISO 8601 time (UTC if no zone)")
     sp.add_argument("--party", action="append", help="reporting party code (repeatable)")
     sp.add_argument("--limit", type=int, default=0)
+    sp.add_argument(
+        "--as-of-index",
+        type=incidents_cli.log_index,
+        default=0,
+        metavar="N",
+        help="as the log stood before entry N: later entries (amendments, answers, "
+        "findings, retractions) are ignored (default: now)",
+    )
     json_opt(sp)
 
     sp = add("entry", cmd_entry, "show one log entry")
@@ -678,18 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (merkle.ProofError, NoteError) as e:
         print(f"VERIFICATION FAILED: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except LedgerError as e:
+    except (LedgerError, user_files.UserFileError, envelope_files.EnvelopeFileError) as e:
+        # Refused: by the ledger, or a file's content (a report, trust root, party file).
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except (
-        UsageError,
-        keys.KeyFileError,
-        reports.ReportFileError,
-        trust_root_file.TrustRootFileError,
-        envelope_files.EnvelopeFileError,
-        DatasetError,
-        ValueError,
-    ) as e:
+    except (UsageError, keys.KeyFileError, DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -42,12 +42,40 @@ def statement_of(data: bytes) -> tuple[int, Message]:
     return to_us(entry.integrated_time), statements.decode(envelope.payload_type, envelope.payload)
 
 
+# The relation of the attestation that met its finding's policy (ledger.incidents).
+MET_POLICY = "joint_finding"
+
+
+def short_key_id(key_id: str) -> str:
+    return key_id[:16]
+
+
 def entry_line(index: int, relation: str, data: bytes, relation_width: int) -> str:
-    """One line of a dossier or investigation: index, time, relation, party, summary."""
+    """One line of a dossier or investigation: index, time, relation, party, summary; for
+    an attestation or dissent, its signers and whether it met the finding's policy."""
     integrated, stmt = statement_of(data)
+    validation = parse_entry(data).validation
     # The party the log authorized the statement for (reports name it reporting_party).
-    who, when = parse_entry(data).validation.party, to_iso(integrated)[:16]
-    return f"  #{index:<5} {when}  {relation:<{relation_width}} {who:<4} {summary(stmt)}"
+    who, when = validation.party, to_iso(integrated)[:16]
+    line = f"  #{index:<5} {when}  {relation:<{relation_width}} {who:<4} {summary(stmt)}"
+    if isinstance(stmt, pb.Attestation | pb.Dissent):
+        line += "; signed by " + ", ".join(short_key_id(k) for k in validation.signer_key_ids)
+        if relation == MET_POLICY:
+            line += "; met the policy"
+    return line
+
+
+def answer_facts(relation: str, data: bytes) -> dict[str, Any]:
+    """For --json: an attestation's or dissent's finding, signers and whether it met the
+    finding's policy (nothing for other entries)."""
+    _, stmt = statement_of(data)
+    if not isinstance(stmt, pb.Attestation | pb.Dissent):
+        return {}
+    return {
+        "finding": stmt.finding_index,
+        "signer_key_ids": list(parse_entry(data).validation.signer_key_ids),
+        "met_policy": relation == MET_POLICY,
+    }
 
 
 def _as_dict(message: Any) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""`ceasefire amend | retract | answer | dossier`: an incident's life after its report."""
+"""`ceasefire amend | retract | answer | dossier`: an incident's life after its report; and
+`evidence`, `finding draft`, `attest`, `dissent`.
+
+Every signing command signs with each --key and submits, or with --out writes the envelope
+for more signatures (clients.signing). Evidence with a blob so written is sent with it by
+`ceasefire evidence send FILE BLOB`.
+"""
 
 from __future__ import annotations
 
@@ -13,28 +19,29 @@ from typing import Any
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
-from clients import keys_cli, reports
+from clients import envelope_files, incident_view, keys_cli, reports, signing
 from clients.client import LedgerClient
-from clients.describe import describe_entry, entry_line
+from clients.describe import answer_facts, describe_entry, entry_line, statement_of
 from ledger import dsse, incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
 from ledger.investigations import InvestigationInfo
 from ledger.log_entry import parse_entry
+from ledger.trust import SHA256_HEX
 
 
 def _send(args: argparse.Namespace, kind: str, statement: Message) -> int:
-    envelope = dsse.sign(
-        kind, statement.SerializeToString(), [keys.read_private(k) for k in args.key]
-    )
-    with LedgerClient(args.server) as client:
-        r = client.submit(envelope.to_json())
+    """Sign with every --key; submit, or write to --out for more signatures."""
     name = kind.removeprefix("application/vnd.ceasefire.v1.").split("+")[0]
-    print(f"entry {r.receipt.index}: {name} about entry {args.index}")
-    return 0
+    return signing.sign_and_deliver(args, kind, statement, f"{name} about entry {args.index}")
 
 
 def cmd_amend(args: argparse.Namespace) -> int:
-    (corrected,) = reports.load_reports(args.file)
+    found = reports.load_reports(args.file)
+    if len(found) != 1:
+        raise reports.ReportFileError(
+            f"{args.file}: holds {len(found)} reports; an amendment is one corrected report"
+        )
+    (corrected,) = found
     amendment = pb.IncidentAmendment(
         incident_index=args.index,
         created_time=to_timestamp(now_us()),
@@ -70,24 +77,52 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_dossier(args: argparse.Namespace) -> int:
     with LedgerClient(args.server) as client:
-        got = client.dossier(args.index)
+        got = client.dossier(args.index, args.as_of_index)
     status = incidents.status_name(got.status)
+    (first,) = [e for e in got.entries if e.relation == incidents.REPORT]
+    _, original = statement_of(first.entry)
+    assert isinstance(original, pb.IncidentReport)
+    original_geo = parse_entry(first.entry).validation.geo
+    current = incident_view.incident_doc(
+        args.index, got.status, original, original_geo, got.current
+    )
     entries: list[dict[str, Any]] = [
-        {"relation": e.relation, **describe_entry(e.entry)} for e in got.entries
+        {"relation": e.relation, **describe_entry(e.entry), **answer_facts(e.relation, e.entry)}
+        for e in got.entries
     ]
     if args.json:
-        print(json.dumps({"incident": args.index, "status": status, "entries": entries}, indent=2))
+        doc = {
+            "incident": args.index,
+            "status": status,
+            "as_of_index": args.as_of_index or None,
+            "current": current,
+            "entries": entries,
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
-    print(f"incident {args.index}: {status}")
+    as_of = f"  (as the log stood before entry {args.as_of_index})" if args.as_of_index else ""
+    print(f"incident {args.index}: {status}{as_of}")
+    for line in incident_view.dossier_lines(current):
+        print(line)
     for e in got.entries:
         print(entry_line(e.index, e.relation, e.entry, 22))
     return 0
 
 
+def log_index(text: str) -> int:
+    """A log index on the command line: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log index") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log index (0 or more)")
+    return value
+
+
 def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     def signed_by(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--key", type=Path, action="append", required=True)
-        server_opt(sp)
+        signing.add_options(sp, server_opt)
 
     sp = sub.add_parser(
         "amend", help="correct your party's report: a new entry, the original stays"
@@ -129,6 +164,13 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
 def add_dossier_parser(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp = sub.add_parser("dossier", help="one incident, every entry linked to it, its status")
     sp.add_argument("index", type=int)
+    sp.add_argument(
+        "--as-of-index",
+        type=log_index,
+        default=0,
+        metavar="N",
+        help="as the log stood before entry N: later entries are left out (default: now)",
+    )
     server_opt(sp)
     json_opt(sp)
     sp.set_defaults(func=cmd_dossier)
@@ -151,40 +193,71 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
     )
     if args.capture_time:
         record.capture_time.CopyFrom(to_timestamp(parse_iso(args.capture_time)))
-    files: dict[str, bytes] = {}
-    with LedgerClient(args.server) as client:
-        if args.blob == "sealed":
-            # Recipients' keys (and an investigation's members) come from the entries as
-            # replayed and verified here, never from what the server says.
+    stored = content
+    if args.blob == "sealed":
+        # Recipients' keys (and an investigation's members) come from the entries as
+        # replayed and verified here, never from what the server says.
+        with LedgerClient(args.server) as client:
             replay = keys_cli.replayed(client)
-            state = replay.trust
-            assert state is not None
-            investigation = replay.subjects.get(args.investigation)
-            terms = investigation.terms if isinstance(investigation, InvestigationInfo) else None
-            if not args.seal_to and terms is not None:
-                args.seal_to = sorted(terms.members)
-            if not args.seal_to:
-                print("error: --seal-to KEY_ID is needed for sealed evidence", file=sys.stderr)
-                return 2
-            unknown = [k for k in args.seal_to if k not in state.keys]
-            if unknown:
-                print(f"error: not keys on this ledger: {unknown}", file=sys.stderr)
-                return 2
-            stored = sealing.seal(content, {k: state.keys[k].public_key for k in args.seal_to})
-            record.sealed_to_key_ids.extend(sorted(args.seal_to))
-        else:
-            stored = content
-        if args.blob != "none":
-            record.blob_sha256 = hashlib.sha256(stored).hexdigest()
-            record.blob_size = len(stored)
-            files = {"blob": stored}
-        envelope = dsse.sign(
-            statements.EVIDENCE,
-            record.SerializeToString(),
-            [keys.read_private(k) for k in args.key],
-        )
-        r = client.submit_with_blobs(envelope.to_json(), files)
-    print(f"entry {r.receipt.index}: evidence {record.sha256} ({args.blob})")
+        state = replay.trust
+        assert state is not None
+        investigation = replay.subjects.get(args.investigation)
+        terms = investigation.terms if isinstance(investigation, InvestigationInfo) else None
+        if not args.seal_to and terms is not None:
+            args.seal_to = sorted(terms.members)
+        if not args.seal_to:
+            print("error: --seal-to KEY_ID is needed for sealed evidence", file=sys.stderr)
+            return 2
+        unknown = [k for k in args.seal_to if k not in state.keys]
+        if unknown:
+            print(f"error: not keys on this ledger: {unknown}", file=sys.stderr)
+            return 2
+        stored = sealing.seal(content, {k: state.keys[k].public_key for k in args.seal_to})
+        record.sealed_to_key_ids.extend(sorted(args.seal_to))
+    files: dict[str, bytes] = {}
+    if args.blob != "none":
+        record.blob_sha256 = hashlib.sha256(stored).hexdigest()
+        record.blob_size = len(stored)
+        files = {"blob": stored}
+    envelope = signing.sign(statements.EVIDENCE, record, args.key)
+    then = None
+    if args.out is not None and files:
+        # The blob stays beside the envelope and travels with it: `evidence send`.
+        blob_file: Path = args.file
+        if args.blob == "sealed":
+            blob_file = args.out.with_name(args.out.name + ".sealed")
+            blob_file.write_bytes(stored)
+            print(f"wrote {blob_file}: the sealed bytes the record names ({len(stored)} bytes)")
+        then = f"ceasefire evidence send {args.out} {blob_file}"
+    return signing.deliver(
+        args, envelope, f"evidence {record.sha256} ({args.blob})", then=then, files=files
+    )
+
+
+def cmd_evidence_send(args: argparse.Namespace) -> int:
+    """Submit an evidence record written with --out (and co-signed), with its blob."""
+    envelope = envelope_files.read(args.file)
+    record = statements.decode(envelope.payload_type, envelope.payload)
+    if not isinstance(record, pb.EvidenceRecord):
+        raise envelope_files.EnvelopeFileError(f"{args.file}: not an evidence record")
+    files: dict[str, bytes] = {}
+    if record.blob == pb.BLOB_KIND_NONE:
+        if args.blob is not None:
+            raise envelope_files.EnvelopeFileError(f"{args.file}: the record names no blob")
+    else:
+        if args.blob is None:
+            raise envelope_files.EnvelopeFileError(
+                f"{args.file}: the record names a blob ({record.blob_sha256}); give its file"
+            )
+        data = args.blob.read_bytes()
+        if hashlib.sha256(data).hexdigest() != record.blob_sha256:
+            raise envelope_files.EnvelopeFileError(
+                f"{args.blob}: not the blob {args.file} names (SHA-256 {record.blob_sha256})"
+            )
+        files = {"blob": data}
+    index = signing.submit(args.server, envelope, files)
+    kind = pb.BlobKind.Name(record.blob).removeprefix("BLOB_KIND_").lower()
+    print(f"entry {index}: evidence {record.sha256} ({kind})")
     return 0
 
 
@@ -236,9 +309,17 @@ def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
     sp.add_argument(
         "--investigation", type=int, default=0, help="the investigation request's log index"
     )
-    sp.add_argument("--key", type=Path, action="append", required=True)
-    server_opt(sp)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_evidence_add)
+    sp = es.add_parser(
+        "send", help="submit an evidence record written with --out, with its blob if it has one"
+    )
+    sp.add_argument("file", type=Path, help="the signed evidence record (DSSE JSON)")
+    sp.add_argument(
+        "blob", type=Path, nargs="?", help="the file evidence add named (.sealed when sealed)"
+    )
+    server_opt(sp)
+    sp.set_defaults(func=cmd_evidence_send)
     sp = es.add_parser("open", help="fetch an evidence blob, unseal it, check its hash")
     sp.add_argument("index", type=int, help="the evidence record's log index")
     sp.add_argument("--key", type=Path, help="your key, for sealed evidence")
@@ -272,6 +353,12 @@ def _draft_of(client: LedgerClient, index: int) -> tuple[pb.FindingDraft, str]:
     return draft, hashlib.sha256(envelope.payload).hexdigest()
 
 
+def _digest(text: str) -> str:
+    if not SHA256_HEX.match(text.lower()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 in hex (64 characters)")
+    return text.lower()
+
+
 def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
     with LedgerClient(args.server) as client:
         draft, digest = _draft_of(client, args.index)
@@ -282,6 +369,14 @@ def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
         f"{list(draft.incident_indexes)}, policy {draft.policy!r}\n  {draft.reasoning}",
         file=sys.stderr,
     )
+    if args.digest is not None and args.digest != digest:
+        # Pinned: what the server serves as entry N is not the draft the signer read.
+        print(
+            f"error: finding {args.index} has SHA-256 {digest}, not {args.digest} "
+            f"(--digest); nothing signed",
+            file=sys.stderr,
+        )
+        return 1
     common = {
         "finding_index": args.index,
         "draft_sha256": digest,
@@ -316,8 +411,7 @@ def add_finding_parsers(sub: Any, server_opt: Any) -> None:
         default=0,
         help="the investigation request's log index (then signed by its members)",
     )
-    sp.add_argument("--key", type=Path, action="append", required=True)
-    server_opt(sp)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_finding_draft)
     for name, help in (("attest", "attest a finding draft, by its exact digest"),
                        ("dissent", "dissent from a finding draft")):  # fmt: skip
@@ -327,6 +421,11 @@ def add_finding_parsers(sub: Any, server_opt: Any) -> None:
         if name == "dissent":
             sp.add_argument("--reasons")
             sp.add_argument("--language", default="en")
-        sp.add_argument("--key", type=Path, action="append", required=True)
-        server_opt(sp)
+        sp.add_argument(
+            "--digest",
+            type=_digest,
+            metavar="SHA256",
+            help="the draft's SHA-256 as you read it: refuse to sign if the server's differs",
+        )
+        signing.add_options(sp, server_opt)
         sp.set_defaults(func=cmd_attest_or_dissent)

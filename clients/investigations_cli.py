@@ -15,11 +15,16 @@ from typing import Any
 
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
-from google.protobuf.message import Message
 
-from clients import keys_cli
+from clients import signing
 from clients.client import LedgerClient
-from clients.describe import describe_entry, entry_line, enum_name, statement_of
+from clients.describe import (
+    answer_facts,
+    describe_entry,
+    entry_line,
+    enum_name,
+    statement_of,
+)
 from ledger import dsse, investigations, keys, statements
 from ledger.clock import now_us, parse_iso, to_iso, to_timestamp, to_us
 from ledger.trust import SHA256_HEX
@@ -46,19 +51,6 @@ ACTIVITIES = {
 ACTIVITY_NAMES = {v: k for k, v in ACTIVITIES.items()}
 TIME_PRECISIONS = ("minute", "hour", "day", "week", "month")
 LOCATION_PRECISIONS = ("exact", "near", "region")
-
-
-def _deliver(args: argparse.Namespace, kind: str, statement: Message, what: str) -> int:
-    """Sign with every --key; write the envelope to --out for co-signing, or submit it."""
-    envelope = dsse.sign(
-        kind, statement.SerializeToString(), [keys.read_private(k) for k in args.key]
-    )
-    if getattr(args, "out", None):
-        return keys_cli.deliver(args, envelope)
-    with LedgerClient(args.server) as client:
-        r = client.submit(envelope.to_json())
-    print(f"entry {r.receipt.index}: {what}")
-    return 0
 
 
 def _key_id(value: str) -> str:
@@ -115,7 +107,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         scope_language=scope_language,
     )
     incidents = ", ".join(str(i) for i in args.incident)
-    return _deliver(
+    return signing.sign_and_deliver(
         args,
         statements.INVESTIGATION_REQUEST,
         request,
@@ -133,7 +125,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         reason=args.reason or "",
     )
     said = "accepts" if args.decision == pb.INVESTIGATION_DECISION_ACCEPT else "declines"
-    return _deliver(
+    return signing.sign_and_deliver(
         args,
         statements.INVESTIGATION_RESPONSE,
         response,
@@ -156,7 +148,7 @@ def cmd_terms(args: argparse.Namespace) -> int:
         ],
         publication_rule=PUBLICATION[args.publication],
     )
-    return _deliver(
+    return signing.sign_and_deliver(
         args, statements.INVESTIGATION_TERMS, terms, f"terms of investigation {args.index}"
     )
 
@@ -177,7 +169,7 @@ def cmd_visit(args: argparse.Namespace) -> int:
         notes_language=notes_language,
         evidence_sha256=args.evidence or [],
     )
-    return _deliver(
+    return signing.sign_and_deliver(
         args,
         statements.VISIT,
         visit,
@@ -189,7 +181,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     with LedgerClient(args.server) as client:
         got = client.investigation(args.index)
     entries: list[dict[str, Any]] = [
-        {"relation": e.relation, **describe_entry(e.entry)} for e in got.entries
+        {"relation": e.relation, **describe_entry(e.entry), **answer_facts(e.relation, e.entry)}
+        for e in got.entries
     ]
     doc = {
         "investigation": args.index,
@@ -213,8 +206,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  terms      entry {doc['terms_index']}; members:")
         for kid in doc["members"]:
             print(f"    {kid}")
+    width = max([9, *(len(e.relation) for e in got.entries)])
     for e in got.entries:
-        print(entry_line(e.index, e.relation, e.entry, 9))
+        print(entry_line(e.index, e.relation, e.entry, width))
     return 0
 
 
@@ -266,7 +260,9 @@ def cmd_notice(args: argparse.Namespace) -> int:
         description=description,
         description_language=description_language,
     )
-    return _deliver(args, statements.NOTICE, notice, f"{args.activity} notice by {args.party}")
+    return signing.sign_and_deliver(
+        args, statements.NOTICE, notice, f"{args.activity} notice by {args.party}"
+    )
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -280,7 +276,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         in_reply_to=args.reply_to,
     )
     urgent = "urgent " if args.urgent else ""
-    return _deliver(
+    return signing.sign_and_deliver(
         args, statements.HOTLINE, message, f"{urgent}message from {args.party} to {args.to}"
     )
 
@@ -289,7 +285,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     ack = pb.Acknowledgement(
         entry_index=args.index, created_time=to_timestamp(now_us()), party=args.party
     )
-    return _deliver(
+    return signing.sign_and_deliver(
         args, statements.ACKNOWLEDGEMENT, ack, f"{args.party} acknowledges entry {args.index}"
     )
 
@@ -359,20 +355,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 # -- parsers -----------------------------------------------------------------------------
 
 
-def _signed_by(sp: argparse.ArgumentParser, server_opt: Any, *, out: bool = False) -> None:
-    sp.add_argument(
-        "--key", type=Path, action="append", required=True, help="key file (repeatable)"
-    )
-    if out:
-        sp.add_argument(
-            "--out",
-            type=Path,
-            help="write the signed envelope here for others to `ceasefire cosign`, "
-            "instead of submitting it",
-        )
-    server_opt(sp)
-
-
 def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     ip = sub.add_parser(
         "investigation", help="joint investigations: request, answer, terms, visits, status"
@@ -397,7 +379,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     deadline.add_argument("--answer-by", metavar="ISO", help="deadline for answers, ISO 8601")
     sp.add_argument("--scope", help="what is to be looked into")
     sp.add_argument("--language", default="en", help="the scope's BCP 47 tag")
-    _signed_by(sp, server_opt, out=True)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_request)
 
     sp = isub.add_parser("answer", help="accept or decline a request, as a respondent")
@@ -417,7 +399,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         const=pb.INVESTIGATION_DECISION_DECLINE,
     )
     sp.add_argument("--reason")
-    _signed_by(sp, server_opt)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_answer)
 
     sp = isub.add_parser(
@@ -453,7 +435,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument(
         "--supersedes", type=int, default=0, help="the log index of the terms these replace"
     )
-    _signed_by(sp, server_opt, out=True)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_terms)
 
     sp = isub.add_parser("visit", help="log a site visit, signed by member keys")
@@ -470,7 +452,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--notes")
     sp.add_argument("--language", default="en", help="the notes' BCP 47 tag")
     sp.add_argument("--evidence", action="append", help="SHA-256 of evidence (repeatable)")
-    _signed_by(sp, server_opt)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_visit)
 
     sp = isub.add_parser("show", help="status, deadline, terms and every linked entry")
@@ -496,7 +478,7 @@ def add_prevention_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--location-precision", choices=LOCATION_PRECISIONS, default="exact")
     sp.add_argument("--description")
     sp.add_argument("--language", default="en", help="the description's BCP 47 tag")
-    _signed_by(sp, server_opt)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_notice)
 
     hp = sub.add_parser("hotline", help="messages between the parties, acknowledgements")
@@ -510,13 +492,13 @@ def add_prevention_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument(
         "--reply-to", type=int, default=0, help="the message, notice or report it answers"
     )
-    _signed_by(sp, server_opt)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_send)
 
     sp = hsub.add_parser("ack", help="acknowledge receipt of a message or notice")
     sp.add_argument("index", type=int, help="the message's or notice's log index")
     sp.add_argument("--party", required=True, help="the acknowledging party")
-    _signed_by(sp, server_opt)
+    signing.add_options(sp, server_opt)
     sp.set_defaults(func=cmd_ack)
 
     sp = hsub.add_parser("list", help="notices and messages, with who acknowledged them")

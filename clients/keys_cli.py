@@ -1,7 +1,7 @@
 """`ceasefire keys`: list the key state, and draft key changes and party admissions.
 
 A change is signed by the keys given with --key. With --out it is written to a file for
-other authorities to `ceasefire cosign`; without, it is submitted at once.
+other authorities to `ceasefire cosign`; without, it is submitted at once (clients.signing).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ceasefire.v1 import statements_pb2 as pb
-from google.protobuf.message import Message
 
-from clients import envelope_files, trust_root_file
+from clients import envelope_files, signing, trust_root_file
 from clients.client import LedgerClient
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.trust import TrustState
 from ledger.verifier import Replay
@@ -72,9 +70,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _key(path: Path, role: str, label: str) -> pb.PartyKey:
-    return trust_root_file.key_from_dict(
-        {"public_key_file": str(path.resolve()), "role": role, "label": label}, Path("."), "key"
-    )
+    try:
+        role_value = trust_root_file.role(role)
+    except ValueError as e:
+        raise ValueError(f"--role: {e}") from None
+    return pb.PartyKey(public_key=keys.read_public(path), role=role_value, label=label)
 
 
 def _change(args: argparse.Namespace) -> pb.KeyChange:
@@ -92,43 +92,30 @@ def _change(args: argparse.Namespace) -> pb.KeyChange:
 
 
 def _admission(args: argparse.Namespace) -> pb.PartyAdmission:
-    try:
-        doc = yaml.safe_load(args.party_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise trust_root_file.TrustRootFileError(f"{args.party_file}: cannot read ({e})") from e
-    party = trust_root_file.party_from_dict(doc, args.party_file.parent, "party")
+    party = trust_root_file.load_party(args.party_file)
     admission = pb.PartyAdmission(party=party, reason=args.reason or "")
     admission.created_time.CopyFrom(to_timestamp(now_us()))
     return admission
 
 
-def sign_and_deliver(args: argparse.Namespace, kind: str, statement: Message) -> int:
-    signing_keys = [keys.read_private(k) for k in args.key]
-    envelope = dsse.sign(kind, statement.SerializeToString(), signing_keys)
-    return deliver(args, envelope)
-
-
-def deliver(args: argparse.Namespace, envelope: dsse.Envelope) -> int:
-    if args.out:
-        envelope_files.write(args.out, envelope)
-        print(
-            f"wrote {args.out} with {len(envelope.signatures)} signature(s); "
-            f"others add theirs with `ceasefire cosign {args.out} --key KEY`, "
-            f"the last submits it with `ceasefire submit {args.out}`"
-        )
-        return 0
-    with LedgerClient(args.server) as client:
-        r = client.submit(envelope.to_json())
-    print(f"entry {r.receipt.index}: logged")
-    return 0
+CHANGES = {
+    "add": "key added to",
+    "rotate": "key rotated for",
+    "revoke": "keys revoked for",
+    "threshold": "authority threshold changed for",
+}
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    return sign_and_deliver(args, statements.KEY_CHANGE, _change(args))
+    what = f"{CHANGES[args.action]} {args.party}"
+    return signing.sign_and_deliver(args, statements.KEY_CHANGE, _change(args), what)
 
 
 def cmd_add_party(args: argparse.Namespace) -> int:
-    return sign_and_deliver(args, statements.PARTY_ADMISSION, _admission(args))
+    admission = _admission(args)
+    return signing.sign_and_deliver(
+        args, statements.PARTY_ADMISSION, admission, f"party {admission.party.code} admitted"
+    )
 
 
 def cmd_cosign(args: argparse.Namespace) -> int:
@@ -136,8 +123,10 @@ def cmd_cosign(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(envelope_files.describe(envelope), file=sys.stderr)
     envelope = envelope_files.cosign(envelope, [keys.read_private(k) for k in args.key])
-    envelope_files.write(args.file, envelope)
-    print(f"{args.file}: now {len(envelope.signatures)} signature(s)")
+    out: Path = args.out or args.file
+    envelope_files.write(out, envelope)
+    kept = f" ({args.file} is unchanged)" if args.out else ""
+    print(f"{out}: now {len(envelope.signatures)} signature(s){kept}")
     return 0
 
 
@@ -151,21 +140,8 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     json_opt(sp)
     sp.set_defaults(func=cmd_list)
 
-    def signing(sp: argparse.ArgumentParser) -> None:
-        server_opt(sp)
-        sp.add_argument(
-            "--key",
-            type=Path,
-            action="append",
-            required=True,
-            help="authority key file to sign with (repeatable)",
-        )
-        sp.add_argument(
-            "--out",
-            type=Path,
-            help="write the signed envelope here to collect "
-            "more signatures, instead of submitting it",
-        )
+    def signed(sp: argparse.ArgumentParser) -> None:
+        signing.add_options(sp, server_opt, key_help="authority key file to sign with (repeatable)")
         sp.add_argument("--reason", help="why, for the record")
 
     sp = ks.add_parser("add", help="add a key to a party")
@@ -173,7 +149,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--role", required=True)
     sp.add_argument("--public-key", type=Path, required=True, help="the new key's .pub file")
     sp.add_argument("--label")
-    signing(sp)
+    signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("rotate", help="replace a key by a new one in one entry")
@@ -182,19 +158,19 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--role", required=True, help="the new key's role")
     sp.add_argument("--public-key", type=Path, required=True, help="the new key's .pub file")
     sp.add_argument("--label")
-    signing(sp)
+    signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("revoke", help="revoke keys from the next index on")
     sp.add_argument("--party", required=True)
     sp.add_argument("--key-id", action="append", required=True)
-    signing(sp)
+    signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("threshold", help="change how many authority keys a key change needs")
     sp.add_argument("--party", required=True)
     sp.add_argument("--threshold", type=int, required=True)
-    signing(sp)
+    signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("add-party", help="admit a new party (needs the trust root's consent)")
@@ -204,11 +180,17 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         required=True,
         help="YAML: code, name, authority_threshold, keys (as in a trust root)",
     )
-    signing(sp)
+    signed(sp)
     sp.set_defaults(func=cmd_add_party)
 
     sp = sub.add_parser("cosign", help="add your signature to a signed statement file")
-    sp.add_argument("file", type=Path)
+    sp.add_argument("file", type=Path, help="a signed statement (DSSE JSON), e.g. from --out")
     sp.add_argument("--key", type=Path, action="append", required=True)
+    sp.add_argument(
+        "--out",
+        type=Path,
+        metavar="OTHER",
+        help="write the co-signed envelope to this file, leaving FILE as it was",
+    )
     sp.add_argument("--quiet", action="store_true", help="do not print what is signed")
     sp.set_defaults(func=cmd_cosign)

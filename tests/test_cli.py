@@ -409,6 +409,8 @@ def test_a_finding_drafted_and_jointly_attested(initialised: tuple[Path, Server,
     ceasefire("attest", "2", *s, "--party", "AZE", "--key", "keys/aze-authority-1.key", cwd=wd)
     shown = json.loads(ceasefire("dossier", "1", *s, "--json", cwd=wd).stdout)
     assert shown["status"] == "jointly_confirmed"
-    assert [e["relation"] for e in shown["entries"]] == ["report", "finding", "joint_finding"]
+    assert [e["relation"] for e in shown["entries"]] == [
+        "report", "finding", "attestation", "joint_finding",
+    ]  # fmt: skip
     out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
     assert out["ok"] and out["tree_size"] == 5
