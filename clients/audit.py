@@ -5,9 +5,13 @@
    must carry the log key's signature.
 3. Each entry must be included in that checkpoint (RFC 9162 proof, checked locally): an
    entry altered after it was logged fails here, by its index.
-4. Replay: hash chain, signatures, authorization, field rules, geo facts (recomputed when
-   the border data set is at hand). The root rebuilt from all leaves must be the signed one.
-5. With --state, the checkpoint verified last time must be consistent with this one.
+4. Replay: the server's own judgment at every index (hash chain, signatures,
+   authorization, field rules, the entries it names), the whole entry compared with it,
+   geo facts recomputed when the border data set is at hand. The root rebuilt from all
+   leaves must be the signed one.
+5. What the server shows from its derived tables (timeline, statuses, amendments,
+   retractions, duplicates, investigations) must be what the entries give.
+6. With --state, the checkpoint verified last time must be consistent with this one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from geo import datasets
 from geo.borders import BorderDataset
 from ledger import incidents, investigations, merkle
 from ledger.clock import to_us
+from ledger.incidents import IncidentInfo, Link
 from ledger.investigations import InvestigationInfo
 from ledger.note import Checkpoint
 from ledger.trust import DatasetInfo, TrustState
@@ -91,30 +96,64 @@ def audit(
 MAX_INVESTIGATIONS_CHECKED = 1000
 
 
+TIMELINE_CAP = 10_000  # the most incidents one Timeline call returns
+
+
 def _check_statuses(client: LedgerClient, state: Replay) -> None:
-    """What the server shows (timeline statuses, investigation states) must be what the
-    entries give. Entries logged after the audited checkpoint are left to the next audit."""
-    for row in client.timeline():
-        if row.index >= state.size or row.status == state.status(row.index):
-            continue
-        if all(e.index < state.size for e in client.dossier(row.index).entries):
+    """What the server shows must be what the entries give: its timeline as of the audited
+    size (every incident once, its status, its newest amendment, its retraction and the
+    reports flagged as its likely duplicates) and its investigations' states."""
+    replayed = {i for i, s in state.subjects.items() if isinstance(s, IncidentInfo)}
+    shown: set[int] = set()
+    for row in client.timeline(as_of_index=state.size):
+        if row.index not in replayed:
             raise VerificationError(
-                f"the server shows it as {incidents.status_name(row.status)}; its linked "
-                f"entries make it {incidents.status_name(state.status(row.index))}",
+                "the server's timeline shows it as an incident report; its entry is not one",
                 index=row.index,
             )
+        shown.add(row.index)
+        links = state.links.get(row.index, [])
+        expected = state.status(row.index)
+        if row.status != expected:
+            raise VerificationError(
+                f"the server shows it as {incidents.status_name(row.status)}; its linked "
+                f"entries make it {incidents.status_name(expected)}",
+                index=row.index,
+            )
+        facts = {
+            "amended at": (row.current.amended_at_index, _last(links, incidents.AMENDMENT)),
+            "retracted at": (row.current.retracted_at_index, _last(links, incidents.RETRACTION)),
+            "likely duplicated by": (
+                list(row.current.likely_duplicated_by),
+                [x.index for x in links if x.relation == incidents.LIKELY_DUPLICATE],
+            ),
+        }
+        for what, (got, want) in facts.items():
+            if got != want:
+                raise VerificationError(
+                    f"the server shows it {what} {got or 'none'}; its entries give "
+                    f"{want or 'none'}",
+                    index=row.index,
+                )
+    if len(replayed) <= TIMELINE_CAP and shown != replayed:
+        missing = min(replayed - shown)
+        raise VerificationError("the server's timeline leaves out this incident", index=missing)
     found = [i for i, s in sorted(state.subjects.items()) if isinstance(s, InvestigationInfo)]
     for index in found[-MAX_INVESTIGATIONS_CHECKED:]:
-        shown = client.investigation(index)
-        newer = any(e.index >= state.size for e in shown.entries)
-        expected = state.investigation_status(index, to_us(shown.as_of))
-        if not newer and shown.status != expected:
+        got = client.investigation(index)
+        newer = any(e.index >= state.size for e in got.entries)
+        expected_status = state.investigation_status(index, to_us(got.as_of))
+        if not newer and got.status != expected_status:
             raise VerificationError(
                 f"the server shows investigation {index} as "
-                f"{investigations.status_name(shown.status)}; its entries make it "
-                f"{investigations.status_name(expected)}",
+                f"{investigations.status_name(got.status)}; its entries make it "
+                f"{investigations.status_name(expected_status)}",
                 index=index,
             )
+
+
+def _last(links: list[Link], relation: str) -> int:
+    return max((x.index for x in links if x.relation == relation), default=0)
 
 
 def fetcher(client: LedgerClient) -> Callable[[DatasetInfo], BorderDataset | None]:

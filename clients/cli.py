@@ -554,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--bootstrap",
         action="store_true",
-        help="first run: create a local ledger with one monitor key per party in DATA_DIR",
+        help="first run: create a local ledger in DATA_DIR: a log key; a monitor, an "
+        "authority and an investigator key for each of ARM and AZE; the trust root signed by "
+        "both authorities, with the finding policy 'joint'",
     )
 
     sp = add(

@@ -1,9 +1,9 @@
 """Authentication (whose valid keys signed an envelope) and authorization (may they say it).
 
-One table, RULES, says for every statement kind which party it speaks for and whose
-signatures it needs. The server (at the index it assigns) and the offline verifier (at the
-index it replays) both call `authorize`, so they cannot disagree. docs/authorization.md
-shows the same table.
+Each statement kind's `Rule` (declared with the kind in `ledger/kinds.py`) says which party
+it speaks for and whose signatures it needs. The server (at the index it assigns) and the
+offline verifier (at the index it replays) both call `authorize` through the judgment, so
+they cannot disagree. docs/authorization.md shows the same rules as a table.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
-from ledger import dsse, policy, statements
+from ledger import dsse, policy
 from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from ledger.trust import KeyInfo, TrustState
 
@@ -43,41 +43,6 @@ AUTHORS = frozenset({pb.ROLE_MONITOR, pb.ROLE_OBSERVER, pb.ROLE_AUTHORITY})
 AUTHORITIES = frozenset({pb.ROLE_AUTHORITY})
 ATTESTERS = frozenset({pb.ROLE_AUTHORITY, pb.ROLE_OBSERVER})
 INVESTIGATORS = AUTHORS | {pb.ROLE_INVESTIGATOR}
-
-RULES: dict[str, Rule] = {
-    statements.INCIDENT_REPORT: Rule("reporting_party", REPORTERS),
-    statements.KEY_CHANGE: Rule("party", AUTHORITIES, authority_threshold=True),
-    statements.PARTY_ADMISSION: Rule(
-        "party.code", None, authority_threshold=True, consent=lambda s: s.admission_policy
-    ),
-    # Only the reporting party amends or retracts its report (checked against the report
-    # itself in rules.admit); the other parties' authorities answer it.
-    statements.AMENDMENT: Rule("party", AUTHORS),
-    statements.RETRACTION: Rule("party", AUTHORS),
-    statements.COUNTER_CLAIM: Rule("party", AUTHORITIES),
-    statements.EVIDENCE: Rule("party", INVESTIGATORS),
-    # Findings: drafted by a party's investigators, authorities or observers (in an
-    # investigation, by its members only); attested or dissented by the parties the
-    # finding's policy names (both checked in rules.admit).
-    statements.FINDING: Rule("party", ATTESTERS | {pb.ROLE_INVESTIGATOR}),
-    statements.ATTESTATION: Rule("party", ATTESTERS),
-    statements.DISSENT: Rule("party", ATTESTERS),
-    # Investigations: requested by a party's authorities or observers, answered by each
-    # respondent's authorities; the terms are co-signed by the authority threshold of the
-    # requester and of every respondent, and visits are logged by member keys only
-    # (checked in rules.admit against the request and the terms in force).
-    statements.INVESTIGATION_REQUEST: Rule("party", ATTESTERS),
-    # An answer is the respondent's one turn: it needs the party's authority threshold.
-    statements.INVESTIGATION_RESPONSE: Rule("party", AUTHORITIES, authority_threshold=True),
-    statements.INVESTIGATION_TERMS: Rule("", None),
-    statements.VISIT: Rule("party", INVESTIGATORS),
-    # Prevention: notices come from a party's authorities; hotline messages and
-    # acknowledgements from its monitors, observers or authorities.
-    statements.NOTICE: Rule("party", AUTHORITIES),
-    statements.HOTLINE: Rule("party", AUTHORS),
-    statements.ACKNOWLEDGEMENT: Rule("party", AUTHORS),
-    statements.BORDER_DATASET: Rule("", None, consent=lambda s: s.border_policy),
-}
 
 
 def authenticate(
@@ -108,11 +73,11 @@ def authenticate(
     return signers
 
 
-def authorize(kind: str, statement: Message, signers: list[KeyInfo], state: TrustState) -> str:
-    """Check the signers against the kind's rule; return the party the statement speaks for."""
-    rule = RULES.get(kind)
-    if rule is None:
-        raise InvalidArgument(f"unknown statement type {kind!r}", field="payloadType")
+def authorize(
+    rule: Rule, name: str, statement: Message, signers: list[KeyInfo], state: TrustState
+) -> str:
+    """Check the signers of statement kind `name` against its rule; return the party the
+    statement speaks for."""
     party = rule.speaks_for(statement)
     if rule.party_field and party not in state.parties:
         raise PermissionDenied(f"unknown party {party!r}", field=rule.party_field)
@@ -123,7 +88,6 @@ def authorize(kind: str, statement: Message, signers: list[KeyInfo], state: Trus
                     f"a key of {key.party} cannot speak for {party}", field=rule.party_field
                 )
             if key.role not in rule.roles:
-                name = kind.removeprefix("application/vnd.ceasefire.v1.").split("+")[0]
                 raise PermissionDenied(
                     f"a {key.role_name} key may not sign {name}", field="payloadType"
                 )

@@ -135,18 +135,6 @@ def compute(report: pb.IncidentReport, ds: BorderDataset, info: DatasetInfo) -> 
     return geo
 
 
-def place_of(statement: object) -> pb.IncidentReport | None:
-    """The report whose place gets geo facts: a report, an amendment's corrected report, or
-    an advance notice's area (as a report with that location)."""
-    if isinstance(statement, pb.IncidentReport):
-        return statement
-    if isinstance(statement, pb.IncidentAmendment):
-        return statement.corrected
-    if isinstance(statement, pb.AdvanceNotice):
-        return pb.IncidentReport(location=statement.location)
-    return None
-
-
 def anchor(report: pb.IncidentReport) -> tuple[float, float]:
     """One point for the timeline index: the point, the observer, the origin, a vertex."""
     loc = report.location

@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ledger.errors import LedgerError, Overloaded
-from ledger.storage import Appended, NewEntry
 
 log = logging.getLogger(__name__)
 
-AppendBatch = Callable[[Sequence[NewEntry]], list[Appended | LedgerError]]
+# What is queued, and what its commit gives back (storage's Item and Result): the
+# sequencer knows nothing of SQL.
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -32,10 +35,10 @@ class SequencerStats:
     largest_batch: int = 0
 
 
-class Sequencer:
+class Sequencer(Generic[Item, Result]):
     def __init__(
         self,
-        append: AppendBatch,
+        append: Callable[[Sequence[Item]], list[Result | LedgerError]],
         *,
         max_batch: int = 256,
         max_queue: int = 4096,
@@ -44,7 +47,7 @@ class Sequencer:
         self._append = append
         self._max_batch = max_batch
         self._linger_s = linger_s
-        self._queue: queue.Queue[tuple[NewEntry, Future[Appended]] | None] = queue.Queue(
+        self._queue: queue.Queue[tuple[Item, Future[Result]] | None] = queue.Queue(
             maxsize=max_queue
         )
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
@@ -52,8 +55,8 @@ class Sequencer:
         self.in_flight = 0  # submissions in the batch being committed now
         self._thread.start()
 
-    def submit(self, item: NewEntry) -> Future[Appended]:
-        future: Future[Appended] = Future()
+    def submit(self, item: Item) -> Future[Result]:
+        future: Future[Result] = Future()
         try:
             self._queue.put_nowait((item, future))
         except queue.Full:
@@ -96,7 +99,7 @@ class Sequencer:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[NewEntry, Future[Appended]]]) -> None:
+    def _commit(self, batch: list[tuple[Item, Future[Result]]]) -> None:
         self.in_flight = len(batch)
         try:
             results = self._append([item for item, _ in batch])

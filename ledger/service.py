@@ -16,11 +16,13 @@ from ceasefire.v1 import statements_pb2 as pb
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
 from ledger import (
+    context,
     dsse,
     duplicates,
     geofacts,
     incidents,
     judgment,
+    kinds,
     messages,
     rules,
     sealing,
@@ -231,7 +233,7 @@ class Ledger:
         self._batch_state = root
         self._batch_sightings: list[duplicates.Sighting] = []
         # Subjects opened or changed by the batch being committed, by log index.
-        self._batch_subjects: dict[int, subjects.Subject] = {}
+        self._batch_subjects: dict[int, context.Subject] = {}
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
@@ -279,12 +281,12 @@ class Ledger:
             return
         self._subjects.clear()  # entries we did not write may change any subject
         state = state.copy()
-        for stored in self.store.iter_kinds(sorted(statements.KEY_EVENTS), known, size):
+        for stored in self.store.iter_kinds(sorted(kinds.KEY_EVENTS), known, size):
             entry = parse_entry(stored.entry)
-            admitted = rules.admit(
-                state, parse_envelope(entry.envelope), stored.index, to_us(entry.integrated_time)
-            )
-            rules.advance(state, admitted, stored.index)
+            envelope = parse_envelope(entry.envelope)
+            time_us = to_us(entry.integrated_time)
+            admitted = judgment.admit(state, envelope, stored.index, time_us, context.nothing)
+            judgment.advance(state, admitted, stored.index)
         self._current = (state, size)
 
     # -- writing -------------------------------------------------------------------------
@@ -329,7 +331,7 @@ class Ledger:
         self._batch_subjects.update(judged.subjects)
         if judged.sighting is not None:
             self._batch_sightings.append(judged.sighting)
-        judgment.advance(state, judged, index)
+        judgment.advance(state, judged.admitted, index)
         statement = judged.statement
         return Built(
             judged.leaf(pending.envelope_bytes, index, prev, now),
@@ -346,7 +348,7 @@ class Ledger:
             ),
         )
 
-    def _subject_in_batch(self, index: int) -> subjects.Subject | None:
+    def _subject_in_batch(self, index: int) -> context.Subject | None:
         """For the writer, under its lock: the batch's view, else the committed one."""
         found = self._batch_subjects.get(index) or self._subjects.get(index)
         if found is None:
@@ -355,7 +357,7 @@ class Ledger:
                 self._subjects.update({index: found})
         return found
 
-    def lookup(self) -> subjects.Lookup:
+    def lookup(self) -> context.Lookup:
         """Looks up the incident, finding, investigation, notice or message at an index, as
         the committed log has it (None: none there). From the cache while this replica is
         in step with the log; from the database when another replica wrote since."""
@@ -363,7 +365,7 @@ class Ledger:
             return self._read_subject
         return lambda index: self._subjects.get(index) or self._read_subject(index)
 
-    def _read_subject(self, index: int) -> subjects.Subject | None:
+    def _read_subject(self, index: int) -> context.Subject | None:
         incident = self.store.incident(index)
         if incident is not None:
             return incident
@@ -371,13 +373,12 @@ class Ledger:
         if stored is None or stored.kind not in SUBJECT_KINDS:
             return None
         envelope = parse_envelope(parse_entry(stored.entry).envelope)
-        opened = statements.decode(envelope.payload_type, envelope.payload)
         linked = []
         for link in self.store.links_to([index]):
             entry = parse_entry(self.entry(link.index).entry)
-            said = statements.decode(*_payload(entry.envelope))
+            said = parse_envelope(entry.envelope)
             linked.append((link, said, frozenset(entry.validation.signer_key_ids)))
-        return subjects.rebuild(index, opened, judgment.draft_digest(envelope), linked)
+        return judgment.rebuild(index, envelope, linked, self.trust)
 
     def _candidates(self, new: duplicates.Sighting) -> Iterator[duplicates.Sighting]:
         """Earlier incidents near the new one, newest first: those taken into this batch,
@@ -419,7 +420,7 @@ class Ledger:
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
-        admitted = rules.admit(state, envelope, size, self.clock_us(), self.lookup())
+        admitted = judgment.admit(state, envelope, size, self.clock_us(), self.lookup())
         geo, blobs = None, {}
         statement = admitted.statement
         if isinstance(statement, pb.BorderDatasetRegistration):
@@ -428,9 +429,8 @@ class Ledger:
             blobs = _accept_evidence_blob(statement, files or {})
         elif files:
             raise InvalidArgument("this statement names no files", field="files")
-        placed = geofacts.place_of(statement)
-        if placed is not None:
-            geo = self._geo(placed, state)
+        if admitted.kind.place is not None:
+            geo = self._geo(admitted.kind.place(statement), state)
         canonical = envelope.to_json()
         future = self.sequencer.submit(
             NewEntry(
@@ -646,7 +646,8 @@ class Ledger:
         for stored in reports:
             entry = parse_entry(stored.entry)
             report = statements.decode(*_payload(entry.envelope))
-            assert isinstance(report, pb.IncidentReport)
+            if not isinstance(report, pb.IncidentReport):
+                raise Corrupt(f"entry {stored.index} is indexed as an incident but is not one")
             found = links[stored.index]
             current = api.IncidentView(
                 report=report,
@@ -666,7 +667,8 @@ class Ledger:
                     raise Corrupt(f"amendment {at} of incident {stored.index} is missing")
                 amended = parse_entry(amendments[at].entry)
                 amendment = statements.decode(*_payload(amended.envelope))
-                assert isinstance(amendment, pb.IncidentAmendment)
+                if not isinstance(amendment, pb.IncidentAmendment):
+                    raise Corrupt(f"entry {at} is linked as an amendment but is not one")
                 current.report.CopyFrom(amendment.corrected)
                 current.geo.CopyFrom(amended.validation.geo)
                 current.amended_at_index = at

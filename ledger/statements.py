@@ -1,4 +1,5 @@
-"""Statement kinds: their DSSE payload types, strict decoding and field validation."""
+"""Statement formats: their DSSE payload types, strict decoding, and each kind's field rules
+(which kind has which rules, and everything else about it: `ledger/kinds.py`)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,6 @@ VISIT = payload_type(pb.VisitRecord)
 NOTICE = payload_type(pb.AdvanceNotice)
 HOTLINE = payload_type(pb.HotlineMessage)
 ACKNOWLEDGEMENT = payload_type(pb.Acknowledgement)
-# Statements about a finding draft, which they name by its log index.
-ABOUT_FINDING = frozenset({ATTESTATION, DISSENT})
-# Statements about an investigation, which they name by its request's log index.
-ABOUT_INVESTIGATION = frozenset({INVESTIGATION_RESPONSE, INVESTIGATION_TERMS, VISIT})
-# Statements about an earlier incident report, which they name by its log index.
-ABOUT_INCIDENT = frozenset({AMENDMENT, RETRACTION, COUNTER_CLAIM, EVIDENCE})
 RECEIPT = payload_type(log_pb2.Receipt)
 
 # The statement kinds a client may submit (the trust root is written by `init` only).
@@ -72,8 +67,6 @@ SUBMITTABLE: dict[str, type[Message]] = {
     ACKNOWLEDGEMENT: pb.Acknowledgement,
 }
 ALL_KINDS: dict[str, type[Message]] = {TRUST_ROOT: pb.TrustRoot, **SUBMITTABLE}
-# Kinds that change who holds which key: the server indexes them to rebuild key state.
-KEY_EVENTS = frozenset({TRUST_ROOT, KEY_CHANGE, PARTY_ADMISSION, BORDER_DATASET})
 
 MAX_NARRATIVE_CHARS = 8000
 MAX_REASON_CHARS = 1000
@@ -146,66 +139,70 @@ def check_freshness(statement: Message, state: TrustState, now_us: int) -> None:
         )
 
 
-def validate(kind: str, statement: Message, state: TrustState, now_us: int) -> None:
-    """Field rules of each submittable kind; raise InvalidArgument naming the field."""
-    check_freshness(statement, state, now_us)
-    if isinstance(statement, pb.IncidentReport):
-        validate_incident(statement, state, now_us)
-    elif isinstance(statement, pb.KeyChange):
-        validate_key_change(statement)
-    elif isinstance(statement, pb.PartyAdmission):
-        if not statement.HasField("party"):
-            raise InvalidArgument("required", field="party")
-        _reason(statement.reason)
-    elif isinstance(statement, pb.BorderDatasetRegistration):
-        validate_border_dataset(statement)
-    elif isinstance(statement, pb.IncidentAmendment):
-        if not statement.HasField("corrected"):
-            raise InvalidArgument("the report as it should read is required", field="corrected")
-        if statement.corrected.reporting_party != statement.party:
-            raise InvalidArgument("must be the amending party", field="corrected.reporting_party")
-        # The corrected report's own signing time is the amendment's.
-        corrected = pb.IncidentReport()
-        corrected.CopyFrom(statement.corrected)
-        corrected.created_time.CopyFrom(statement.created_time)
-        try:
-            validate_incident(corrected, state, now_us)
-        except InvalidArgument as e:
-            raise InvalidArgument(e.message, field=f"corrected.{e.field}") from e
-        _reason(statement.reason)
-    elif isinstance(statement, pb.IncidentRetraction):
-        _reason(statement.reason)
-    elif isinstance(statement, pb.EvidenceRecord):
-        validate_evidence(statement, state)
-    elif isinstance(statement, pb.FindingDraft):
-        validate_finding(statement, state)
-    elif isinstance(statement, pb.Attestation | pb.Dissent):
-        if not SHA256_HEX.match(statement.draft_sha256):
-            raise InvalidArgument("the draft's lowercase hex SHA-256", field="draft_sha256")
-        if isinstance(statement, pb.Dissent):
-            _narrative(statement.reasons, statement.reasons_language, "reasons")
-    elif isinstance(statement, pb.CounterClaim):
-        _enum(statement.kind, pb.ResponseKind.values(), "kind")
-        _narrative(statement.narrative, statement.narrative_language)
-        _evidence(statement.evidence_sha256)
-    elif isinstance(statement, pb.InvestigationRequest):
-        validate_investigation_request(statement, state, now_us)
-    elif isinstance(statement, pb.InvestigationResponse):
-        _enum(statement.decision, pb.InvestigationDecision.values(), "decision")
-        _reason(statement.reason)
-    elif isinstance(statement, pb.InvestigationTerms):
-        validate_terms(statement)
-    elif isinstance(statement, pb.VisitRecord):
-        validate_visit(statement, state, now_us)
-    elif isinstance(statement, pb.AdvanceNotice):
-        validate_notice(statement, now_us)
-    elif isinstance(statement, pb.HotlineMessage):
-        if statement.to_party not in state.parties or statement.to_party == statement.party:
-            raise InvalidArgument("another party of this ledger", field="to_party")
-        _enum(statement.urgency, pb.HotlineUrgency.values(), "urgency")
-        if not statement.text:
-            raise InvalidArgument("required", field="text")
-        _narrative(statement.text, statement.text_language, "text")
+# The field rules of each kind (`ledger/kinds.py` names which applies): each raises
+# InvalidArgument naming the field, judged on the key state and the log's clock. The signed
+# created_time of every kind is checked first (`check_freshness`).
+
+
+def validate_admission(admission: pb.PartyAdmission, _state: TrustState, _now_us: int) -> None:
+    if not admission.HasField("party"):
+        raise InvalidArgument("required", field="party")
+    _reason(admission.reason)
+
+
+def validate_amendment(amendment: pb.IncidentAmendment, state: TrustState, now_us: int) -> None:
+    if not amendment.HasField("corrected"):
+        raise InvalidArgument("the report as it should read is required", field="corrected")
+    if amendment.corrected.reporting_party != amendment.party:
+        raise InvalidArgument("must be the amending party", field="corrected.reporting_party")
+    # The corrected report's own signing time is the amendment's.
+    corrected = pb.IncidentReport()
+    corrected.CopyFrom(amendment.corrected)
+    corrected.created_time.CopyFrom(amendment.created_time)
+    try:
+        validate_incident(corrected, state, now_us)
+    except InvalidArgument as e:
+        raise InvalidArgument(e.message, field=f"corrected.{e.field}") from e
+    _reason(amendment.reason)
+
+
+def validate_retraction(retraction: pb.IncidentRetraction, _state: TrustState, _now: int) -> None:
+    _reason(retraction.reason)
+
+
+def validate_attestation(attestation: pb.Attestation, _state: TrustState, _now_us: int) -> None:
+    if not SHA256_HEX.match(attestation.draft_sha256):
+        raise InvalidArgument("the draft's lowercase hex SHA-256", field="draft_sha256")
+
+
+def validate_dissent(dissent: pb.Dissent, _state: TrustState, _now_us: int) -> None:
+    if not SHA256_HEX.match(dissent.draft_sha256):
+        raise InvalidArgument("the draft's lowercase hex SHA-256", field="draft_sha256")
+    _narrative(dissent.reasons, dissent.reasons_language, "reasons")
+
+
+def validate_counter_claim(claim: pb.CounterClaim, _state: TrustState, _now_us: int) -> None:
+    _enum(claim.kind, pb.ResponseKind.values(), "kind")
+    _narrative(claim.narrative, claim.narrative_language)
+    _evidence(claim.evidence_sha256)
+
+
+def validate_response(response: pb.InvestigationResponse, _state: TrustState, _now_us: int) -> None:
+    _enum(response.decision, pb.InvestigationDecision.values(), "decision")
+    _reason(response.reason)
+
+
+def validate_hotline(message: pb.HotlineMessage, state: TrustState, _now_us: int) -> None:
+    if message.to_party not in state.parties or message.to_party == message.party:
+        raise InvalidArgument("another party of this ledger", field="to_party")
+    _enum(message.urgency, pb.HotlineUrgency.values(), "urgency")
+    if not message.text:
+        raise InvalidArgument("required", field="text")
+    _narrative(message.text, message.text_language, "text")
+
+
+def validate_acknowledgement(_ack: pb.Acknowledgement, _state: TrustState, _now: int) -> None:
+    """Its fields are the entry it names and the party: judged against the entry."""
 
 
 MAX_DATASET_FILES = 16
@@ -214,7 +211,9 @@ MAX_MONITORED_ZONE_M = 200_000.0
 SUPPORTED_DATUMS = ("EPSG:4326",)
 
 
-def validate_border_dataset(reg: pb.BorderDatasetRegistration) -> None:
+def validate_border_dataset(
+    reg: pb.BorderDatasetRegistration, _state: TrustState | None = None, _now_us: int = 0
+) -> None:
     if not 1 <= len(reg.files) <= MAX_DATASET_FILES:
         raise InvalidArgument(f"1 to {MAX_DATASET_FILES} files", field="files")
     names: set[str] = set()
@@ -253,7 +252,7 @@ def _reason(reason: str) -> None:
         raise InvalidArgument(f"at most {MAX_REASON_CHARS} characters", field="reason")
 
 
-def validate_key_change(change: pb.KeyChange) -> None:
+def validate_key_change(change: pb.KeyChange, _state: TrustState, _now_us: int) -> None:
     if not change.party:
         raise InvalidArgument("required", field="party")
     if not (change.add or change.revoke_key_ids or change.authority_threshold):
@@ -266,7 +265,7 @@ def validate_key_change(change: pb.KeyChange) -> None:
     _reason(change.reason)
 
 
-def validate_finding(f: pb.FindingDraft, state: TrustState) -> None:
+def validate_finding(f: pb.FindingDraft, state: TrustState, _now_us: int) -> None:
     _indexes(f.incident_indexes, "incident_indexes")
     if f.policy not in state.finding_policies:
         known = ", ".join(sorted(state.finding_policies)) or "none"
@@ -282,7 +281,7 @@ MAX_EVIDENCE_BYTES = 16 * 1024 * 1024
 MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,63}$")
 
 
-def validate_evidence(e: pb.EvidenceRecord, state: TrustState) -> None:
+def validate_evidence(e: pb.EvidenceRecord, state: TrustState, _now_us: int) -> None:
     if not SHA256_HEX.match(e.sha256):
         raise InvalidArgument("must be lowercase hex SHA-256 of the content", field="sha256")
     if not MEDIA_TYPE.match(e.media_type):
@@ -458,7 +457,7 @@ def validate_investigation_request(
     _narrative(r.scope, r.scope_language, "scope")
 
 
-def validate_terms(t: pb.InvestigationTerms) -> None:
+def validate_terms(t: pb.InvestigationTerms, _state: TrustState, _now_us: int) -> None:
     if not 1 <= len(t.member_key_ids) <= MAX_MEMBERS:
         raise InvalidArgument(f"1 to {MAX_MEMBERS} members", field="member_key_ids")
     if len(set(t.member_key_ids)) != len(t.member_key_ids):
@@ -509,7 +508,7 @@ def validate_visit(v: pb.VisitRecord, state: TrustState, now_us: int) -> None:
     _evidence(v.evidence_sha256)
 
 
-def validate_notice(n: pb.AdvanceNotice, now_us: int) -> None:
+def validate_notice(n: pb.AdvanceNotice, _state: TrustState, now_us: int) -> None:
     _enum(n.activity, pb.ActivityKind.values(), "activity")
 
     def not_over(end: int) -> None:

@@ -1,17 +1,16 @@
 """What an admitted entry changes in the things statements name by log index (incidents,
-findings, investigations, notices and hotline messages) and the links that make up their
-dossiers.
-
-`follow` is the one account of it, used by the server's writer at the entry's index and by
-the verifier replaying that index, so their dossiers and statuses cannot drift. `rebuild`
-gives the server a subject back from its stored links without replaying the log.
+findings, investigations, notices and hotline messages), and the links that make up their
+dossiers: one function per kind (`ledger/kinds.py` says which), run by the judgment for the
+server's writer and for the verifier's replay alike, so their dossiers and statuses cannot
+drift. The server also folds them over an entry's stored links to rebuild a subject
+(`judgment.rebuild`). A subject cache for the server's writer.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -19,6 +18,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from ledger import findings, investigations, messages
+from ledger.context import Context, Lookup, Subject
 from ledger.findings import FindingInfo
 from ledger.incidents import (
     ACKNOWLEDGEMENT,
@@ -40,17 +40,9 @@ from ledger.incidents import (
 from ledger.incidents import EVIDENCE as EVIDENCE_LINK
 from ledger.investigations import InvestigationInfo
 from ledger.messages import MessageInfo
-from ledger.trust import TrustState
 
-Subject = IncidentInfo | FindingInfo | InvestigationInfo | MessageInfo
-# The subject at a log index as of the entries before the one being judged (None: none).
-Lookup = Callable[[int], Subject | None]
 # An attestation link's response when that attestation met the finding's policy.
 MET = 1
-
-
-def nothing(_index: int) -> Subject | None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -60,149 +52,122 @@ class Followed:
     links: list[Link] = field(default_factory=list)
 
 
-def start(index: int, statement: Message, draft_sha256: str) -> Subject | None:
-    """The subject an entry opens, if it opens one."""
-    if isinstance(statement, pb.FindingDraft):
-        return findings.from_draft(index, draft_sha256, statement)
-    if isinstance(statement, pb.InvestigationRequest):
-        return investigations.from_request(index, statement)
-    if isinstance(statement, pb.AdvanceNotice | pb.HotlineMessage):
-        return messages.from_statement(index, statement)
-    return None
+# What each kind changes (`ledger/kinds.py` says which applies), judged at entry
+# `ctx.index`: the subject it opens, the subjects it changes, the links it adds. Likely
+# duplicates are linked by the judgment, which knows the sightings.
 
 
-def apply(subject: Subject, link: Link, statement: Message, key_ids: frozenset[str]) -> Subject:
-    """`subject` after the linked entry `statement`, as its stored link records it."""
-    return _apply(subject, link.index, statement, key_ids, lambda _f: link.response == MET)
+def incident_opened(_report: pb.IncidentReport, ctx: Context) -> Followed:
+    return Followed({ctx.index: IncidentInfo(ctx.index, ctx.party)})
 
 
-def _apply(
-    subject: Subject,
-    index: int,
-    statement: Message,
-    key_ids: frozenset[str],
-    meets: Callable[[FindingInfo], bool],
-) -> Subject:
-    if isinstance(subject, FindingInfo):
-        if isinstance(statement, pb.Attestation):
-            return findings.attest(subject, index, statement.party, key_ids, meets)
-        if isinstance(statement, pb.Dissent):
-            return findings.dissent(subject, index, statement.party)
-    if isinstance(subject, InvestigationInfo):
-        return investigations.follow(subject, statement, index)
-    if isinstance(subject, MessageInfo) and isinstance(statement, pb.Acknowledgement):
-        return messages.acknowledge(subject, index, statement.party)
-    return subject
-
-
-def rebuild(
-    index: int,
-    statement: Message,
-    draft_sha256: str,
-    linked: Iterable[tuple[Link, Message, frozenset[str]]],
-) -> Subject | None:
-    """A subject from its own entry and the entries linked to it, in log order."""
-    subject = start(index, statement, draft_sha256)
-    if subject is None:
-        return None
-    for link, said, key_ids in linked:
-        subject = apply(subject, link, said, key_ids)
-    return subject
-
-
-def follow(
-    statement: Message,
-    index: int,
-    party: str,
-    key_ids: frozenset[str],
-    draft_sha256: str,
-    lookup: Lookup,
-    state: TrustState,
+def linked_to_incident(
+    statement: pb.IncidentAmendment | pb.IncidentRetraction | pb.CounterClaim, ctx: Context
 ) -> Followed:
-    """What admitted entry `index` changes, judged on the state at that index. (Likely
-    duplicates are linked by the caller, which knows the sightings.)"""
-    out = Followed()
-    opened = start(index, statement, draft_sha256)
-    if opened is not None:
-        out.subjects[index] = opened
-    if isinstance(statement, pb.IncidentReport):
-        out.subjects[index] = IncidentInfo(index, party)
-    elif isinstance(statement, pb.IncidentAmendment | pb.IncidentRetraction | pb.CounterClaim):
-        link = link_of(statement, index)
-        assert link is not None
-        out.links.append(link)
-        incident = lookup(link.target)
-        if link.relation == RETRACTION and isinstance(incident, IncidentInfo):
-            out.subjects[link.target] = replace(incident, retracted_at=index)
-    elif isinstance(statement, pb.EvidenceRecord):
-        if statement.incident_index:
-            out.links.append(Link(statement.incident_index, index, EVIDENCE_LINK))
-        if statement.investigation_index:
-            out.links.append(Link(statement.investigation_index, index, EVIDENCE_LINK))
-    elif isinstance(statement, pb.FindingDraft):
-        out.links.extend(
-            Link(i, index, FINDING, statement.outcome) for i in statement.incident_indexes
-        )
-        if statement.investigation_index:
-            _about(out, statement.investigation_index, index, FINDING, 0, statement, lookup)
-    elif isinstance(statement, pb.Attestation | pb.Dissent):
-        before = lookup(statement.finding_index)
-        assert isinstance(before, FindingInfo)  # admit checked it
-        found = _apply(before, index, statement, key_ids, lambda f: findings.met(f, state))
-        assert isinstance(found, FindingInfo)
-        out.subjects[before.index] = found
-        if isinstance(statement, pb.Dissent):
-            out.links.append(Link(before.index, index, DISSENT))
-            out.links.extend(Link(i, index, DISSENT) for i in before.incidents)
-        else:
-            met_here = found.attested_at == index
-            out.links.append(Link(before.index, index, ATTESTATION, MET if met_here else 0))
-            if met_here:
-                outcome = found.outcome
-                out.links.extend(Link(i, index, JOINT_FINDING, outcome) for i in found.incidents)
-                for i in found.incidents:
-                    incident = lookup(i)
-                    if isinstance(incident, IncidentInfo) and incident.jointly_found_at is None:
-                        out.subjects[i] = replace(incident, jointly_found_at=index)
-    elif isinstance(statement, pb.InvestigationRequest):
-        out.links.extend(Link(i, index, INVESTIGATION_REQUEST) for i in statement.incident_indexes)
-    elif isinstance(statement, pb.InvestigationResponse):
-        after = _about(
-            out, statement.investigation_index, index, RESPONSE, statement.decision,
-            statement, lookup,
-        )  # fmt: skip
-        if after.all_accepted and statement.decision == pb.INVESTIGATION_DECISION_ACCEPT:
-            out.links.extend(Link(i, index, INVESTIGATION_ACCEPTED) for i in after.incidents)
-    elif isinstance(statement, pb.InvestigationTerms):
-        _about(out, statement.investigation_index, index, TERMS, 0, statement, lookup)
-    elif isinstance(statement, pb.VisitRecord):
-        outcome = statement.outcome
-        _about(out, statement.investigation_index, index, VISIT, outcome, statement, lookup)
-    elif isinstance(statement, pb.HotlineMessage) and statement.in_reply_to:
-        out.links.append(Link(statement.in_reply_to, index, REPLY))
-    elif isinstance(statement, pb.Acknowledgement):
-        message = lookup(statement.entry_index)
-        assert isinstance(message, MessageInfo)  # admit checked it
-        out.subjects[message.index] = messages.acknowledge(message, index, party)
-        out.links.append(Link(message.index, index, ACKNOWLEDGEMENT))
+    link = link_of(statement, ctx.index)
+    assert link is not None
+    out = Followed(links=[link])
+    incident = ctx.lookup(link.target)
+    if link.relation == RETRACTION and isinstance(incident, IncidentInfo):
+        out.subjects[link.target] = replace(incident, retracted_at=ctx.index)
     return out
+
+
+def evidence_linked(record: pb.EvidenceRecord, ctx: Context) -> Followed:
+    out = Followed()
+    if record.incident_index:
+        out.links.append(Link(record.incident_index, ctx.index, EVIDENCE_LINK))
+    if record.investigation_index:
+        out.links.append(Link(record.investigation_index, ctx.index, EVIDENCE_LINK))
+    return out
+
+
+def finding_opened(draft: pb.FindingDraft, ctx: Context) -> Followed:
+    out = Followed({ctx.index: findings.from_draft(ctx.index, ctx.payload_sha256, draft)})
+    out.links.extend(Link(i, ctx.index, FINDING, draft.outcome) for i in draft.incident_indexes)
+    if draft.investigation_index:
+        _about(out, draft.investigation_index, FINDING, 0, draft, ctx)
+    return out
+
+
+def finding_answered(statement: pb.Attestation | pb.Dissent, ctx: Context) -> Followed:
+    before = ctx.lookup(statement.finding_index)
+    assert isinstance(before, FindingInfo)  # its rule checked it
+    out = Followed()
+    if isinstance(statement, pb.Dissent):
+        out.subjects[before.index] = findings.dissent(before, ctx.index, statement.party)
+        out.links.append(Link(before.index, ctx.index, DISSENT))
+        out.links.extend(Link(i, ctx.index, DISSENT) for i in before.incidents)
+        return out
+    found = findings.attest(before, ctx.index, statement.party, ctx.signer_ids, ctx.meets)
+    out.subjects[before.index] = found
+    met_here = found.attested_at == ctx.index
+    out.links.append(Link(before.index, ctx.index, ATTESTATION, MET if met_here else 0))
+    if met_here:
+        out.links.extend(Link(i, ctx.index, JOINT_FINDING, found.outcome) for i in found.incidents)
+        for i in found.incidents:
+            incident = ctx.lookup(i)
+            if isinstance(incident, IncidentInfo) and incident.jointly_found_at is None:
+                out.subjects[i] = replace(incident, jointly_found_at=ctx.index)
+    return out
+
+
+def investigation_opened(request: pb.InvestigationRequest, ctx: Context) -> Followed:
+    out = Followed({ctx.index: investigations.from_request(ctx.index, request)})
+    out.links.extend(Link(i, ctx.index, INVESTIGATION_REQUEST) for i in request.incident_indexes)
+    return out
+
+
+def investigation_answered(response: pb.InvestigationResponse, ctx: Context) -> Followed:
+    out = Followed()
+    target = response.investigation_index
+    after = _about(out, target, RESPONSE, response.decision, response, ctx)
+    if after.all_accepted and response.decision == pb.INVESTIGATION_DECISION_ACCEPT:
+        out.links.extend(Link(i, ctx.index, INVESTIGATION_ACCEPTED) for i in after.incidents)
+    return out
+
+
+def about_investigation(
+    statement: pb.InvestigationTerms | pb.VisitRecord, ctx: Context
+) -> Followed:
+    out = Followed()
+    if isinstance(statement, pb.VisitRecord):
+        _about(out, statement.investigation_index, VISIT, statement.outcome, statement, ctx)
+    else:
+        _about(out, statement.investigation_index, TERMS, 0, statement, ctx)
+    return out
+
+
+def message_opened(statement: pb.AdvanceNotice | pb.HotlineMessage, ctx: Context) -> Followed:
+    out = Followed({ctx.index: messages.from_statement(ctx.index, statement)})
+    if isinstance(statement, pb.HotlineMessage) and statement.in_reply_to:
+        out.links.append(Link(statement.in_reply_to, ctx.index, REPLY))
+    return out
+
+
+def acknowledged(ack: pb.Acknowledgement, ctx: Context) -> Followed:
+    message = ctx.lookup(ack.entry_index)
+    assert isinstance(message, MessageInfo)  # its rule checked it
+    return Followed(
+        {message.index: messages.acknowledge(message, ctx.index, ack.party)},
+        [Link(message.index, ctx.index, ACKNOWLEDGEMENT)],
+    )
 
 
 def _about(
     out: Followed,
     target: int,
-    index: int,
     relation: str,
     response: int,
     statement: Message,
-    lookup: Lookup,
+    ctx: Context,
 ) -> InvestigationInfo:
     """Link an entry to its investigation and record the investigation's new state."""
-    before = out.subjects.get(target) or lookup(target)
-    assert isinstance(before, InvestigationInfo)  # admit checked it
-    after = investigations.follow(before, statement, index)
+    before = out.subjects.get(target) or ctx.lookup(target)
+    assert isinstance(before, InvestigationInfo)  # its rule checked it
+    after = investigations.follow(before, statement, ctx.index)
     out.subjects[target] = after
-    out.links.append(Link(target, index, relation, response))
+    out.links.append(Link(target, ctx.index, relation, response))
     return after
 
 

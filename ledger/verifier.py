@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from geo.borders import BorderDataset
 from ledger import (
+    context,
     dsse,
     duplicates,
     geofacts,
@@ -57,7 +58,7 @@ class Replay:
     geo_rechecked: int = 0
     sightings: duplicates.SightingIndex = field(default_factory=duplicates.SightingIndex)
     # Incidents, findings, investigations, notices and messages, by log index.
-    subjects: dict[int, subjects.Subject] = field(default_factory=dict)
+    subjects: dict[int, context.Subject] = field(default_factory=dict)
     links: dict[int, list[Link]] = field(default_factory=dict)
     # Every statement's identity (SHA-256 of its PAE) -> the entry that logged it.
     statements: dict[bytes, int] = field(default_factory=dict)
@@ -166,7 +167,7 @@ class Replay:
             self.sightings.add(judged.sighting)
         for link in judged.links:
             self.links.setdefault(link.target, []).append(link)
-        judgment.advance(self.trust, judged, index)
+        judgment.advance(self.trust, judged.admitted, index)
 
     def _check_trust_root(self, envelope: dsse.Envelope, raw: bytes) -> None:
         digest = hashlib.sha256(raw).hexdigest()

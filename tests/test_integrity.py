@@ -130,3 +130,45 @@ def test_verify_catches_a_status_the_entries_do_not_give(
     err = capsys.readouterr().err
     assert "entry 1: the server shows it as jointly_confirmed" in err
     assert "entries make it reported" in err
+
+
+@pytest.mark.parametrize(
+    ("statement", "says"),
+    [
+        # A derived row no entry made: entry 2 flagged as a likely duplicate of entry 1.
+        (
+            "INSERT INTO links (target_idx, idx, relation, response) "
+            "VALUES (1, 2, 'likely_duplicate', 0)",
+            "entry 1: the server shows it likely duplicated by [2]; its entries give none",
+        ),
+        # An incident row for the trust root: the server cannot show it as a report.
+        (
+            "INSERT INTO incidents (idx, party, category, window_start_us, window_end_us, "
+            "latitude, longitude, territory) VALUES (0, 'ARM', 1, 0, 1, 40.9, 45.4, 'ARM')",
+            "entry 0 is indexed as an incident but is not one",
+        ),
+        # A report's row gone: the timeline leaves the incident out.
+        (
+            "DELETE FROM incidents WHERE idx = 2",
+            "entry 2: the server's timeline leaves out this incident",
+        ),
+    ],
+    ids=["forged-duplicate", "forged-incident", "hidden-incident"],
+)
+def test_verify_compares_what_the_server_shows_with_the_entries(
+    running: RunningLedger, capsys: pytest.CaptureFixture[str], statement: str, says: str
+) -> None:
+    _fill(running, 2)
+    engine = running.ledger.store.engine
+    with engine.begin() as conn:
+        if statement.startswith("DELETE"):
+            drop = {
+                "sqlite": ["DROP TRIGGER incidents_no_delete"],
+                "postgresql": ["DROP TRIGGER incidents_append_only ON incidents"],
+            }
+            for stmt in drop[engine.dialect.name]:
+                conn.execute(text(stmt))
+            conn.execute(text("DELETE FROM evidence_refs WHERE idx = 2"))
+        conn.execute(text(statement))
+    assert main(["verify", "--server", running.address]) == 1
+    assert says in capsys.readouterr().err

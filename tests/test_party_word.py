@@ -118,7 +118,7 @@ def test_visits_and_evidence_cannot_predate_their_investigation(running: Running
     early.ended.CopyFrom(to_timestamp(now_us() - 7 * DAY_US + HOUR_US))
     code, message = refused(running, statements.VISIT, early, p.aze_investigator)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert message.startswith("started: started ") and "before investigation" in message
+    assert message.startswith("started: ") and "is before investigation" in message
     # Evidence signed before the request (inside the freshness window) is not its evidence;
     # what it shows may have been captured at any time.
     record = pb.EvidenceRecord(

@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 
 from clients.reports import sign_report
 from geo.borders import BorderDataset, load_default
-from ledger import dsse, judgment, keys, rules, statements
+from ledger import dsse, judgment, keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
@@ -302,7 +302,7 @@ def test_server_decisions_equal_the_verifier_replay(sequence: list[Op]) -> None:
             continue
         assert outcome is not None, "the server called new a statement it had not logged"
         try:
-            rules.admit(verifier.trust, parsed, verifier.size, NOW, verifier.subjects.get)
+            judgment.admit(verifier.trust, parsed, verifier.size, NOW, verifier.subjects.get)
         except LedgerError as e:
             assert type(e) is outcome, (type(e), outcome)
         else:
