@@ -13,7 +13,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 
 from clients import envelope_files, keys_cli, reports, signing
-from clients.client import LedgerClient
+from clients.client import connect
 from clients.describe import describe_entry
 from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
@@ -70,13 +70,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     reg = statements.decode(envelope.payload_type, envelope.payload)
     if not isinstance(reg, pb.BorderDatasetRegistration):
         raise envelope_files.EnvelopeFileError(f"{args.file}: not a border data set registration")
-    index = signing.submit(args.server, envelope, _files(reg, args.folder))
+    index = signing.submit(args, envelope, _files(reg, args.folder))
     print(f"entry {index}: {_in_force(reg)}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         state, _ = keys_cli.key_state(client, args.trust_root)
     rows = [
         {
@@ -99,7 +99,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         state, _ = keys_cli.key_state(client, args.trust_root)
         info = state.datasets.get(args.sha256)
         if info is None:
@@ -158,7 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_revalidate(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         for r in client.revalidate(
             args.sha256, changed_only=args.changed_only, parties=args.party or [], limit=args.limit
         ):

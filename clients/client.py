@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -15,16 +18,57 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from ledger.clock import to_timestamp
+from ledger.tls import TlsFileError, read_certificates, read_key_pair
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK_BYTES = 60_000
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS to the server: the CA certificates to trust for the server's certificate, and
+    optionally a client certificate and key to present (for writes to a server that needs
+    one). PEM bytes as read."""
+
+    ca: bytes
+    cert_chain: bytes | None = None
+    private_key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, ca: Path, cert: Path | None = None, key: Path | None = None) -> ClientTls:
+        """Read and check the files: readable, PEM, not expired, the key the certificate's."""
+        if (cert is None) != (key is None):
+            raise TlsFileError("a client certificate needs its key: give --tls-cert and --tls-key")
+        ca_pem = read_certificates(ca, "the CA to trust")[0]
+        if cert is None or key is None:
+            return cls(ca_pem)
+        chain, key_pem = read_key_pair(cert, key, "the client certificate")
+        return cls(ca_pem, chain, key_pem)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca,
+            private_key=self.private_key,
+            certificate_chain=self.cert_chain,
+        )
+
+
 class LedgerClient:
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        tls: ClientTls | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """A plaintext channel to `target`, or with `tls` a TLS one."""
         self.target = target
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(target)
+        self.channel = (
+            grpc.insecure_channel(target)
+            if tls is None
+            else grpc.secure_channel(target, tls.credentials())
+        )
         self.stub = api_grpc.LedgerServiceStub(self.channel)
 
     def __enter__(self) -> LedgerClient:
@@ -180,6 +224,28 @@ class LedgerClient:
             limit=limit,
         )
         yield from self.stub.Revalidate(request, timeout=self.timeout_s * 10)
+
+
+def client_tls_from_args(args: argparse.Namespace) -> ClientTls | None:
+    """TLS from a command's --tls-ca, --tls-cert, --tls-key (defaults: CEASEFIRE_TLS_CA,
+    _CERT, _KEY); None (plaintext) when none is given."""
+    ca: Path | None = getattr(args, "tls_ca", None)
+    cert: Path | None = getattr(args, "tls_cert", None)
+    key: Path | None = getattr(args, "tls_key", None)
+    if ca is None:
+        if cert is not None or key is not None:
+            raise TlsFileError(
+                "--tls-cert and --tls-key need --tls-ca: the CA that signed the server's "
+                "certificate (or CEASEFIRE_TLS_CA)"
+            )
+        return None
+    return ClientTls.from_files(ca, cert, key)
+
+
+def connect(args: argparse.Namespace) -> LedgerClient:
+    """The client every command uses: --server, over TLS if --tls-ca (or its variable) is
+    given, presenting --tls-cert/--tls-key if given."""
+    return LedgerClient(args.server, tls=client_tls_from_args(args))
 
 
 def describe_error(error: grpc.RpcError) -> str:

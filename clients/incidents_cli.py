@@ -20,7 +20,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from clients import envelope_files, incident_view, keys_cli, reports, signing
-from clients.client import LedgerClient
+from clients.client import LedgerClient, connect
 from clients.describe import answer_facts, describe_entry, entry_line, statement_of
 from ledger import dsse, incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
@@ -76,7 +76,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_dossier(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         got = client.dossier(args.index, args.as_of_index)
     status = incidents.status_name(got.status)
     (first,) = [e for e in got.entries if e.relation == incidents.REPORT]
@@ -197,7 +197,7 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
     if args.blob == "sealed":
         # Recipients' keys (and an investigation's members) come from the entries as
         # replayed and verified here, never from what the server says.
-        with LedgerClient(args.server) as client:
+        with connect(args) as client:
             replay = keys_cli.replayed(client)
         state = replay.trust
         assert state is not None
@@ -255,14 +255,14 @@ def cmd_evidence_send(args: argparse.Namespace) -> int:
                 f"{args.blob}: not the blob {args.file} names (SHA-256 {record.blob_sha256})"
             )
         files = {"blob": data}
-    index = signing.submit(args.server, envelope, files)
+    index = signing.submit(args, envelope, files)
     kind = pb.BlobKind.Name(record.blob).removeprefix("BLOB_KIND_").lower()
     print(f"entry {index}: evidence {record.sha256} ({kind})")
     return 0
 
 
 def cmd_evidence_open(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         envelope = dsse.Envelope.from_json(parse_entry(client.entry(args.index).entry).envelope)
         record = statements.decode(envelope.payload_type, envelope.payload)
         if not isinstance(record, pb.EvidenceRecord) or record.blob == pb.BLOB_KIND_NONE:
@@ -360,7 +360,7 @@ def _digest(text: str) -> str:
 
 
 def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         draft, digest = _draft_of(client, args.index)
     # Show exactly what is signed: the draft as logged, and its digest.
     outcome = pb.FindingOutcome.Name(draft.outcome).removeprefix("FINDING_OUTCOME_").lower()

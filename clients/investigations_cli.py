@@ -17,7 +17,7 @@ from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 
 from clients import signing
-from clients.client import LedgerClient
+from clients.client import connect
 from clients.describe import (
     answer_facts,
     describe_entry,
@@ -178,7 +178,7 @@ def cmd_visit(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         got = client.investigation(args.index)
     entries: list[dict[str, Any]] = [
         {"relation": e.relation, **describe_entry(e.entry), **answer_facts(e.relation, e.entry)}
@@ -319,7 +319,7 @@ def _message_row(m: api.ListMessagesResponse) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         rows = [
             _message_row(m)
             for m in client.messages(

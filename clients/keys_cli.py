@@ -15,7 +15,7 @@ from typing import Any
 from ceasefire.v1 import statements_pb2 as pb
 
 from clients import envelope_files, signing, trust_root_file
-from clients.client import LedgerClient
+from clients.client import LedgerClient, connect
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.trust import TrustState
@@ -39,7 +39,7 @@ def key_state(client: LedgerClient, pinned: str | None = None) -> tuple[TrustSta
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with LedgerClient(args.server) as client:
+    with connect(args) as client:
         state, size = key_state(client, args.trust_root)
     rows = [
         {

@@ -17,12 +17,13 @@ from typing import Any
 from google.protobuf.message import Message
 
 from clients import envelope_files
-from clients.client import LedgerClient
+from clients.client import connect
 from ledger import dsse, keys
 
 
 def add_options(sp: argparse.ArgumentParser, server_opt: Any, *, key_help: str = "") -> None:
-    """--key (repeatable, required), --out and --server, the same on every signed command."""
+    """--key (repeatable, required), --out, and --server with its --tls-* options, the same
+    on every signed command."""
     sp.add_argument(
         "--key",
         type=Path,
@@ -74,14 +75,16 @@ def deliver(
     if out is not None:
         write_for_cosigning(out, envelope, then or f"ceasefire submit {out}")
         return 0
-    print(f"entry {submit(args.server, envelope, files)}: {what}")
+    print(f"entry {submit(args, envelope, files)}: {what}")
     return 0
 
 
-def submit(server: str, envelope: dsse.Envelope, files: Mapping[str, bytes] | None = None) -> int:
-    """Submit the envelope, with the files it names (evidence blob, border data) if any;
-    the index it was logged at."""
-    with LedgerClient(server) as client:
+def submit(
+    args: argparse.Namespace, envelope: dsse.Envelope, files: Mapping[str, bytes] | None = None
+) -> int:
+    """Submit the envelope to the command's --server (over TLS with its --tls-* options),
+    with the files it names (evidence blob, border data) if any; the index it was logged at."""
+    with connect(args) as client:
         if files:
             return client.submit_with_blobs(envelope.to_json(), files).receipt.index
         return client.submit(envelope.to_json()).receipt.index
