@@ -16,14 +16,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.client import LedgerClient
 from geo import datasets
-from geo.borders import BorderDataset
+from geo.borders import BorderDataset, DatasetError
 from ledger import incidents, investigations, merkle
 from ledger.clock import to_us
 from ledger.incidents import IncidentInfo, Link
@@ -161,9 +160,18 @@ def fetcher(client: LedgerClient) -> Callable[[DatasetInfo], BorderDataset | Non
 
     def load(info: DatasetInfo) -> BorderDataset:
         contents = {name: client.blob(digest) for name, digest in info.files}
-        return datasets.load_files(contents, Path(tempfile.gettempdir()) / "ceasefire-datasets")
+        return load_dataset(info, contents)
 
     return load
+
+
+def load_dataset(info: DatasetInfo, contents: dict[str, bytes]) -> BorderDataset:
+    """A registered data set from its files, each checked against the registration's
+    digest, and checked again as read back from the user's own cache folder (mode 0700)."""
+    try:
+        return datasets.load_files(contents, datasets.user_cache_dir("datasets"), dict(info.files))
+    except DatasetError as e:
+        raise VerificationError(f"border data set {info.sha256}: {e}") from e
 
 
 def _check_inclusion(client: LedgerClient, index: int, data: bytes, cp: Checkpoint) -> None:

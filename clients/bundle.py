@@ -18,14 +18,13 @@ import binascii
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ceasefire.v1 import statements_pb2 as pb
 
+from clients.audit import load_dataset
 from clients.client import LedgerClient
-from geo import datasets
 from geo.borders import BorderDataset
 from ledger import dsse, merkle, statements
 from ledger.errors import LedgerError
@@ -128,7 +127,7 @@ def verify_bundle(
         if not all(digest in blobs for _, digest in info.files):
             return None
         contents = {name: blobs[digest] for name, digest in info.files}
-        return datasets.load_files(contents, Path(tempfile.gettempdir()) / "ceasefire-datasets")
+        return load_dataset(info, contents)
 
     header, entries = _read(path)
     state = Replay(pinned_trust_root, {b.sha256: b for b in borders}, load_dataset=load)

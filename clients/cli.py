@@ -20,6 +20,7 @@ from nacl.signing import SigningKey
 from clients import (
     border_cli,
     bundle,
+    certs_cli,
     envelope_files,
     incident_view,
     incidents_cli,
@@ -31,7 +32,7 @@ from clients import (
     user_files,
 )
 from clients.audit import AuditResult, audit
-from clients.client import DEFAULT_TARGET, LedgerClient, describe_error
+from clients.client import DEFAULT_TARGET, LedgerClient, connect, describe_error
 from clients.describe import describe_entry
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
 from ledger import dsse, keys, merkle, statements
@@ -42,6 +43,7 @@ from ledger.log_key import LogKey
 from ledger.note import NoteError
 from ledger.service import dataset_files, initialize
 from ledger.storage import LedgerStore
+from ledger.tls import TlsConfig
 from ledger.verifier import Replay, VerificationError, open_checkpoint
 
 EXIT_FAILED = 1
@@ -52,8 +54,21 @@ class UsageError(Exception):
     pass
 
 
+# Every client command's TLS options: (flag, environment variable, what the file holds).
+TLS_CLIENT_OPTIONS = (
+    ("--tls-ca", "CEASEFIRE_TLS_CA", "connect over TLS, trusting the CA certificates (PEM) here"),
+    ("--tls-cert", "CEASEFIRE_TLS_CERT", "client certificate (PEM) to present, for writes"),
+    ("--tls-key", "CEASEFIRE_TLS_KEY", "the client certificate's private key (PEM)"),
+)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _server(args: argparse.Namespace) -> LedgerClient:
-    return LedgerClient(args.server)
+    return connect(args)
 
 
 def _print_json(value: Any) -> None:
@@ -152,29 +167,69 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ledger.grpc_server import AddressInUse, ListenError, check_free, default_spool_dir
     from ledger.runtime import open_ledger, serve_forever
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    args.db = args.db or str(args.data_dir / "ledger.db")
-    args.log_key = args.log_key or args.data_dir / "keys" / "log.key"
-    if args.bootstrap:
-        _bootstrap(args)
-    ledger = open_ledger(args.db, args.log_key, args.border_data, linger_s=args.linger_ms / 1000)
-    cp = ledger.checkpoint()
-
-    def ready(port: int) -> None:
-        host = args.listen.rsplit(":", 1)[0]
-        print(
-            f"serving ledger {ledger.trust.origin} ({cp.size} entries) on {host}:{port}; "
-            f"border data {ledger.borders.sha256[:12]}; Ctrl-C stops",
-            flush=True,
+    tls = tls_from_args(args)  # its files are checked before anything is opened
+    try:
+        # A busy port is refused before anything is created or opened (and again at bind).
+        for address in (args.listen, tls.writers_address if tls else None):
+            if address:
+                check_free(address)
+        args.db = args.db or str(args.data_dir / "ledger.db")
+        args.log_key = args.log_key or args.data_dir / "keys" / "log.key"
+        if args.bootstrap:
+            _bootstrap(args)
+        ledger = open_ledger(
+            args.db, args.log_key, args.border_data, linger_s=args.linger_ms / 1000
         )
+        cp = ledger.checkpoint()
 
-    serve_forever(ledger, args.listen, on_ready=ready)
+        def ready(port: int) -> None:
+            host = args.listen.rsplit(":", 1)[0]
+            print(
+                f"serving ledger {ledger.trust.origin} ({cp.size} entries) on {host}:{port}; "
+                f"border data {ledger.borders.sha256[:12]}; Ctrl-C stops",
+                flush=True,
+            )
+
+        # Uploads are spooled beside a SQLite database, else in DATA_DIR/uploads.
+        spool_dir = default_spool_dir(ledger) or args.data_dir / "uploads"
+        serve_forever(ledger, args.listen, on_ready=ready, tls=tls, spool_dir=spool_dir)
+    except (AddressInUse, ListenError) as e:
+        print(f"ceasefire serve: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def tls_from_args(args: argparse.Namespace) -> TlsConfig | None:
+    """The server's TLS from serve's --tls-* options; None (plaintext) without --tls-cert."""
+    if args.tls_cert is None and args.tls_key is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--tls-client-ca", args.tls_client_ca),
+                ("--writes-need-client-cert", args.writes_need_client_cert),
+                ("--listen-writers", args.listen_writers),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("TLS needs both --tls-cert and --tls-key")
+    return TlsConfig.from_files(
+        args.tls_cert,
+        args.tls_key,
+        args.tls_client_ca,
+        args.writes_need_client_cert,
+        writers_address=args.listen_writers,
+    )
 
 
 def _bootstrap(args: argparse.Namespace) -> None:
@@ -506,6 +561,15 @@ def build_parser() -> argparse.ArgumentParser:
             default=server_default,
             help=f"host:port (default {server_default}, env CEASEFIRE_SERVER)",
         )
+        tls = sp.add_argument_group("TLS (plaintext unless --tls-ca is given)")
+        for name, env, what in TLS_CLIENT_OPTIONS:
+            tls.add_argument(
+                name,
+                type=Path,
+                metavar="FILE",
+                default=_env_path(env),
+                help=f"{what} (env {env})",
+            )
 
     def json_opt(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -557,6 +621,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="first run: create a local ledger in DATA_DIR: a log key; a monitor, an "
         "authority and an investigator key for each of ARM and AZE; the trust root signed by "
         "both authorities, with the finding policy 'joint'",
+    )
+    tls = sp.add_argument_group("TLS (plaintext unless --tls-cert is given)")
+    tls.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="the server's certificate chain (PEM)"
+    )
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates (PEM) that sign the parties' client certificates: every call "
+        "needs one, unless --writes-need-client-cert",
+    )
+    tls.add_argument(
+        "--writes-need-client-cert",
+        action="store_true",
+        help="reads stay public on --listen; writes need a client certificate and go to "
+        "--listen-writers",
+    )
+    tls.add_argument(
+        "--listen-writers",
+        metavar="HOST:PORT",
+        help="with --writes-need-client-cert: the port where the handshake requires a client "
+        "certificate from --tls-client-ca",
     )
 
     sp = add(
@@ -641,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt(sp)
 
     keys_cli.add_parsers(sub, server_opt, json_opt)
+    certs_cli.add_parsers(sub)
     border_cli.add_parsers(sub, server_opt, json_opt)
     # An incident's life: answered, investigated, evidenced, found, then read as a whole.
     incidents_cli.add_parsers(sub, server_opt, json_opt)

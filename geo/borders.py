@@ -396,7 +396,13 @@ def _read(data: bytes, file_name: str, columns: tuple[str, ...]) -> Any:
 
     with warnings.catch_warnings():  # GDAL cannot see the extension of bytes in memory
         warnings.filterwarnings("ignore", message=".*non conformant file extension")
-        frame = gpd.read_file(io.BytesIO(data))
+        try:
+            frame = gpd.read_file(io.BytesIO(data))
+        except Exception as e:  # GDAL's message names its in-memory path, not the file
+            raise DatasetError(
+                f"{file_name}: not a GeoJSON, GeoPackage, FlatGeobuf or zipped Shapefile "
+                "that can be read"
+            ) from e
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DatasetError(f"{file_name}: missing properties {missing}")

@@ -15,7 +15,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from ledger import dsse, policy
-from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated, shown
 from ledger.trust import KeyInfo, TrustState
 
 
@@ -80,7 +80,7 @@ def authorize(
     statement speaks for."""
     party = rule.speaks_for(statement)
     if rule.party_field and party not in state.parties:
-        raise PermissionDenied(f"unknown party {party!r}", field=rule.party_field)
+        raise PermissionDenied(f"unknown party {shown(party)}", field=rule.party_field)
     if rule.roles is not None:
         for key in signers:
             if key.party != party:

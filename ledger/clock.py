@@ -7,6 +7,11 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+# The times protobuf's Timestamp can hold, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z,
+# in microseconds: well within the 64-bit integers SQL stores them in.
+MIN_US = -62_135_596_800 * 1_000_000
+MAX_US = 253_402_300_800 * 1_000_000 - 1
+
 
 def now_us() -> int:
     return time.time_ns() // 1000

@@ -22,6 +22,8 @@ from typing import Any, NoReturn
 import nacl.exceptions
 import nacl.signing
 
+from ledger.errors import shown
+
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "ENVELOPE_FIELDS",
@@ -222,7 +224,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            _fail("envelope", f"duplicate key {k!r}")
+            _fail("envelope", f"duplicate key {shown(k)}")
         out[k] = v
     return out
 

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+# How much of a value an error message echoes (see `shown`).
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A value as an error message echoes it: its repr, cut to `limit` characters with a
+    "…" marker and its length when longer. Input is never echoed unbounded: a status
+    message travels in the response trailers, whose size gRPC limits."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
 
 class LedgerError(Exception):
     """Base of every error a caller is meant to see; never carries a stack trace to clients."""
@@ -46,6 +59,11 @@ class Overloaded(LedgerError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(LedgerError):
+    """A call ran past one of the server's time bounds (an upload that sends too slowly,
+    a reader that stops reading); see docs/architecture.md, "Serving"."""
 
 
 class Corrupt(LedgerError):

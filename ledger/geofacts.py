@@ -24,7 +24,7 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from geo import validate
 from geo.borders import BorderDataset, GeoError
-from ledger.errors import InvalidArgument
+from ledger.errors import InvalidArgument, shown
 from ledger.trust import DatasetInfo
 
 # Distances are recorded to 0.1 m; recomputations may differ by that and float noise.
@@ -129,7 +129,7 @@ def compute(report: pb.IncidentReport, ds: BorderDataset, info: DatasetInfo) -> 
         else:
             raise InvalidArgument(
                 f"is {reach / 1000:,.1f} km from the border, outside the monitored zone of "
-                f"{zone / 1000:,.1f} km of data set {info.name or ds.name}",
+                f"{zone / 1000:,.1f} km of data set {shown(info.name or ds.name)}",
                 field="location",
             )
     return geo

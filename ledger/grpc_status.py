@@ -3,14 +3,20 @@
 Each error carries a google.rpc.Status with details: BadRequest naming the field for
 INVALID_ARGUMENT, RetryInfo for UNAVAILABLE. Unexpected exceptions become INTERNAL with a
 generic message; their stack trace goes to the server log, never to the client.
+
+The message and the BadRequest travel in the response trailers, whose size gRPC limits (8
+KiB by default, above which a client gets RESOURCE_EXHAUSTED instead of the error): each
+text is cut to MAX_TEXT_CHARS characters and MAX_TEXT_BYTES bytes of UTF-8, marked "…",
+and nothing that looks like a server filesystem path goes out.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -21,6 +27,27 @@ from ledger import errors
 
 log = logging.getLogger(__name__)
 
+MAX_TEXT_CHARS = 400
+MAX_TEXT_BYTES = 1000  # non-ASCII is percent-encoded in grpc-message: 3 bytes a byte
+MAX_FIELD_CHARS = 120
+# An absolute path (or one under ~), however it got into a message.
+_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s/'\"()<>:;,]+/)+[^\s/'\"()<>:;,]*")
+
+
+def bounded(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` as it may leave the server: no filesystem paths, valid UTF-8 (a lone surrogate
+    from JSON escapes is shown escaped), at most `limit` characters and MAX_TEXT_BYTES
+    bytes, with "…" where it was cut."""
+    text = _PATH.sub("<path>", text)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    data = text.encode("utf-8")
+    if len(data) > MAX_TEXT_BYTES:
+        text = data[: MAX_TEXT_BYTES - 3].decode("utf-8", "ignore") + "…"
+    return text
+
+
 CODES: dict[type[errors.LedgerError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
@@ -30,21 +57,22 @@ CODES: dict[type[errors.LedgerError], int] = {
     errors.OutOfRange: code_pb2.OUT_OF_RANGE,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Overloaded: code_pb2.UNAVAILABLE,
+    errors.DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
     errors.Corrupt: code_pb2.DATA_LOSS,
 }
 
 
 def to_status(error: errors.LedgerError) -> grpc.Status:
     code = next(c for cls, c in CODES.items() if isinstance(error, cls))
-    status = status_pb2.Status(code=code, message=str(error))
-    if error.field:
+    field = bounded(error.field, MAX_FIELD_CHARS) if error.field else ""
+    message = bounded(error.message)
+    status = status_pb2.Status(code=code, message=f"{field}: {message}" if field else message)
+    if field:
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.message
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
                 ]
             )
         )
@@ -61,30 +89,46 @@ def to_status(error: errors.LedgerError) -> grpc.Status:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _abort(context: grpc.ServicerContext, e: BaseException, method: str) -> None:
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], e: BaseException, method: str
+) -> NoReturn:
+    """End the call with the status for `e`: a LedgerError's own, anything else INTERNAL
+    with a generic message (its trace goes to the server log)."""
     if isinstance(e, errors.LedgerError):
-        context.abort_with_status(to_status(e))
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        status = to_status(e)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    log.error("%s failed", method, exc_info=e)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
 
 def unary(fn: F) -> F:
+    """For an async handler that returns its response."""
+
     @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return fn(self, request, context)
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise  # the call has its status already
         except Exception as e:
-            _abort(context, e, fn.__name__)
+            await abort(context, e, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 
 
 def streaming(fn: F) -> F:
+    """For an async generator handler that yields its responses."""
+
     @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         try:
-            yield from fn(self, request, context)
+            async for item in fn(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
         except Exception as e:
-            _abort(context, e, fn.__name__)
+            await abort(context, e, fn.__name__)
 
     return wrapper  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from ledger import dsse, duplicates, findings, statements
 from ledger.authz import authenticate, authorize
 from ledger.context import Context, Lookup, Subject
-from ledger.errors import AlreadyExists, InvalidArgument
+from ledger.errors import AlreadyExists, InvalidArgument, shown
 from ledger.incidents import LIKELY_DUPLICATE, Link
 from ledger.kinds import KINDS, Kind
 from ledger.log_entry import leaf_builder
@@ -61,7 +61,7 @@ def admit(
     kind = KINDS.get(envelope.payload_type)
     if kind is None:
         raise InvalidArgument(
-            f"{envelope.payload_type!r} is not a statement kind this ledger accepts",
+            f"{shown(envelope.payload_type)} is not a statement kind this ledger accepts",
             field="payloadType",
         )
     statement = statements.decode(envelope.payload_type, envelope.payload, statements.SUBMITTABLE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import signal
 import threading
@@ -14,6 +16,7 @@ from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root
 from ledger.storage import LedgerStore
+from ledger.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,45 @@ def open_ledger(
         raise
 
 
+# glibc's mallopt parameter, and the size from which it maps buffers of their own.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def give_back_large_buffers() -> None:
+    """Have glibc map each buffer of 1 MiB or more on its own, so that freeing it returns
+    the memory at once. By default the threshold grows to the largest buffer freed (up to
+    32 MiB), after which an upload's 16 MiB buffers stay in the heap once freed: the
+    server's resident memory would keep its peak instead of the bytes in flight."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)  # glibc only
+    except OSError:
+        return
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def serve_forever(
-    ledger: Ledger, address: str, *, on_ready: Callable[[int], None] | None = None
+    ledger: Ledger,
+    address: str,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+    tls: TlsConfig | None = None,
+    spool_dir: Path | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then finish in-flight requests and queued commits."""
-    server, port = build_server(ledger, address)
+    """Serve until SIGINT or SIGTERM, then finish in-flight requests and queued commits.
+    With `tls`, over TLS (and its writers' port, if any); else plaintext. Uploads are
+    spooled in `spool_dir` (see build_server). Raises AddressInUse or ListenError, having
+    closed the ledger, when it cannot listen."""
+    give_back_large_buffers()
+    try:
+        server, port = build_server(ledger, address, tls=tls, spool_dir=spool_dir)
+    except BaseException:
+        ledger.close()
+        ledger.store.close()
+        raise
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
+from google.protobuf.message import Message
 
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
@@ -29,7 +30,7 @@ from ledger import (
     statements,
     subjects,
 )
-from ledger.clock import now_us, to_timestamp, to_us
+from ledger.clock import MAX_US, MIN_US, now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
     FailedPrecondition,
@@ -38,6 +39,7 @@ from ledger.errors import (
     NotFound,
     OutOfRange,
     Overloaded,
+    shown,
 )
 from ledger.investigations import InvestigationInfo
 from ledger.log_entry import leaf_builder, parse_entry
@@ -55,6 +57,7 @@ from ledger.storage import (
     StoredEntry,
 )
 from ledger.trust import TrustState
+from ledger.uploads import Listed
 
 # A leaf is at most 65,535 bytes (the tlog-tiles limit). The entry's own fields and the
 # validation facts (at most 16 signer ids and the geo facts) take under 2 KiB, so an
@@ -63,6 +66,25 @@ MAX_ENVELOPE_BYTES = 60_000
 SUBMIT_TIMEOUT_S = 30.0
 # The file name an evidence blob travels under in SubmitWithBlobs.
 EVIDENCE_BLOB = "blob"
+
+
+def in_tree(value: int, field: str, size: int, *, end: bool = False) -> int:
+    """`value` as an index of an entry in a tree of `size` entries (with `end`: as a tree
+    size or an exclusive end, which may be `size` itself), else OUT_OF_RANGE naming the
+    field. Every index a request names passes here before it reaches SQL, whose BIGINT
+    cannot hold a uint64 beyond 2**63 - 1."""
+    top = size if end else size - 1
+    if not 0 <= value <= top:
+        raise OutOfRange(f"{value} is beyond the tree size {size}", field=field)
+    return value
+
+
+def sane_time(us: int | None, field: str) -> int | None:
+    """A time a request names (None: unset), in microseconds, within the range a protobuf
+    Timestamp allows, else INVALID_ARGUMENT naming the field."""
+    if us is not None and not MIN_US <= us <= MAX_US:
+        raise InvalidArgument("must be from year 1 to 9999 (UTC)", field=field)
+    return us
 
 
 @dataclass(frozen=True)
@@ -78,15 +100,13 @@ def _accept_evidence_blob(
     """The bytes an evidence record says travel with it, checked against its digests."""
     if record.blob == pb.BLOB_KIND_NONE:
         if files:
-            raise InvalidArgument("this record says no blob travels with it", field="files")
+            raise unlisted_file(record, next(iter(files)))
         return {}
     data = files.get(EVIDENCE_BLOB)
     if data is None or len(files) != 1:
-        raise InvalidArgument(f"send the blob as one file named {EVIDENCE_BLOB!r}", field="files")
+        raise unlisted_file(record, EVIDENCE_BLOB)
     if len(data) != record.blob_size or hashlib.sha256(data).hexdigest() != record.blob_sha256:
-        raise InvalidArgument(
-            "the blob sent does not have the listed size and SHA-256", field="blob_sha256"
-        )
+        raise _blob_mismatch()
     if record.blob == pb.BLOB_KIND_SEALED:
         try:
             sealed = sealing.parse(data)
@@ -97,6 +117,83 @@ def _accept_evidence_blob(
                 "the blob is not sealed to exactly the listed keys", field="sealed_to_key_ids"
             )
     return {record.blob_sha256: data}
+
+
+def not_committed() -> Overloaded:
+    """A submission whose commit did not come within SUBMIT_TIMEOUT_S. It may still
+    commit: a retry of the same envelope then gets its receipt."""
+    return Overloaded(
+        f"not committed within {SUBMIT_TIMEOUT_S:.0f} s; retry the same envelope, "
+        "it is never logged twice",
+        retry_after_s=5.0,
+    )
+
+
+def _blob_mismatch() -> InvalidArgument:
+    return InvalidArgument(
+        "the blob sent does not have the listed size and SHA-256", field="blob_sha256"
+    )
+
+
+def _dataset_file_mismatch(i: int, f: pb.DatasetFile) -> InvalidArgument:
+    return InvalidArgument(
+        f"{f.name}: the bytes sent do not have the listed size and SHA-256",
+        field=f"files[{i}].sha256",
+    )
+
+
+def files_listed(statement: Message) -> dict[str, Listed]:
+    """The files a statement says travel with it, by name: a border data set's files, an
+    evidence record's blob (as the file "blob"); none for other kinds."""
+    if isinstance(statement, pb.BorderDatasetRegistration):
+        return {
+            f.name: Listed(f.name, f.size, f.sha256, _dataset_file_mismatch(i, f))
+            for i, f in enumerate(statement.files)
+        }
+    if isinstance(statement, pb.EvidenceRecord) and statement.blob != pb.BLOB_KIND_NONE:
+        listed = Listed(EVIDENCE_BLOB, statement.blob_size, statement.blob_sha256, _blob_mismatch())
+        return {EVIDENCE_BLOB: listed}
+    return {}
+
+
+def unlisted_file(statement: Message, name: str) -> InvalidArgument:
+    """The refusal of a file `name` that the statement does not list."""
+    if isinstance(statement, pb.BorderDatasetRegistration):
+        return InvalidArgument(f"{shown(name)} is not listed in the statement", field="files")
+    if isinstance(statement, pb.EvidenceRecord):
+        if statement.blob == pb.BLOB_KIND_NONE:
+            return InvalidArgument("this record says no blob travels with it", field="files")
+        return InvalidArgument(f"send the blob as one file named {EVIDENCE_BLOB!r}", field="files")
+    return InvalidArgument("this statement names no files", field="files")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An envelope judged on the current state before any file it brings is read
+    (`Ledger.check`), with the files it lists."""
+
+    envelope: dsse.Envelope
+    admitted: judgment.Admitted
+    state: TrustState
+    files: dict[str, Listed]
+
+    @property
+    def files_size(self) -> int:
+        """The bytes of the files it lists, in all."""
+        return sum(f.size for f in self.files.values())
+
+    def unlisted(self, name: str) -> InvalidArgument:
+        return unlisted_file(self.admitted.statement, name)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A checked submission waiting in the sequencer's queue (`Ledger.enqueue`)."""
+
+    checked: Checked
+    future: Future[Appended]
+    # A data set this submission unpacked, removed if it is refused.
+    unpacked: str | None
 
 
 # Kinds that open a subject rebuilt from its links (incidents have their own table).
@@ -176,7 +273,7 @@ def initialize(
             field="border_dataset_sha256",
         )
     data = envelope.to_json()
-    files = datasets.read_files(borders.directory, tuple(borders.files))
+    files = datasets.read_files(borders.directory, borders.files)
 
     def first_only(size: int) -> None:
         if size != 0:
@@ -204,6 +301,16 @@ def initialize(
     return result.entry
 
 
+def default_dataset_dir(store: LedgerStore, origin: str) -> Path:
+    """Where a ledger unpacks its registered border data sets: beside its SQLite database
+    file (ledger.db -> ledger.db.datasets/), else (PostgreSQL) in the user's cache folder
+    under a digest of the ledger's origin. Created with mode 0700 when first needed."""
+    db = store.database_file()
+    if db is not None:
+        return db.with_name(db.name + ".datasets")
+    return datasets.user_cache_dir(hashlib.sha256(origin.encode()).hexdigest()[:16])
+
+
 class Ledger:
     def __init__(
         self,
@@ -218,12 +325,13 @@ class Ledger:
         dataset_dir: Path | None = None,
     ) -> None:
         """`borders` is a data set at hand (usually the bundled one); others registered on
-        the ledger are loaded from its blob store into `dataset_dir` when first needed."""
+        the ledger are loaded from its blob store into `dataset_dir` (by default
+        `default_dataset_dir`) when first needed."""
         self.store = store
         self.log_key = log_key
         self.clock_us = clock_us
         self._datasets = {borders.sha256: borders}
-        self._dataset_dir = dataset_dir or Path(tempfile.gettempdir()) / "ceasefire-datasets"
+        self._dataset_dir = dataset_dir or default_dataset_dir(store, log_key.origin)
         # (key state, the number of entries it covers): replaced whole, by one thread at a
         # time, so a reader always gets a matching pair.
         root, _ = read_trust_root(store)
@@ -247,6 +355,11 @@ class Ledger:
         return self._current[0]
 
     @property
+    def dataset_dir(self) -> Path:
+        """Where registered border data sets are unpacked (see `default_dataset_dir`)."""
+        return self._dataset_dir
+
+    @property
     def borders(self) -> BorderDataset:
         """The border data set in force."""
         return self.dataset(self.trust.border_dataset_sha256)
@@ -261,14 +374,18 @@ class Ledger:
             return found
         info = self.trust.datasets.get(sha256)
         if info is None:
-            raise NotFound(f"border data set {sha256} is not registered on this ledger")
+            raise NotFound(f"border data set {shown(sha256)} is not registered on this ledger")
         contents = {}
         for name, digest in info.files:
             data = self.store.get_blob(digest)
             if data is None:
                 raise Corrupt(f"file {name} ({digest}) of data set {sha256} is missing")
             contents[name] = data
-        loaded = datasets.load_files(contents, self._dataset_dir)
+        try:
+            # Each file checked against the registration's digest, as read back from disk.
+            loaded = datasets.load_files(contents, self._dataset_dir, dict(info.files))
+        except DatasetError as e:
+            raise Corrupt(f"data set {sha256} does not load from the ledger's files: {e}") from e
         if loaded.sha256 != sha256:
             raise Corrupt(f"data set {sha256} loads as {loaded.sha256}")
         self._datasets[sha256] = loaded
@@ -401,7 +518,18 @@ class Ledger:
     def submit(self, envelope_bytes: bytes, files: Mapping[str, bytes] | None = None) -> Accepted:
         """Verify, validate and append one envelope (with the files it names, if any);
         answer after it is durably committed. The log keeps the envelope's canonical
-        spelling, and each signed statement once."""
+        spelling, and each signed statement once. The three steps, for a caller that
+        receives the files after judging the envelope or waits for the commit elsewhere:
+        `check`, `enqueue`, `committed`."""
+        checked = self.check(envelope_bytes)
+        if isinstance(checked, Accepted):
+            return checked
+        return self.committed(self.enqueue(checked, files or {}))
+
+    def check(self, envelope_bytes: bytes) -> Checked | Accepted:
+        """Judge an envelope on the current state, before any file it brings is read: its
+        first receipt if the statement is logged already, else what it is and the files
+        it lists. Refuses with the LedgerError that names the problem."""
         if not envelope_bytes:
             raise InvalidArgument("required", field="envelope")
         if len(envelope_bytes) > MAX_ENVELOPE_BYTES:
@@ -415,43 +543,61 @@ class Ledger:
             return self._resubmitted(known, envelope)
         if envelope.payload_type not in statements.SUBMITTABLE:
             raise InvalidArgument(
-                f"{envelope.payload_type!r} is not a statement kind this ledger accepts",
+                f"{shown(envelope.payload_type)} is not a statement kind this ledger accepts",
                 field="payloadType",
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
         state, size = self._current
         admitted = judgment.admit(state, envelope, size, self.clock_us(), self.lookup())
-        geo, blobs = None, {}
-        statement = admitted.statement
+        return Checked(envelope, admitted, state, files_listed(admitted.statement))
+
+    def enqueue(self, checked: Checked, files: Mapping[str, bytes]) -> Queued:
+        """Check the files against the statement, compute its geo facts and queue it for
+        the sequencer (a full queue refuses: Overloaded)."""
+        geo = None
+        blobs: dict[str, bytes] = {}
+        statement = checked.admitted.statement
+        state = checked.state
+        unpacked: str | None = None  # a data set this submission unpacked, removed if it is refused
         if isinstance(statement, pb.BorderDatasetRegistration):
-            blobs = self._accept_dataset(statement, files or {}, state)
+            blobs, unpacked = self._accept_dataset(statement, files, state)
         elif isinstance(statement, pb.EvidenceRecord):
-            blobs = _accept_evidence_blob(statement, files or {})
+            blobs = _accept_evidence_blob(statement, files)
         elif files:
-            raise InvalidArgument("this statement names no files", field="files")
-        if admitted.kind.place is not None:
-            geo = self._geo(admitted.kind.place(statement), state)
+            raise unlisted_file(statement, next(iter(files)))
+        if checked.admitted.kind.place is not None:
+            geo = self._geo(checked.admitted.kind.place(statement), state)
+        envelope = checked.envelope
         canonical = envelope.to_json()
-        future = self.sequencer.submit(
-            NewEntry(
-                envelope.statement_sha256(),
-                hashlib.sha256(canonical).digest(),
-                envelope.payload_type,
-                Pending(canonical, envelope, geo),
-                blobs=blobs,
-            )
-        )
         try:
-            appended = future.result(timeout=SUBMIT_TIMEOUT_S)
+            future = self.sequencer.submit(
+                NewEntry(
+                    envelope.statement_sha256(),
+                    hashlib.sha256(canonical).digest(),
+                    envelope.payload_type,
+                    Pending(canonical, envelope, geo),
+                    blobs=blobs,
+                )
+            )
+        except LedgerError:
+            if unpacked is not None:
+                self._forget_dataset(unpacked)
+            raise
+        return Queued(checked, future, unpacked)
+
+    def committed(self, queued: Queued, timeout_s: float = SUBMIT_TIMEOUT_S) -> Accepted:
+        """The receipt, once the queued entry is durably committed (waiting at most
+        `timeout_s`), or the refusal the sequencer gave it at its real index."""
+        try:
+            appended = queued.future.result(timeout=timeout_s)
         except FutureTimeout:
-            # It may still commit: a retry of the same envelope then gets its receipt.
-            raise Overloaded(
-                f"not committed within {SUBMIT_TIMEOUT_S:.0f} s; retry the same envelope, "
-                "it is never logged twice",
-                retry_after_s=5.0,
-            ) from None
+            raise not_committed() from None
+        except LedgerError:
+            if queued.unpacked is not None:
+                self._forget_dataset(queued.unpacked)
+            raise
         if appended.duplicate:  # logged meanwhile, e.g. through another replica
-            return self._resubmitted(appended.entry, envelope)
+            return self._resubmitted(appended.entry, queued.checked.envelope)
         return self._accepted(appended)
 
     def _resubmitted(self, known: StoredEntry, envelope: dsse.Envelope) -> Accepted:
@@ -469,35 +615,53 @@ class Ledger:
         reg: pb.BorderDatasetRegistration,
         files: Mapping[str, bytes],
         state: TrustState,
-    ) -> dict[str, bytes]:
+    ) -> tuple[dict[str, bytes], str | None]:
         """The files must be exactly those listed, and must load as a data set whose
-        parties are this ledger's."""
+        parties are this ledger's. Returns them by digest, and the data set's digest when
+        this call unpacked it (its files are removed if the registration is refused)."""
         listed = {f.name: f for f in reg.files}
         for name in files:
             if name not in listed:
-                raise InvalidArgument(f"{name!r} is not listed in the statement", field="files")
+                raise unlisted_file(reg, name)
         for i, f in enumerate(reg.files):
             data = files.get(f.name)
             if data is None:
                 raise InvalidArgument(f"{f.name} was not sent", field=f"files[{i}]")
             if len(data) != f.size or hashlib.sha256(data).hexdigest() != f.sha256:
-                raise InvalidArgument(
-                    f"{f.name}: the bytes sent do not have the listed size and SHA-256",
-                    field=f"files[{i}].sha256",
-                )
+                raise _dataset_file_mismatch(i, f)
+        folder = self._dataset_dir / reg.dataset_sha256
+        known = folder.is_dir()  # a data set unpacked before: not this submission's to remove
         try:
-            loaded = datasets.load_files(files, self._dataset_dir)
-        except (DatasetError, ValueError, OSError) as e:
+            loaded = datasets.load_files(
+                files, self._dataset_dir, {f.name: f.sha256 for f in reg.files}
+            )
+        except DatasetError as e:  # its folder is removed; the message names no path
             raise InvalidArgument(
                 f"not a border data set this ledger can read: {e}", field="files"
             ) from e
         unknown = sorted(set(loaded.parties) - set(state.parties))
         if unknown:
+            if not known:
+                datasets.discard(loaded.directory)
             raise InvalidArgument(
-                f"names parties {unknown} that this ledger does not have", field="files"
+                f"names parties {', '.join(shown(p, 16) for p in unknown)} that this ledger "
+                "does not have",
+                field="files",
             )
         self._datasets[loaded.sha256] = loaded
-        return {listed[name].sha256: data for name, data in files.items()}
+        blobs = {listed[name].sha256: data for name, data in files.items()}
+        return blobs, None if known else loaded.sha256
+
+    def _forget_dataset(self, sha256: str) -> None:
+        """Remove the unpacked files of a refused registration (unless the data set is
+        registered after all, e.g. by another statement meanwhile)."""
+        if sha256 in self.trust.datasets:
+            return
+        folder = (self._dataset_dir / sha256).resolve()
+        loaded = self._datasets.get(sha256)
+        if loaded is not None and loaded.directory == folder:
+            del self._datasets[sha256]
+        datasets.discard(folder)
 
     def revalidate(
         self,
@@ -512,11 +676,16 @@ class Ledger:
         state = self.trust
         info = state.datasets.get(dataset_sha256)
         if info is None:
-            raise NotFound(f"border data set {dataset_sha256} is not registered on this ledger")
+            raise NotFound(
+                f"border data set {shown(dataset_sha256)} is not registered on this ledger",
+                field="dataset_sha256",
+            )
+        incidents = self.timeline(since_us, until_us, parties, limit)  # checks the filters
         ds = self.dataset(dataset_sha256)
-        for shown in self.timeline(since_us, until_us, parties, limit):
+        for incident in incidents:
             # The place as last amended, with the facts recorded for it.
-            index, report, recorded = shown.stored.index, shown.current.report, shown.current.geo
+            index, report = incident.stored.index, incident.current.report
+            recorded = incident.current.geo
             try:
                 yield index, recorded, geofacts.compute(report, ds, info), ""
             except InvalidArgument as e:
@@ -537,11 +706,11 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------
 
-    def entry(self, index: int) -> StoredEntry:
+    def entry(self, index: int, field: str = "index") -> StoredEntry:
         size = self.store.tree_size()
-        found = self.store.get_entry(index) if index < size else None
+        found = self.store.get_entry(index) if 0 <= index < size else None
         if found is None:
-            raise NotFound(f"no entry {index} (tree size {size})")
+            raise NotFound(f"no entry {index} (tree size {size})", field=field)
         return found
 
     def entry_by_digest(self, field: str, digest: bytes) -> StoredEntry:
@@ -562,9 +731,10 @@ class Ledger:
 
     def entries(self, start: int, end: int) -> Iterator[StoredEntry]:
         size = self.store.tree_size()
+        in_tree(start, "start", size, end=True)
+        if end != 0 and end < start:
+            raise InvalidArgument(f"{end} is before start {start}", field="end")
         end = size if end == 0 else min(end, size)
-        if start > end:
-            raise OutOfRange(f"start {start} is beyond the tree size {size}")
         # A long range is cut short; the caller pages on from the last index it got.
         return self.store.iter_entries(start, min(end, start + self.MAX_ENTRIES_PER_CALL))
 
@@ -578,12 +748,17 @@ class Ledger:
         return size or self.checkpoint().size
 
     def inclusion_proof(self, index: int, tree_size: int) -> tuple[int, list[bytes], bytes]:
-        size = self._size_or_latest(tree_size)
+        size = in_tree(
+            self._size_or_latest(tree_size), "tree_size", self.store.tree_size(), end=True
+        )
+        in_tree(index, "index", size)
         proof = self.store.inclusion_proof(index, size)
         return size, proof, self.entry(index).leaf_hash
 
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[int, list[bytes]]:
-        size = self._size_or_latest(new_size)
+        size = in_tree(self._size_or_latest(new_size), "new_size", self.store.tree_size(), end=True)
+        if not 0 < old_size <= size:
+            raise OutOfRange(f"{old_size} is not a tree size from 1 to {size}", field="old_size")
         return size, self.store.consistency_proof(old_size, size)
 
     MAX_TIMELINE = 10_000
@@ -593,10 +768,7 @@ class Ledger:
         must not exceed the tree size."""
         if as_of_index == 0:
             return None
-        size = self.store.tree_size()
-        if as_of_index > size:
-            raise OutOfRange(f"{as_of_index} is beyond the tree size {size}", field="as_of_index")
-        return as_of_index
+        return in_tree(as_of_index, "as_of_index", self.store.tree_size(), end=True)
 
     def timeline(
         self,
@@ -611,13 +783,19 @@ class Ledger:
         the reports, the links to them, their newest amendments."""
         for i, code in enumerate(parties):
             if code not in self.trust.parties:
-                raise InvalidArgument(f"unknown party {code!r}", field=f"parties[{i}]")
+                raise InvalidArgument(f"unknown party {shown(code)}", field=f"parties[{i}]")
+        sane_time(since_us, "since")
+        sane_time(until_us, "until")
         if since_us is not None and until_us is not None and since_us > until_us:
             raise InvalidArgument("since is after until", field="since")
         before = self._as_of(as_of_index)
         limit = min(limit or self.MAX_TIMELINE, self.MAX_TIMELINE)
         rows = self.store.timeline(
-            since_us=since_us, until_us=until_us, parties=parties, limit=limit, before=before
+            since_us=since_us,
+            until_us=until_us,
+            parties=sorted(set(parties)),  # each once: a party named 10,000 times is one
+            limit=limit,
+            before=before,
         )
         reports = [stored for stored, _row in rows]
         return self._shown(reports, self._links_by_target(reports, before))
@@ -683,8 +861,9 @@ class Ledger:
         place, in log order; its status and current form. All as the log stood before
         `as_of_index` (0: now)."""
         before = self._as_of(as_of_index)
-        if index >= self.store.tree_size() or self.store.incident(index) is None:
-            raise NotFound(f"entry {index} is not an incident report")
+        in_tree(index, "incident_index", self.store.tree_size())
+        if self.store.incident(index) is None:
+            raise NotFound(f"entry {index} is not an incident report", field="incident_index")
         if before is not None and index >= before:
             raise InvalidArgument(
                 f"incident {index} was logged at or after entry {before}", field="as_of_index"
@@ -745,12 +924,13 @@ class Ledger:
         """An investigation, its status by the log's clock now, that clock, and the request
         with every entry linked to it (and its findings' attestations and dissents), in log
         order."""
-        if index >= self.store.tree_size():
-            raise NotFound(f"entry {index} is not an investigation request")
+        in_tree(index, "investigation_index", self.store.tree_size())
         lookup = self.lookup()
         info = lookup(index)
         if not isinstance(info, InvestigationInfo):
-            raise NotFound(f"entry {index} is not an investigation request")
+            raise NotFound(
+                f"entry {index} is not an investigation request", field="investigation_index"
+            )
         as_of = max(self.clock_us(), self.store.last_time_us())
         status = subjects.investigation_status(info, as_of, lookup)
         found = self.store.links_to([index])
@@ -767,9 +947,10 @@ class Ledger:
         """Advance notices and hotline messages from log index `start` on, with their
         acknowledgements and replies."""
         if to_party and to_party not in self.trust.parties:
-            raise InvalidArgument(f"unknown party {to_party!r}", field="to_party")
+            raise InvalidArgument(f"unknown party {shown(to_party)}", field="to_party")
         limit = min(limit or self.MAX_MESSAGES, self.MAX_MESSAGES)
         size = self.store.tree_size()
+        in_tree(start, "start", size, end=True)
         lookup = self.lookup()
         for stored in self.store.iter_kinds([statements.NOTICE, statements.HOTLINE], start, size):
             if limit == 0:

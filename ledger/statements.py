@@ -13,8 +13,8 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from geo.manifest import FILE_NAME, dataset_digest
-from ledger.clock import to_us
-from ledger.errors import InvalidArgument
+from ledger.clock import MAX_US, MIN_US, to_us
+from ledger.errors import InvalidArgument, shown
 from ledger.trust import SHA256_HEX, TrustState
 
 PAYLOAD_TYPE_FORMAT = "application/vnd.ceasefire.v1.{}+protobuf"
@@ -88,7 +88,7 @@ def decode(kind: str, payload: bytes, kinds: dict[str, type[Message]] = ALL_KIND
     """Parse a payload of a known kind, refusing unknown fields (nothing unsigned-for hides)."""
     cls = kinds.get(kind)
     if cls is None:
-        raise InvalidArgument(f"unknown statement type {kind!r}", field="payloadType")
+        raise InvalidArgument(f"unknown statement type {shown(kind)}", field="payloadType")
     message = cls()
     try:
         message.ParseFromString(payload)
@@ -272,7 +272,7 @@ def validate_finding(f: pb.FindingDraft, state: TrustState, _now_us: int) -> Non
         raise InvalidArgument(f"not a finding policy of the trust root ({known})", field="policy")
     _enum(f.outcome, pb.FindingOutcome.values(), "outcome")
     if f.attribution and f.attribution not in state.parties:
-        raise InvalidArgument(f"unknown party {f.attribution!r}", field="attribution")
+        raise InvalidArgument(f"unknown party {shown(f.attribution)}", field="attribution")
     _narrative(f.reasoning, f.reasoning_language, "reasoning")
     _evidence(f.evidence_sha256)
 
@@ -342,6 +342,9 @@ def _window(w: pb.TimeWindow, check_end: Callable[[int], None]) -> None:
     if not w.HasField("start") or not w.HasField("end"):
         raise InvalidArgument("start and end are required", field="window")
     start, end = to_us(w.start), to_us(w.end)
+    for name, us in (("window.start", start), ("window.end", end)):
+        if not MIN_US <= us <= MAX_US:  # e.g. a notice for the year 292,277,026,596
+            raise InvalidArgument("must be from year 1 to 9999 (UTC)", field=name)
     if start > end:
         raise InvalidArgument("start is after end", field="window.start")
     if start < EARLIEST_US:
@@ -397,7 +400,7 @@ def validate_incident(report: pb.IncidentReport, state: TrustState, now_us: int)
     _enum(report.observation_mode, pb.ObservationMode.values(), "observation_mode")
     alleged = report.alleged_responsible_party
     if alleged and alleged not in state.parties:
-        raise InvalidArgument(f"unknown party {alleged!r}", field="alleged_responsible_party")
+        raise InvalidArgument(f"unknown party {shown(alleged)}", field="alleged_responsible_party")
     _narrative(report.narrative, report.narrative_language)
     _casualties(report.casualties)
     if report.HasField("fire_from_bearing_deg"):

@@ -8,6 +8,7 @@ complete Merkle subtree hashes and a signed checkpoint, and commits once per bat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.engine import make_url
@@ -150,6 +152,8 @@ notices = Table(
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The key of a stored file: only such a text is ever looked up.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,13 @@ class LedgerStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def database_file(self) -> Path | None:
+        """The SQLite database file (absolute); None for PostgreSQL or in-memory SQLite."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).resolve()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -505,9 +516,43 @@ class LedgerStore:
             start = stop
 
     def get_blob(self, sha256: str) -> bytes | None:
+        if not _SHA256_HEX.fullmatch(sha256):
+            return None  # no such key; and PostgreSQL refuses text with NUL in a query
         with self.engine.connect() as conn:
             data = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).scalar()
             return bytes(data) if data is not None else None
+
+    def blob_size(self, sha256: str) -> int | None:
+        """The size of a stored file; None if there is none with this digest."""
+        if not _SHA256_HEX.fullmatch(sha256):
+            return None  # no such key; and PostgreSQL refuses text with NUL in a query
+        with self.engine.connect() as conn:
+            size = conn.execute(select(blobs.c.size).where(blobs.c.sha256 == sha256)).scalar()
+            return int(size) if size is not None else None
+
+    def read_blob(self, sha256: str, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of a stored file (fewer at its end), so a reader
+        holds one window of a large file at a time, not all of it."""
+        if not _SHA256_HEX.fullmatch(sha256):
+            return b""
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                # SQLite's substr() would load the whole value first; its blob I/O does not.
+                rowid = conn.execute(
+                    select(literal_column("rowid"))
+                    .select_from(blobs)
+                    .where(blobs.c.sha256 == sha256)
+                ).scalar()
+                if rowid is None:
+                    return b""
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.blobopen("blobs", "data", rowid, readonly=True) as blob:
+                    blob.seek(min(offset, len(blob)))
+                    return bytes(blob.read(size))
+            part = func.substr(blobs.c.data, offset + 1, size)  # SQL counts from 1
+            data = conn.execute(select(part).where(blobs.c.sha256 == sha256)).scalar()
+            return bytes(data) if data is not None else b""
 
     def iter_kinds(
         self, kinds: Sequence[str], start: int, end: int, *, page: int = 500

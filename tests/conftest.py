@@ -24,7 +24,7 @@ from clients.client import LedgerClient
 from geo.borders import BorderDataset, load_default
 from ledger import dsse, keys, statements
 from ledger.clock import now_us
-from ledger.grpc_server import build_server
+from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore, normalize_url
@@ -146,6 +146,7 @@ class RunningLedger:
     address: str
     db_url: str
     parties: Parties
+    server: LedgerServer | None = None
 
 
 class LogClock:
@@ -165,20 +166,21 @@ def log_clock() -> LogClock:
 
 @pytest.fixture
 def running(
-    db_url: str, parties: Parties, borders: BorderDataset, log_clock: LogClock
+    db_url: str, parties: Parties, borders: BorderDataset, log_clock: LogClock, tmp_path: Path
 ) -> Iterator[RunningLedger]:
-    """An initialised ledger behind a real gRPC server on loopback."""
+    """An initialised ledger behind a real gRPC server on loopback (uploads are spooled in
+    tmp_path/uploads)."""
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
     initialize(store, parties.founding_envelope(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders, clock_us=log_clock)
-    server, port = build_server(ledger, "127.0.0.1:0")
+    server, port = build_server(ledger, "127.0.0.1:0", spool_dir=tmp_path / "uploads")
     server.start()
     address = f"127.0.0.1:{port}"
     client = LedgerClient(address)
     client.wait_ready()
     try:
-        yield RunningLedger(ledger, client, address, db_url, parties)
+        yield RunningLedger(ledger, client, address, db_url, parties, server)
     finally:
         client.close()
         server.stop(grace=None).wait()
