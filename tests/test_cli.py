@@ -60,7 +60,8 @@ class Server:
             ],
             cwd=self.workdir,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            # Kept beside the ledger: what a server said before it died.
+            stderr=(self.workdir / "serve.log").open("a"),
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -22,7 +22,9 @@ from ledger.verifier import open_checkpoint, replay
 from tests.reports import report, signed
 from tests.test_cli import Server, initialised, workdir  # noqa: F401 (fixtures)
 
-KILLS = 100 if os.environ.get("CEASEFIRE_CRASH_LONG") == "1" else 3
+KILLS = int(os.environ.get("CEASEFIRE_CRASH_KILLS") or 0) or (
+    100 if os.environ.get("CEASEFIRE_CRASH_LONG") == "1" else 3
+)
 SUBMITTERS = 4
 PLACES = {"ARM": (40.8811, 45.3875), "AZE": (41.0933, 45.3661)}
 
