@@ -598,13 +598,13 @@ class Ledger:
             raise
         if appended.duplicate:  # logged meanwhile, e.g. through another replica
             return self._resubmitted(appended.entry, queued.checked.envelope)
-        return self._accepted(appended)
+        return self._accepted(appended, queued.checked.envelope.statement_sha256())
 
     def _resubmitted(self, known: StoredEntry, envelope: dsse.Envelope) -> Accepted:
         """A statement already logged: its first receipt, or the refusal that names it."""
         logged = parse_envelope(parse_entry(known.entry).envelope)
         judgment.resubmitted(logged, known.index, envelope)
-        return self._accepted(Appended(known, duplicate=True))
+        return self._accepted(Appended(known, duplicate=True), logged.statement_sha256())
 
     def _geo(self, report: pb.IncidentReport, state: TrustState) -> log_pb2.GeoFacts:
         sha = state.border_dataset_sha256
@@ -691,7 +691,9 @@ class Ledger:
             except InvalidArgument as e:
                 yield index, recorded, None, str(e)
 
-    def _accepted(self, appended: Appended) -> Accepted:
+    def _accepted(self, appended: Appended, statement_sha256: bytes) -> Accepted:
+        """The signed receipt; the caller has the statement at hand, so its identity is not
+        parsed again from the stored entry."""
         e = appended.entry
         receipt = log_pb2.Receipt(
             origin=self.log_key.origin,
@@ -699,7 +701,7 @@ class Ledger:
             leaf_hash=e.leaf_hash,
             integrated_time=to_timestamp(e.integrated_time_us),
             envelope_sha256=e.envelope_sha256,
-            statement_sha256=parse_envelope(parse_entry(e.entry).envelope).statement_sha256(),
+            statement_sha256=statement_sha256,
         )
         # Ed25519 is deterministic: a duplicate gets byte-for-byte the first receipt.
         return Accepted(self.log_key.sign_receipt(receipt), receipt, appended.duplicate)
