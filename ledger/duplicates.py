@@ -25,8 +25,15 @@ from ledger.geofacts import anchor
 TIME_SLACK_US = 3600 * 1_000_000
 DISTANCE_M = 2_000.0
 MAX_LINKED = 16
-# Grid cells for finding places near each other; a 2 km circle spans at most 3 x 3 cells.
+# Sightings are filed by grid cell and by day, so that finding the candidates for a new one
+# reads the few cells around it on the few days around it, however long the log grows. A
+# 2 km circle spans at most 3 x 3 cells.
 CELL_DEG = 0.05
+DAY_US = 86_400 * 1_000_000
+# A window touching more days than this is filed once under LONG_WINDOWS, which every search
+# also reads: such windows are rare, and filing them under each day would cost a row a day.
+MAX_DAYS_FILED = 8
+LONG_WINDOWS = -(10**9)  # no day of the years 1 to 9999 is this far before 1970
 _GEOD = Geod(ellps="WGS84")
 
 
@@ -79,30 +86,64 @@ def likely_duplicates(
     return sorted(found)
 
 
-def _cell(latitude: float, longitude: float) -> tuple[int, int]:
-    return math.floor(latitude / CELL_DEG), math.floor(longitude / CELL_DEG)
+def cell(latitude: float, longitude: float) -> int:
+    """The grid cell of a place, as one integer (latitude row * 10,000 + longitude column:
+    a column lies within +-3,600)."""
+    return math.floor(latitude / CELL_DEG) * 10_000 + math.floor(longitude / CELL_DEG)
+
+
+def filed_under(s: Sighting) -> list[tuple[int, int]]:
+    """The (cell, day) keys a sighting is filed under: its place's cell, on each day its
+    window touches (or LONG_WINDOWS)."""
+    first, last = s.start_us // DAY_US, s.end_us // DAY_US
+    days = range(first, last + 1) if last - first < MAX_DAYS_FILED else [LONG_WINDOWS]
+    here = cell(s.latitude, s.longitude)
+    return [(here, day) for day in days]
+
+
+@dataclass(frozen=True)
+class Search:
+    """Where a new sighting's candidates are filed: the cells covering its box, on the days
+    its window (widened by the time slack) touches, and under LONG_WINDOWS. Every earlier
+    sighting within DISTANCE_M and the time slack is filed under one of these keys."""
+
+    cells: tuple[int, ...]
+    first_day: int
+    last_day: int
+
+
+def search(new: Sighting) -> Search:
+    lat0, lat1, lon0, lon1 = box(new)
+    rows = range(math.floor(lat0 / CELL_DEG), math.floor(lat1 / CELL_DEG) + 1)
+    columns = range(math.floor(lon0 / CELL_DEG), math.floor(lon1 / CELL_DEG) + 1)
+    return Search(
+        tuple(i * 10_000 + j for i in rows for j in columns),
+        (new.start_us - TIME_SLACK_US) // DAY_US,
+        (new.end_us + TIME_SLACK_US) // DAY_US,
+    )
 
 
 class SightingIndex:
-    """Earlier sightings by place (grid cells) and by evidence, for the verifier: candidates
-    come newest first, so an audit stops after the few most recent matches."""
+    """Earlier sightings by (cell, day) and by evidence, for the verifier: candidates come
+    newest first, so an audit stops after the few most recent matches."""
 
     def __init__(self) -> None:
-        self._cells: dict[tuple[int, int], list[Sighting]] = {}
+        self._filed: dict[tuple[int, int], list[Sighting]] = {}
         self._by_evidence: dict[str, list[Sighting]] = {}
 
     def add(self, s: Sighting) -> None:
-        self._cells.setdefault(_cell(s.latitude, s.longitude), []).append(s)
+        for key in filed_under(s):
+            self._filed.setdefault(key, []).append(s)
         for digest in s.evidence:
             self._by_evidence.setdefault(digest, []).append(s)
 
     def candidates(self, new: Sighting) -> Iterator[Sighting]:
-        lat0, lat1, lon0, lon1 = box(new)
-        (i0, j0), (i1, j1) = _cell(lat0, lon0), _cell(lat1, lon1)
-        lists = [self._cells.get((i, j), []) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1)]
-        lists += [self._by_evidence.get(d, []) for d in sorted(new.evidence)]
+        where = search(new)
+        days = [*range(where.first_day, where.last_day + 1), LONG_WINDOWS]
+        lists = [self._filed.get((c, d)) for c in where.cells for d in days]
+        lists += [self._by_evidence.get(d) for d in sorted(new.evidence)]
         seen: set[int] = set()
-        for s in heapq.merge(*(reversed(x) for x in lists), key=lambda s: -s.index):
+        for s in heapq.merge(*(reversed(x) for x in lists if x), key=lambda s: -s.index):
             if s.index not in seen:
                 seen.add(s.index)
                 yield s

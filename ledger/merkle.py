@@ -14,6 +14,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "Frontier",
+    "LeafTree",
     "NodeGetter",
     "ProofError",
     "consistency_proof",
@@ -162,6 +163,48 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     for h in hashes:
         f.append(h)
     return f.root()
+
+
+class LeafTree:
+    """Every complete aligned subtree over leaf hashes held in memory (2n hashes in all), so
+    the root of any prefix costs O(log n): for an auditor who holds the leaves and asks the
+    log's proofs about prefixes of them."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.levels = [list(leaves)]
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            pairs = range(0, len(below) - 1, 2)  # an odd last node has no parent yet
+            self.levels.append([node_hash(below[i], below[i + 1]) for i in pairs])
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def get(self, level: int, index: int) -> bytes:
+        return self.levels[level][index]
+
+    def root(self, size: int) -> bytes:
+        """MTH of the first `size` leaves."""
+        if not 0 <= size <= self.size:
+            raise ValueError(f"size {size} out of range for {self.size} leaves")
+        return subtree_hash(self.get, 0, size)
+
+
+def nodes_needed(compute: Callable[[NodeGetter], object]) -> list[tuple[int, int]]:
+    """The (level, index) of every stored node `compute` reads, found by running it on
+    placeholders: which nodes a proof or root reads depends on sizes and indexes only, never
+    on the hashes, so a store can fetch them all in one query and then run it for real."""
+    seen: dict[tuple[int, int], None] = {}
+
+    def record(level: int, index: int) -> bytes:
+        seen[(level, index)] = None
+        return EMPTY_ROOT
+
+    compute(record)
+    return list(seen)
 
 
 def inclusion_proof(get: NodeGetter, index: int, size: int) -> list[bytes]:

@@ -8,11 +8,12 @@ complete Merkle subtree hashes and a signed checkpoint, and commits once per bat
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -25,23 +26,29 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     SmallInteger,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
     literal_column,
+    or_,
     select,
 )
 from sqlalchemy.engine import make_url
 
 from ledger import merkle
+from ledger.duplicates import LONG_WINDOWS, Search
 from ledger.errors import Corrupt, LedgerError, OutOfRange
 from ledger.incidents import JOINT_FINDING, RETRACTION, IncidentInfo, Link
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.messages import NoticeArea
+
+_T = TypeVar("_T")
 
 metadata = MetaData()
 
@@ -110,6 +117,8 @@ evidence_refs = Table(
     metadata,
     Column("sha256", String(64), primary_key=True),
     Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    # The evidence a duplicate candidate names, found by its index.
+    Index("evidence_refs_idx", "idx"),
 )
 
 # Files that statements name by digest (border data sets), stored beside the log.
@@ -136,6 +145,17 @@ incidents = Table(
     Index("incidents_party", "party", "window_start_us"),
 )
 
+# Where and when each incident report is filed for the duplicate search (see
+# duplicates.filed_under): the candidates for a new report are read by key, so their cost
+# does not grow with the log.
+sighting_keys = Table(
+    "sighting_keys",
+    metadata,
+    Column("cell", BigInteger, primary_key=True, autoincrement=False),
+    Column("day", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+)
+
 # Advance notices: when and where, for the dossier's "preceding notice" query.
 notices = Table(
     "notices",
@@ -150,6 +170,73 @@ notices = Table(
     Column("radius_m", Double, nullable=False),
     Index("notices_window", "window_end_us", "window_start_us"),
 )
+
+# The statements of the hot path, built once: building a SELECT costs more Python time than
+# SQLite takes to run it, and a built statement's compiled form is cached.
+_TREE_SIZE = select(tree_state.c.size).where(tree_state.c.id == 1)
+_BY_STATEMENT = (
+    select(entries)
+    .join(statements, statements.c.idx == entries.c.idx)
+    .where(statements.c.sha256 == bindparam("sha256", type_=LargeBinary))
+)
+_KNOWN = (
+    select(entries, statements.c.sha256)
+    .join(statements, statements.c.idx == entries.c.idx)
+    .where(statements.c.sha256.in_(bindparam("digests", expanding=True)))
+)
+_NEAR_PAGE = 64
+
+
+def _near_query(*, sharing: bool) -> Select[Any]:
+    before = bindparam("before", type_=BigInteger)
+    # DISTINCT: a report whose window spans midnight is filed under both days.
+    found = (
+        select(sighting_keys.c.idx)
+        .distinct()
+        .where(
+            sighting_keys.c.cell.in_(bindparam("cells", expanding=True)),
+            sighting_keys.c.day.between(bindparam("first_day"), bindparam("last_day"))
+            | (sighting_keys.c.day == LONG_WINDOWS),
+            sighting_keys.c.idx < before,
+        )
+    )
+    if sharing:
+        found = found.union(  # type: ignore[assignment]
+            select(evidence_refs.c.idx).where(
+                evidence_refs.c.sha256.in_(bindparam("evidence", expanding=True)),
+                evidence_refs.c.idx < before,
+            )
+        )
+    keyed = found.subquery()
+    return (
+        select(incidents)
+        .join(keyed, keyed.c.idx == incidents.c.idx)
+        .order_by(incidents.c.idx.desc())
+        .limit(_NEAR_PAGE)
+    )
+
+
+_NEAR = _near_query(sharing=False)
+_NEAR_OR_SHARING = _near_query(sharing=True)
+_EVIDENCE_OF = select(evidence_refs).where(
+    evidence_refs.c.idx.in_(bindparam("indexes", expanding=True))
+)
+
+
+@functools.cache
+def _nodes_query(levels: int) -> Select[Any]:
+    """The stored nodes at `levels` levels, some indexes at each: a term per level, each an
+    index lookup (SQLite reads a whole table for a row-value IN list)."""
+    return select(tree_nodes).where(
+        or_(
+            *(
+                (tree_nodes.c.level == bindparam(f"level{i}", type_=SmallInteger))
+                & tree_nodes.c.idx.in_(bindparam(f"ids{i}", expanding=True))
+                for i in range(levels)
+            )
+        )
+    )
+
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The key of a stored file: only such a text is ever looked up.
@@ -166,6 +253,8 @@ class IncidentRow:
     longitude: float
     territory: str
     evidence: tuple[str, ...] = ()
+    # The (cell, day) keys the duplicate search finds it under.
+    filed_under: tuple[tuple[int, int], ...] = ()
 
     def columns(self, index: int) -> dict[str, Any]:
         return {
@@ -263,14 +352,31 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_ledger_engine(url: str) -> Engine:
+# Connections a PostgreSQL pool opens beyond its size for a burst (closed when returned).
+POOL_OVERFLOW = 4
+
+
+def create_ledger_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """An engine for `url`. `pool_size` connections are kept open (a server passes its
+    worker threads + 2); with SQLAlchemy's default (5, and 10 more closed as soon as they
+    are returned) a busy server opens a connection every few calls. None keeps that
+    default, for short-lived commands."""
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        if pool_size is None:
+            return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=POOL_OVERFLOW
+        )
     database = make_url(url).database
+    sized: dict[str, int] = {}
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A file's pool sized like PostgreSQL's: a connection beyond the pool is closed
+        # when returned, and opening one costs a file open and three PRAGMAs.
+        if pool_size is not None:
+            sized = {"pool_size": pool_size, "max_overflow": POOL_OVERFLOW}
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sized)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -285,8 +391,11 @@ def create_ledger_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
         # Writers take the write lock up front, so two writers never deadlock on upgrade.
-        immediate = conn.get_execution_options().get("ledger_writer", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Readers run each statement in its own read transaction, as PostgreSQL's READ
+        # COMMITTED does (the code is written for that already): a BEGIN of their own would
+        # be one more statement on every read of the hot path.
+        if conn.get_execution_options().get("ledger_writer", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -299,9 +408,53 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    # As a writer: one transaction (on SQLite under the write lock), so two processes
+    # starting on one new database never both create the schema, and a crash leaves none.
+    with engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+class Reads:
+    """Reads on the writer's connection, inside its transaction and under its lock: what the
+    judgment of a batch looks up costs no connection of its own."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def sightings_near(
+        self, before: int, where: Search, evidence: Sequence[str]
+    ) -> Iterator[tuple[IncidentRow, int]]:
+        """Incidents before index `before`, newest first, filed under the keys of `where`
+        or naming any of `evidence`: the candidates for likely duplicates, read a page at a
+        time so that a caller who has found enough stops early. Found by key, so the cost is
+        that of the reports near in place and time, not of the log. Each row names its
+        evidence only when `evidence` is given (else no evidence can match)."""
+        query = _NEAR_OR_SHARING if evidence else _NEAR
+        values = {
+            "cells": list(where.cells),
+            "first_day": where.first_day,
+            "last_day": where.last_day,
+            "evidence": list(evidence),
+        }
+        cursor = before
+        while True:
+            rows = self._conn.execute(query, {**values, "before": cursor}).all()
+            refs: dict[int, list[str]] = {}
+            if evidence and rows:
+                for ref in self._conn.execute(_EVIDENCE_OF, {"indexes": [r.idx for r in rows]}):
+                    refs.setdefault(ref.idx, []).append(ref.sha256)
+            for r in rows:
+                yield (
+                    IncidentRow(
+                        r.party, r.category, r.window_start_us, r.window_end_us, r.latitude,
+                        r.longitude, r.territory, tuple(sorted(refs.get(r.idx, []))),
+                    ),
+                    r.idx,
+                )  # fmt: skip
+            if len(rows) < _NEAR_PAGE:
+                return
+            cursor = rows[-1].idx
 
 
 class LedgerStore:
@@ -309,8 +462,8 @@ class LedgerStore:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> LedgerStore:
-        engine = create_ledger_engine(url)
+    def open(cls, url: str, *, create: bool = True, pool_size: int | None = None) -> LedgerStore:
+        engine = create_ledger_engine(url, pool_size=pool_size)
         if create:
             migrate(engine)
         return cls(engine)
@@ -334,11 +487,12 @@ class LedgerStore:
         build: BuildLeaf,
         clock_us: Callable[[], int],
         sign_checkpoint: Callable[[int, bytes], str],
-        begin: Callable[[int], None] = lambda _size: None,
+        begin: Callable[[int, Reads], None] = lambda _size, _reads: None,
     ) -> list[Appended | LedgerError]:
         """Append a batch in one transaction; returns one result per item, in order.
 
-        `begin(size)` is called once the writer's lock is held, with the tree size. A
+        `begin(size, reads)` is called once the writer's lock is held, with the tree size
+        and reads for `build` on the writer's own connection. A
         statement already in the log (or twice in the batch) is not appended again: its
         first entry is returned with duplicate=True. An item `build` refuses gets its error.
         """
@@ -356,15 +510,8 @@ class LedgerStore:
                     raise Corrupt("tree state does not match its frontier; run an audit")
 
             digests = list({i.statement_sha256 for i in items})
-            known = {
-                row.sha256: _stored(row)
-                for row in conn.execute(
-                    select(entries, statements.c.sha256)
-                    .join(statements, statements.c.idx == entries.c.idx)
-                    .where(statements.c.sha256.in_(digests))
-                )
-            }
-            begin(size)
+            known = {row.sha256: _stored(row) for row in conn.execute(_KNOWN, {"digests": digests})}
+            begin(size, Reads(conn))
             now = max(clock_us(), last_time)
             results: list[Appended | LedgerError] = []
             new_entries: list[dict[str, Any]] = []
@@ -374,6 +521,7 @@ class LedgerStore:
             new_notices: list[dict[str, Any]] = []
             new_blobs: dict[str, bytes] = {}
             new_evidence: list[dict[str, Any]] = []
+            new_keys: list[dict[str, Any]] = []
             new_links: list[dict[str, Any]] = []
             for item in items:
                 if item.statement_sha256 in known:
@@ -406,6 +554,9 @@ class LedgerStore:
                 if built.incident is not None:
                     new_incidents.append(built.incident.columns(size))
                     new_evidence.extend({"sha256": d, "idx": size} for d in built.incident.evidence)
+                    new_keys.extend(
+                        {"cell": c, "day": d, "idx": size} for c, d in built.incident.filed_under
+                    )
                 if built.notice is not None:
                     new_notices.append(built.notice.columns(size))
                 new_blobs.update(item.blobs)
@@ -427,6 +578,8 @@ class LedgerStore:
                 conn.execute(notices.insert(), new_notices)
             if new_evidence:
                 conn.execute(evidence_refs.insert(), new_evidence)
+            if new_keys:
+                conn.execute(sighting_keys.insert(), new_keys)
             if new_links:
                 conn.execute(links.insert(), new_links)
             if new_blobs:
@@ -464,8 +617,7 @@ class LedgerStore:
 
     def tree_size(self) -> int:
         with self.engine.connect() as conn:
-            size = conn.execute(select(tree_state.c.size).where(tree_state.c.id == 1)).scalar()
-            return int(size or 0)
+            return int(conn.execute(_TREE_SIZE).scalar() or 0)
 
     def last_time_us(self) -> int:
         """The log's clock at its newest entry (0 when empty)."""
@@ -495,11 +647,7 @@ class LedgerStore:
     def get_entry_by_statement(self, statement_sha256: bytes) -> StoredEntry | None:
         """The entry that logged the statement with this identity (SHA-256 of its PAE)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(entries)
-                .join(statements, statements.c.idx == entries.c.idx)
-                .where(statements.c.sha256 == statement_sha256)
-            ).one_or_none()
+            row = conn.execute(_BY_STATEMENT, {"sha256": statement_sha256}).one_or_none()
             return _stored(row) if row else None
 
     def iter_entries(self, start: int, end: int, *, page: int = 500) -> Iterator[StoredEntry]:
@@ -618,56 +766,6 @@ class LedgerStore:
                 first[relation] = idx
         return IncidentInfo(index, party, first.get(RETRACTION), first.get(JOINT_FINDING))
 
-    def sightings_near(
-        self,
-        before: int,
-        start_us: int,
-        end_us: int,
-        box: tuple[float, float, float, float],
-        evidence: Sequence[str],
-        *,
-        page: int = 64,
-    ) -> Iterator[tuple[IncidentRow, int]]:
-        """Incidents before index `before`, newest first, whose window comes within the
-        given times and whose place lies in `box` (min lat, max lat, min lon, max lon), or
-        that name any of `evidence`: the candidates for likely duplicates, read a page at a
-        time so that a caller who has found enough stops early."""
-        lat0, lat1, lon0, lon1 = box
-        cursor = before
-        while True:
-            with self.engine.connect() as conn:
-                near = (
-                    (incidents.c.window_end_us >= start_us)
-                    & (incidents.c.window_start_us <= end_us)
-                    & incidents.c.latitude.between(lat0, lat1)
-                    & incidents.c.longitude.between(lon0, lon1)
-                )
-                shared = select(evidence_refs.c.idx).where(
-                    evidence_refs.c.sha256.in_(list(evidence))
-                )
-                rows = conn.execute(
-                    select(incidents)
-                    .where(incidents.c.idx < cursor, near | incidents.c.idx.in_(shared))
-                    .order_by(incidents.c.idx.desc())
-                    .limit(page)
-                ).all()
-                refs: dict[int, list[str]] = {}
-                for ref in conn.execute(
-                    select(evidence_refs).where(evidence_refs.c.idx.in_([r.idx for r in rows]))
-                ):
-                    refs.setdefault(ref.idx, []).append(ref.sha256)
-            for r in rows:
-                yield (
-                    IncidentRow(
-                        r.party, r.category, r.window_start_us, r.window_end_us, r.latitude,
-                        r.longitude, r.territory, tuple(sorted(refs.get(r.idx, []))),
-                    ),
-                    r.idx,
-                )  # fmt: skip
-            if len(rows) < page:
-                return
-            cursor = rows[-1].idx
-
     MAX_NOTICES = 100
 
     def notices_during(
@@ -732,8 +830,7 @@ class LedgerStore:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         if not 0 <= index < size <= self.tree_size():
             raise OutOfRange(f"no entry {index} in a tree of size {size}")
-        with self.engine.connect() as conn:
-            return merkle.inclusion_proof(_node_getter(conn), index, size)
+        return self._from_nodes(lambda get: merkle.inclusion_proof(get, index, size))
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         if not 0 < old_size <= new_size <= self.tree_size():
@@ -741,31 +838,32 @@ class LedgerStore:
                 f"no consistency proof from size {old_size} to {new_size} "
                 f"(tree size {self.tree_size()})"
             )
-        with self.engine.connect() as conn:
-            return merkle.consistency_proof(_node_getter(conn), old_size, new_size)
+        return self._from_nodes(lambda get: merkle.consistency_proof(get, old_size, new_size))
 
     def root_at(self, size: int) -> bytes:
-        with self.engine.connect() as conn:
-            return merkle.subtree_hash(_node_getter(conn), 0, size)
+        return self._from_nodes(lambda get: merkle.subtree_hash(get, 0, size))
 
+    def _from_nodes(self, compute: Callable[[merkle.NodeGetter], _T]) -> _T:
+        """`compute` over the stored nodes it needs, read in one query."""
+        by_level: dict[int, list[int]] = {}
+        for level, index in merkle.nodes_needed(compute):
+            by_level.setdefault(level, []).append(index)
+        values: dict[str, Any] = {}
+        for i, (level, indexes) in enumerate(by_level.items()):
+            values[f"level{i}"], values[f"ids{i}"] = level, indexes
+        found = {}
+        if by_level:
+            with self.engine.connect() as conn:
+                rows = conn.execute(_nodes_query(len(by_level)), values)
+                found = {(r.level, r.idx): r.hash for r in rows}
 
-def _node_getter(conn: Connection) -> merkle.NodeGetter:
-    cache: dict[tuple[int, int], bytes] = {}
-
-    def get(level: int, index: int) -> bytes:
-        key = (level, index)
-        if key not in cache:
-            h = conn.execute(
-                select(tree_nodes.c.hash).where(
-                    tree_nodes.c.level == level, tree_nodes.c.idx == index
-                )
-            ).scalar()
+        def get(level: int, index: int) -> bytes:
+            h = found.get((level, index))
             if h is None:
                 raise Corrupt(f"missing Merkle node at level {level}, index {index}")
-            cache[key] = h
-        return cache[key]
+            return bytes(h)
 
-    return get
+        return compute(get)
 
 
 def _notice_area(r: Any) -> NoticeArea:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ceasefire.v1 import statements_pb2 as pb
 from nacl.signing import SigningKey
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from clients.client import LedgerClient
@@ -186,3 +187,28 @@ def running(
         server.stop(grace=None).wait()
         ledger.close()
         store.close()
+
+
+def sqlite_plans(engine: Engine, run: Callable[[], object]) -> dict[str, str]:
+    """SQLite's query plan (EXPLAIN QUERY PLAN) of each SELECT that `run` executes on
+    `engine`, by statement: to show that a hot query searches an index, never reads a
+    table whole."""
+    ran: list[tuple[str, Any]] = []
+
+    def keep(_c: object, _cur: object, statement: str, params: Any, *_a: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            ran.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    raw = engine.raw_connection()
+    try:
+        return {
+            s: "\n".join(str(r[-1]) for r in raw.execute("EXPLAIN QUERY PLAN " + s, p).fetchall())
+            for s, p in ran
+        }
+    finally:
+        raw.close()

@@ -40,6 +40,7 @@ def _fill(running: RunningLedger, n: int = 4) -> None:
         "UPDATE incidents SET party = 'AZE'",
         "UPDATE tree_state SET size = 1",
         "DELETE FROM tree_state",
+        "DELETE FROM sighting_keys",
     ],
 )
 def test_database_refuses_rewriting_history(running: RunningLedger, statement: str) -> None:

@@ -1,0 +1,84 @@
+"""Proofs from the stored tree: the nodes a proof needs are computed first and read in one
+query (as golang.org/x/mod/sumdb/tlog does), on SQLite and PostgreSQL, and the proofs are
+the reference ones."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event
+
+from ledger import merkle
+from ledger.storage import Built, LedgerStore, NewEntry
+from tests.conftest import sqlite_plans
+from tests.test_merkle import CONSISTENCY, INCLUSION, LEAVES, build, getter
+
+SIZE = 1000
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[LedgerStore]:
+    store = LedgerStore.open(db_url)
+    # The reference vectors' leaves first, so their known answers hold for small sizes.
+    leaves = LEAVES + [b"leaf %d" % i for i in range(len(LEAVES), SIZE)]
+    store.append(
+        [NewEntry(i.to_bytes(32, "big"), i.to_bytes(32, "big"), "test", i) for i in range(SIZE)],
+        build=lambda item, index, prev, t: Built(leaves[index], ()),
+        clock_us=lambda: 0,
+        sign_checkpoint=lambda size, root: f"{size}",
+    )
+    store.leaves = leaves  # type: ignore[attr-defined]
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_stored_proofs_give_the_known_answers(store: LedgerStore) -> None:
+    for index, size, proof in INCLUSION:
+        assert store.inclusion_proof(index, size) == proof
+    for old, new, proof in CONSISTENCY:
+        if old != new:
+            assert store.consistency_proof(old, new) == proof
+
+
+def test_proofs_read_their_nodes_in_one_query(store: LedgerStore) -> None:
+    reference = getter(build(store.leaves)[0])  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def count(_conn: object, _cur: object, statement: str, *_args: object) -> None:
+        if "tree_nodes" in statement:
+            statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    rng = random.Random(3)
+    try:
+        for _ in range(20):
+            size = rng.randint(2, SIZE)
+            index, old = rng.randrange(size), rng.randint(1, size)
+            before = len(statements)
+            assert store.inclusion_proof(index, size) == merkle.inclusion_proof(
+                reference, index, size
+            )
+            assert store.consistency_proof(old, size) == merkle.consistency_proof(
+                reference, old, size
+            )
+            assert store.root_at(size) == merkle.subtree_hash(reference, 0, size)
+            assert len(statements) - before <= 3  # one query each (none for an empty proof)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+
+
+def test_proofs_search_the_nodes_by_index(store: LedgerStore) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's plans; PostgreSQL plans by its statistics")
+    plans = sqlite_plans(
+        store.engine,
+        lambda: (store.inclusion_proof(123, SIZE), store.consistency_proof(77, SIZE)),
+    )
+    nodes = [plan for statement, plan in plans.items() if "tree_nodes" in statement]
+    assert len(nodes) == 2, plans
+    for plan in nodes:
+        assert "SCAN" not in plan and "SEARCH tree_nodes" in plan, plan
