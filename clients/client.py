@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +14,20 @@ import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
 from google.protobuf import any_pb2
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from ledger import kinds
 from ledger.clock import to_timestamp
 from ledger.tls import TlsFileError, read_certificates, read_key_pair
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK_BYTES = 60_000
+# SubmitBatch's bounds, as the API states them: envelopes in one call, and the bytes of the
+# request (the server's largest message; ledger.grpc_server.MAX_MESSAGE_BYTES).
+MAX_BATCH = 256
+MAX_BATCH_REQUEST_BYTES = 64_096
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,20 @@ class LedgerClient:
 
     def submit(self, envelope: bytes) -> api.SubmitResponse:
         return self.stub.Submit(api.SubmitRequest(envelope=envelope), timeout=self.timeout_s)
+
+    def submit_batch(self, envelopes: Sequence[bytes]) -> list[api.SubmitResponse | Refused]:
+        """One SubmitBatch call (see `batches` to split many envelopes into calls): for
+        each envelope, in order, its receipt or its refusal. A refusal of the whole call
+        (no envelope, too many, a writers' port needing a certificate) raises RpcError."""
+        response = self.stub.SubmitBatch(
+            api.SubmitBatchRequest(envelopes=list(envelopes)), timeout=self.timeout_s * 2
+        )
+        if len(response.results) != len(envelopes):
+            raise ValueError(
+                f"the server answered {len(response.results)} results for "
+                f"{len(envelopes)} envelopes"
+            )
+        return [_batch_result(r) for r in response.results]
 
     def entry(self, index: int) -> api.GetEntryResponse:
         return self.stub.GetEntry(api.GetEntryRequest(index=index), timeout=self.timeout_s)
@@ -226,6 +246,89 @@ class LedgerClient:
         yield from self.stub.Revalidate(request, timeout=self.timeout_s * 10)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A statement the server refused: a SubmitBatch item's google.rpc.Status (RpcStatus
+    is that message, field for field), or a failed call's, as `from_error` reads it."""
+
+    status: status_pb2.Status
+
+    @classmethod
+    def from_error(cls, error: grpc.RpcError) -> Refused:
+        """A failed call's status; its rich details (BadRequest, RetryInfo) if it has them."""
+        if not isinstance(error, grpc.Call):
+            return cls(status_pb2.Status(code=grpc.StatusCode.UNKNOWN.value[0], message=str(error)))
+        rich = rpc_status.from_call(error)
+        status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+        if rich is not None:
+            status.details.extend(rich.details)
+        return cls(status)
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return next(
+            (c for c in grpc.StatusCode if c.value[0] == self.status.code),
+            grpc.StatusCode.UNKNOWN,
+        )
+
+    def describe(self) -> str:
+        """`CODE: message`, as `describe_error` says it of a failed call."""
+        return f"{self.code.name}: {self.status.message}{_retry_hint(self.status)}"
+
+    def fields(self) -> list[str]:
+        """The fields its BadRequest detail names."""
+        return _violations(self.status)
+
+
+def _batch_result(result: api.SubmitBatchResult) -> api.SubmitResponse | Refused:
+    which = result.WhichOneof("result")
+    if which == "accepted":
+        return result.accepted
+    if which == "error":
+        # RpcStatus is google.rpc.Status field for field: its bytes parse as one.
+        return Refused(status_pb2.Status.FromString(result.error.SerializeToString()))
+    raise ValueError("the server answered an item with neither a receipt nor an error")
+
+
+def batches(
+    envelopes: Sequence[bytes],
+    max_count: int = MAX_BATCH,
+    max_bytes: int = MAX_BATCH_REQUEST_BYTES,
+) -> Iterator[list[bytes]]:
+    """`envelopes` in order, cut into SubmitBatch calls of at most `max_count` envelopes
+    and `max_bytes` of request. One envelope too large for any call travels alone and is
+    refused as its call is. A statement that changes the key state ends its call: the
+    server judges a call's statements on the key state before it, so a report signed by a
+    key that a rotation before it adds goes in the next call."""
+    batch: list[bytes] = []
+    size = 0
+    for envelope in envelopes:
+        # A repeated bytes field: a tag byte, the length as a varint, the bytes.
+        cost = 1 + _varint_size(len(envelope)) + len(envelope)
+        if batch and (len(batch) == max_count or size + cost > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(envelope)
+        size += cost
+        if _changes_key_state(envelope):
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _changes_key_state(envelope: bytes) -> bool:
+    try:
+        kind = json.loads(envelope).get("payloadType")
+    except (ValueError, AttributeError):
+        return False  # the server refuses it, whatever call it is in
+    return kind in kinds.KEY_EVENTS
+
+
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
 def client_tls_from_args(args: argparse.Namespace) -> ClientTls | None:
     """TLS from a command's --tls-ca, --tls-cert, --tls-key (defaults: CEASEFIRE_TLS_CA,
     _CERT, _KEY); None (plaintext) when none is given."""
@@ -255,20 +358,27 @@ def describe_error(error: grpc.RpcError) -> str:
     name = code.name if code is not None else "ERROR"
     text = f"{name}: {message}"
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    if status is not None:
-        for detail in status.details:
-            retry = error_details_pb2.RetryInfo()
-            if detail.Unpack(retry):
-                text += f" (retry in {retry.retry_delay.ToMilliseconds() / 1000:.1f} s)"
-    return text
+    return text + (_retry_hint(status) if status is not None else "")
+
+
+def _retry_hint(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry):
+            return f" (retry in {retry.retry_delay.ToMilliseconds() / 1000:.1f} s)"
+    return ""
 
 
 def field_violations(error: grpc.RpcError) -> list[str]:
     """The fields a BadRequest detail names."""
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    return _violations(status) if status is not None else []
+
+
+def _violations(status: status_pb2.Status) -> list[str]:
     fields: list[str] = []
     detail: any_pb2.Any
-    for detail in status.details if status is not None else []:
+    for detail in status.details:
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):
             fields.extend(v.field for v in bad.field_violations)

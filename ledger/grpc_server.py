@@ -36,8 +36,8 @@ from grpc_reflection.v1alpha import reflection
 
 from ledger import geofacts
 from ledger.clock import to_timestamp, to_us
-from ledger.errors import DeadlineExceeded, InvalidArgument, NotFound
-from ledger.grpc_status import abort, streaming, unary
+from ledger.errors import DeadlineExceeded, InvalidArgument, LedgerError, NotFound
+from ledger.grpc_status import abort, status_message, streaming, unary
 from ledger.service import (
     MAX_ENVELOPE_BYTES,
     SUBMIT_TIMEOUT_S,
@@ -63,6 +63,9 @@ BLOB_WINDOW_BYTES = 1024 * 1024
 STREAM_BATCH = 128
 # Calls left unbounded in time: a health watch is meant to stay open (it holds no thread).
 UNBOUNDED = frozenset({"/grpc.health.v1.Health/Watch"})
+# Threads doing the blocking ledger work (SQL, the sequencer's queue, geometry). The
+# database pool keeps one connection for each, plus two (see runtime.pool_size).
+WORKERS = 8
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -187,6 +190,24 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             receipt=checked.receipt,
             duplicate=checked.duplicate,
         )
+
+    @unary
+    async def SubmitBatch(
+        self, request: api.SubmitBatchRequest, context: aio.ServicerContext[Any, Any]
+    ) -> api.SubmitBatchResponse:
+        """Each envelope checked and queued (one trip to the pool, so they share a commit),
+        the commits awaited on the event loop, each item answered with its receipt or the
+        status Submit would have given it; only an empty or oversized batch fails whole."""
+        self._check_writer(context)
+        queued = await self._run(self.ledger.queue_batch, list(request.envelopes))
+        waiting = [asyncio.wrap_future(q.future) for q in queued if isinstance(q, Queued)]
+        for w in waiting:
+            w.add_done_callback(_retrieved)
+        if waiting:
+            await asyncio.wait(waiting, timeout=SUBMIT_TIMEOUT_S)
+        # Those not committed by now are answered UNAVAILABLE (retry: never logged twice).
+        results = await self._run(self.ledger.committed_batch, queued, 0.0)
+        return api.SubmitBatchResponse(results=[_batch_result(r) for r in results])
 
     @unary
     async def SubmitWithBlobs(
@@ -386,6 +407,20 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (`Ledger.committed` raises it to the caller)."""
     if not future.cancelled():
         future.exception()
+
+
+def _batch_result(result: Accepted | LedgerError) -> api.SubmitBatchResult:
+    if isinstance(result, LedgerError):
+        status = status_message(result)
+        error = api.RpcStatus(code=status.code, message=status.message, details=status.details)
+        return api.SubmitBatchResult(error=error)
+    return api.SubmitBatchResult(
+        accepted=api.SubmitResponse(
+            signed_receipt=result.signed_receipt,
+            receipt=result.receipt,
+            duplicate=result.duplicate,
+        )
+    )
 
 
 def _with_blobs(accepted: Accepted) -> api.SubmitWithBlobsResponse:
@@ -735,7 +770,7 @@ def build_server(
     ledger: Ledger,
     address: str,
     *,
-    max_workers: int = 8,
+    max_workers: int = WORKERS,
     tls: TlsConfig | None = None,
     limits: Limits | None = None,
     spool_dir: Path | None = None,

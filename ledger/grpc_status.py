@@ -62,7 +62,9 @@ CODES: dict[type[errors.LedgerError], int] = {
 }
 
 
-def to_status(error: errors.LedgerError) -> grpc.Status:
+def status_message(error: errors.LedgerError) -> status_pb2.Status:
+    """The google.rpc.Status for `error`: what a call ends with (`to_status`), and what
+    SubmitBatch gives an item it refuses, so both say the same."""
     code = next(c for cls, c in CODES.items() if isinstance(error, cls))
     field = bounded(error.field, MAX_FIELD_CHARS) if error.field else ""
     message = bounded(error.message)
@@ -83,7 +85,11 @@ def to_status(error: errors.LedgerError) -> grpc.Status:
         delay.FromMilliseconds(int(error.retry_after_s * 1000))
         detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    return status
+
+
+def to_status(error: errors.LedgerError) -> grpc.Status:
+    return rpc_status.to_status(status_message(error))
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
 from ledger import keys
-from ledger.grpc_server import build_server
+from ledger.grpc_server import WORKERS, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root
 from ledger.storage import LedgerStore
@@ -21,15 +21,26 @@ from ledger.tls import TlsConfig
 log = logging.getLogger(__name__)
 
 
+def pool_size(workers: int) -> int:
+    """Database connections a server with `workers` threads keeps open: one per worker,
+    and two for the sequencer (its writer's connection, and the reads it makes while
+    holding it, e.g. catching up with entries another replica wrote). A PostgreSQL server
+    must allow replicas x (this + storage.POOL_OVERFLOW) connections."""
+    return workers + 2
+
+
 def open_ledger(
     db_url: str,
     log_key_file: Path,
     border_dir: Path = DEFAULT_DATASET_DIR,
     *,
+    workers: int = WORKERS,
     max_batch: int = 256,
     linger_s: float = 0.0,
 ) -> Ledger:
-    store = LedgerStore.open(db_url)
+    """The ledger a server with `workers` threads serves, its database pool sized to them
+    (see pool_size)."""
+    store = LedgerStore.open(db_url, pool_size=pool_size(workers))
     try:
         trust, _ = read_trust_root(store)
         log_key = LogKey(trust.origin, keys.read_private(log_key_file))
@@ -67,14 +78,18 @@ def serve_forever(
     on_ready: Callable[[int], None] | None = None,
     tls: TlsConfig | None = None,
     spool_dir: Path | None = None,
+    workers: int = WORKERS,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then finish in-flight requests and queued commits.
     With `tls`, over TLS (and its writers' port, if any); else plaintext. Uploads are
     spooled in `spool_dir` (see build_server). Raises AddressInUse or ListenError, having
-    closed the ledger, when it cannot listen."""
+    closed the ledger, when it cannot listen. `workers` threads do the blocking work: give
+    open_ledger the same number, so that each has a pooled connection."""
     give_back_large_buffers()
     try:
-        server, port = build_server(ledger, address, tls=tls, spool_dir=spool_dir)
+        server, port = build_server(
+            ledger, address, max_workers=workers, tls=tls, spool_dir=spool_dir
+        )
     except BaseException:
         ledger.close()
         ledger.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -53,6 +54,7 @@ from ledger.storage import (
     LedgerStore,
     NewEntry,
     NoticeRow,
+    Reads,
     StoredCheckpoint,
     StoredEntry,
 )
@@ -64,6 +66,8 @@ from ledger.uploads import Listed
 # envelope of at most 60,000 bytes always fits.
 MAX_ENVELOPE_BYTES = 60_000
 SUBMIT_TIMEOUT_S = 30.0
+# Envelopes in one SubmitBatch: the sequencer's batch, so one call can be one commit.
+MAX_BATCH = 256
 # The file name an evidence blob travels under in SubmitWithBlobs.
 EVIDENCE_BLOB = "blob"
 
@@ -207,17 +211,19 @@ def _payload(envelope_json: bytes) -> tuple[str, bytes]:
     return envelope.payload_type, envelope.payload
 
 
-def incident_row(report: pb.IncidentReport, geo: log_pb2.GeoFacts) -> IncidentRow:
-    latitude, longitude = geofacts.anchor(report)
+def incident_row(
+    report: pb.IncidentReport, geo: log_pb2.GeoFacts, sighting: duplicates.Sighting
+) -> IncidentRow:
     return IncidentRow(
         party=report.reporting_party,
         category=report.category,
-        window_start_us=to_us(report.window.start),
-        window_end_us=to_us(report.window.end),
-        latitude=latitude,
-        longitude=longitude,
+        window_start_us=sighting.start_us,
+        window_end_us=sighting.end_us,
+        latitude=sighting.latitude,
+        longitude=sighting.longitude,
         territory=geo.territory,
         evidence=tuple(report.evidence_sha256),
+        filed_under=tuple(duplicates.filed_under(sighting)),
     )
 
 
@@ -275,7 +281,7 @@ def initialize(
     data = envelope.to_json()
     files = datasets.read_files(borders.directory, borders.files)
 
-    def first_only(size: int) -> None:
+    def first_only(size: int, _reads: Reads) -> None:
         if size != 0:
             raise FailedPrecondition("this ledger already has entries; a trust root comes first")
 
@@ -340,6 +346,8 @@ class Ledger:
         self._catch_up(store.tree_size())
         self._batch_state = root
         self._batch_sightings: list[duplicates.Sighting] = []
+        # The writer's reads while it judges a batch (its connection; None between batches).
+        self._batch_reads: Reads | None = None
         # Subjects opened or changed by the batch being committed, by log index.
         self._batch_subjects: dict[int, context.Subject] = {}
         if self.trust.log_public_key != log_key.public_key:
@@ -367,12 +375,13 @@ class Ledger:
     def close(self) -> None:
         self.sequencer.close()
 
-    def dataset(self, sha256: str) -> BorderDataset:
-        """A registered border data set, loaded from the ledger's own blob store."""
+    def dataset(self, sha256: str, state: TrustState | None = None) -> BorderDataset:
+        """A border data set registered as of `state` (by default this replica's key state),
+        loaded from the ledger's own blob store."""
         found = self._datasets.get(sha256)
         if found is not None:
             return found
-        info = self.trust.datasets.get(sha256)
+        info = (state or self.trust).datasets.get(sha256)
         if info is None:
             raise NotFound(f"border data set {shown(sha256)} is not registered on this ledger")
         contents = {}
@@ -397,31 +406,53 @@ class Ledger:
         if size == known:
             return
         self._subjects.clear()  # entries we did not write may change any subject
-        state = state.copy()
+        self._current = (self._advanced(state, known, size), size)
+
+    def _advanced(self, state: TrustState, known: int, size: int) -> TrustState:
+        """`state`, the key state after `known` entries, advanced over the key events among
+        entries [known, size): a copy if there are any, else `state` itself."""
+        copied = False
         for stored in self.store.iter_kinds(sorted(kinds.KEY_EVENTS), known, size):
+            if not copied:
+                state, copied = state.copy(), True
             entry = parse_entry(stored.entry)
             envelope = parse_envelope(entry.envelope)
             time_us = to_us(entry.integrated_time)
             admitted = judgment.admit(state, envelope, stored.index, time_us, context.nothing)
             judgment.advance(state, admitted, stored.index)
-        self._current = (state, size)
+        return state
+
+    def _state_now(self) -> tuple[TrustState, int]:
+        """The key state as of the log's newest entry, and the log's size: this replica's,
+        advanced over key events other replicas logged since its last batch (a key added
+        there is known here). Not kept: only the sequencer moves `_current`, under the
+        writer's lock."""
+        state, known = self._current
+        size = self.store.tree_size()
+        if size <= known:
+            return state, known
+        return self._advanced(state, known, size), size
 
     # -- writing -------------------------------------------------------------------------
 
     def _append(self, items: Sequence[NewEntry]) -> list[Appended | LedgerError]:
-        def begin(size: int) -> None:
+        def begin(size: int, reads: Reads) -> None:
             self._catch_up(size)
+            self._batch_reads = reads
             self._batch_state = self._current[0].copy()
             self._batch_sightings = []
             self._batch_subjects = {}
 
-        results = self.store.append(
-            items,
-            begin=begin,
-            build=self._build,
-            clock_us=self.clock_us,
-            sign_checkpoint=self.log_key.sign_checkpoint,
-        )
+        try:
+            results = self.store.append(
+                items,
+                begin=begin,
+                build=self._build,
+                clock_us=self.clock_us,
+                sign_checkpoint=self.log_key.sign_checkpoint,
+            )
+        finally:
+            self._batch_reads = None
         # Committed: the batch's key state and subjects are now the ledger's.
         self._subjects.update(self._batch_subjects)
         size = max(
@@ -454,8 +485,8 @@ class Ledger:
             judged.leaf(pending.envelope_bytes, index, prev, now),
             judged.links,
             incident=(
-                incident_row(statement, judged.validation.geo)
-                if isinstance(statement, pb.IncidentReport)
+                incident_row(statement, judged.validation.geo, judged.sighting)
+                if isinstance(statement, pb.IncidentReport) and judged.sighting is not None
                 else None
             ),
             notice=(
@@ -474,11 +505,12 @@ class Ledger:
                 self._subjects.update({index: found})
         return found
 
-    def lookup(self) -> context.Lookup:
+    def lookup(self, size: int | None = None) -> context.Lookup:
         """Looks up the incident, finding, investigation, notice or message at an index, as
         the committed log has it (None: none there). From the cache while this replica is
-        in step with the log; from the database when another replica wrote since."""
-        if self.store.tree_size() != self._current[1]:
+        in step with the log (of `size` entries, if the caller has just read it); from the
+        database when another replica wrote since."""
+        if (self.store.tree_size() if size is None else size) != self._current[1]:
             return self._read_subject
         return lambda index: self._subjects.get(index) or self._read_subject(index)
 
@@ -502,13 +534,9 @@ class Ledger:
         then committed ones."""
         yield from reversed(self._batch_sightings)
         first = self._batch_sightings[0].index if self._batch_sightings else new.index
-        slack = duplicates.TIME_SLACK_US
-        for r, idx in self.store.sightings_near(
-            first,
-            new.start_us - slack,
-            new.end_us + slack,
-            duplicates.box(new),
-            sorted(new.evidence),
+        assert self._batch_reads is not None, "candidates are looked up by the writer only"
+        for r, idx in self._batch_reads.sightings_near(
+            first, duplicates.search(new), sorted(new.evidence)
         ):
             yield duplicates.Sighting(
                 idx, r.window_start_us, r.window_end_us, r.latitude, r.longitude,
@@ -547,13 +575,20 @@ class Ledger:
                 field="payloadType",
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
-        state, size = self._current
-        admitted = judgment.admit(state, envelope, size, self.clock_us(), self.lookup())
+        state, size = self._state_now()
+        admitted = judgment.admit(state, envelope, size, self.clock_us(), self.lookup(size))
         return Checked(envelope, admitted, state, files_listed(admitted.statement))
 
     def enqueue(self, checked: Checked, files: Mapping[str, bytes]) -> Queued:
         """Check the files against the statement, compute its geo facts and queue it for
         the sequencer (a full queue refuses: Overloaded)."""
+        return self._queue(checked, *self._prepared(checked, files))
+
+    def _prepared(
+        self, checked: Checked, files: Mapping[str, bytes]
+    ) -> tuple[NewEntry, str | None]:
+        """What `enqueue` queues (apart, so a batch can be prepared whole before any of it
+        is queued), and the data set it unpacked, if any."""
         geo = None
         blobs: dict[str, bytes] = {}
         statement = checked.admitted.statement
@@ -569,16 +604,18 @@ class Ledger:
             geo = self._geo(checked.admitted.kind.place(statement), state)
         envelope = checked.envelope
         canonical = envelope.to_json()
+        entry = NewEntry(
+            envelope.statement_sha256(),
+            hashlib.sha256(canonical).digest(),
+            envelope.payload_type,
+            Pending(canonical, envelope, geo),
+            blobs=blobs,
+        )
+        return entry, unpacked
+
+    def _queue(self, checked: Checked, entry: NewEntry, unpacked: str | None) -> Queued:
         try:
-            future = self.sequencer.submit(
-                NewEntry(
-                    envelope.statement_sha256(),
-                    hashlib.sha256(canonical).digest(),
-                    envelope.payload_type,
-                    Pending(canonical, envelope, geo),
-                    blobs=blobs,
-                )
-            )
+            future = self.sequencer.submit(entry)
         except LedgerError:
             if unpacked is not None:
                 self._forget_dataset(unpacked)
@@ -600,6 +637,71 @@ class Ledger:
             return self._resubmitted(appended.entry, queued.checked.envelope)
         return self._accepted(appended, queued.checked.envelope.statement_sha256())
 
+    def submit_batch(self, envelopes: Sequence[bytes]) -> list[Accepted | LedgerError]:
+        """Many envelopes, each with its own outcome, in order: its receipt, or the
+        LedgerError `submit` would have raised for it alone (one refusal never fails the
+        others). Those that pass are committed together where the queue allows. The two
+        steps, for a caller that waits for the commit elsewhere: `queue_batch`,
+        `committed_batch`."""
+        return self.committed_batch(self.queue_batch(envelopes))
+
+    def queue_batch(self, envelopes: Sequence[bytes]) -> list[Accepted | LedgerError | Queued]:
+        """`check` every envelope and prepare those that pass as `enqueue` does, then
+        queue them all back to back, so that the sequencer takes them into one batch: one
+        transaction, one flush (or a few, when its thread wakes between two puts or other
+        writers' entries fill its batch). Each is judged on the state before the batch:
+        one that needs another of the same batch logged first is refused, as Submit would
+        refuse it sent before that one. Statements that bring files are refused as Submit
+        refuses them (no files come). Refuses the whole batch only when it is empty or over
+        MAX_BATCH."""
+        if not envelopes:
+            raise InvalidArgument("at least one envelope", field="envelopes")
+        if len(envelopes) > MAX_BATCH:
+            raise InvalidArgument(
+                f"{len(envelopes)} envelopes; at most {MAX_BATCH} in one call", field="envelopes"
+            )
+        prepared: list[Accepted | LedgerError | tuple[Checked, NewEntry, str | None]] = []
+        for data in envelopes:
+            try:
+                checked = self.check(data)
+                if isinstance(checked, Checked):
+                    prepared.append((checked, *self._prepared(checked, {})))
+                else:
+                    prepared.append(checked)
+            except LedgerError as e:
+                prepared.append(e)
+        # Queued only once all are prepared, back to back: checking (a database read) and
+        # geo facts take long enough between two that the sequencer would commit the
+        # first alone, and the rest in further transactions.
+        results: list[Accepted | LedgerError | Queued] = []
+        for item in prepared:
+            if isinstance(item, tuple):
+                try:
+                    results.append(self._queue(*item))
+                except LedgerError as e:  # the queue is full: this one and those after it
+                    results.append(e)
+            else:
+                results.append(item)
+        return results
+
+    def committed_batch(
+        self,
+        queued: Sequence[Accepted | LedgerError | Queued],
+        timeout_s: float = SUBMIT_TIMEOUT_S,
+    ) -> list[Accepted | LedgerError]:
+        """`committed` for each queued item of `queue_batch`, waiting at most `timeout_s`
+        for them all; refusals and receipts given before queueing pass through."""
+        deadline = time.monotonic() + timeout_s
+        results: list[Accepted | LedgerError] = []
+        for item in queued:
+            if isinstance(item, Queued):
+                try:
+                    item = self.committed(item, max(0.0, deadline - time.monotonic()))
+                except LedgerError as e:
+                    item = e
+            results.append(item)
+        return results
+
     def _resubmitted(self, known: StoredEntry, envelope: dsse.Envelope) -> Accepted:
         """A statement already logged: its first receipt, or the refusal that names it."""
         logged = parse_envelope(parse_entry(known.entry).envelope)
@@ -608,7 +710,7 @@ class Ledger:
 
     def _geo(self, report: pb.IncidentReport, state: TrustState) -> log_pb2.GeoFacts:
         sha = state.border_dataset_sha256
-        return geofacts.compute(report, self.dataset(sha), state.datasets[sha])
+        return geofacts.compute(report, self.dataset(sha, state), state.datasets[sha])
 
     def _accept_dataset(
         self,

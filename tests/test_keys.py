@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from clients.cli import main
-from clients.client import LedgerClient, field_violations
+from clients.client import LedgerClient, batches, field_violations
 from clients.reports import sign_report
 from geo.borders import BorderDataset
 from ledger import dsse, keys, statements
@@ -214,7 +214,7 @@ def test_a_second_writer_catches_up_under_the_lock(env: Env, borders: BorderData
         env.submit(
             statements.KEY_CHANGE, change(revoke_key_ids=[_kid(k.arm_monitor)]), *k.arm_auth[:2]
         )
-        # B's pre-check still believes the key valid; its sequencer refuses at the real index.
+        # B's pre-check reads A's key events too; B's sequencer would refuse at the index.
         with pytest.raises(PermissionDenied, match="revoked at index 1"):
             replica.submit(env.report(k.arm_monitor))
         assert replica.submit(env.report(k.aze_monitor, "AZE")).receipt.index == 2
@@ -410,3 +410,21 @@ def test_verifier_pinned_to_one_trust_root_refuses_a_ledger_founded_on_another(
         server.stop(grace=None).wait()
         ledger.close()
         store.close()
+
+
+def test_a_new_key_signs_in_the_batch_after_the_change_that_adds_it(env: Env) -> None:
+    """`batches` ends a SubmitBatch call after a key change, so a field team's queue of a
+    rotation and the reports its new key signed is logged in one sync, in order."""
+    k = env.keys
+    new = SigningKey.generate()
+    rotation = dsse.sign(
+        statements.KEY_CHANGE,
+        change(add=[_pk(new, pb.ROLE_MONITOR)], reason="new handset").SerializeToString(),
+        list(k.arm_auth[:2]),
+    ).to_json()
+    queued = [env.report(k.arm_monitor), rotation, env.report(new), env.report(new, hours_ago=2)]
+    calls = list(batches(queued))
+    assert calls == [queued[:2], queued[2:]]
+    results = [r for call in calls for r in env.client.submit_batch(call)]
+    assert [r.receipt.index for r in results] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    env.audit()

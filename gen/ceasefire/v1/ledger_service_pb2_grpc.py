@@ -99,6 +99,11 @@ class LedgerServiceStub:
                 request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/ceasefire.v1.LedgerService/SubmitBatch',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -199,6 +204,20 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatch(self, request, context):
+        """Appends many signed statements in one call, each judged on its own: one result per
+        envelope, in order, holding its receipt or the status Submit would have refused it
+        with. The accepted ones are committed together (one transaction where the queue
+        allows). Each is judged on the log as it stood before the call, so a statement that
+        needs another of the same call to be logged first (an answer to a report in it, a
+        report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
+        whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
+        more than 256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +285,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.FromString,
                     response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +643,33 @@ class LedgerService:
             '/ceasefire.v1.LedgerService/ListMessages',
             ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesRequest.SerializeToString,
             ceasefire_dot_v1_dot_ledger__service__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/SubmitBatch',
+            ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

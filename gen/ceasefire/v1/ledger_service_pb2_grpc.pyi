@@ -69,6 +69,16 @@ class LedgerServiceStub:
     """One investigation: its state by the log's clock, and every entry linked to it."""
     ListMessages: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.ListMessagesRequest, _ledger_service_pb2.ListMessagesResponse]
     """Advance notices and hotline messages in log order, with who acknowledged them."""
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.SubmitBatchRequest, _ledger_service_pb2.SubmitBatchResponse]
+    """Appends many signed statements in one call, each judged on its own: one result per
+    envelope, in order, holding its receipt or the status Submit would have refused it
+    with. The accepted ones are committed together (one transaction where the queue
+    allows). Each is judged on the log as it stood before the call, so a statement that
+    needs another of the same call to be logged first (an answer to a report in it, a
+    report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
+    whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
+    more than 256.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -105,6 +115,16 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """One investigation: its state by the log's clock, and every entry linked to it."""
     ListMessages: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.ListMessagesRequest, _ledger_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Advance notices and hotline messages in log order, with who acknowledged them."""
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.SubmitBatchRequest, _ledger_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Appends many signed statements in one call, each judged on its own: one result per
+    envelope, in order, holding its receipt or the status Submit would have refused it
+    with. The accepted ones are committed together (one transaction where the queue
+    allows). Each is judged on the log as it stood before the call, so a statement that
+    needs another of the same call to be logged first (an answer to a report in it, a
+    report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
+    whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
+    more than 256.
+    """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -216,5 +236,21 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.ListMessagesResponse], _abc.AsyncIterator[_ledger_service_pb2.ListMessagesResponse]]:
         """Advance notices and hotline messages in log order, with who acknowledged them."""
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _ledger_service_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.SubmitBatchResponse, _abc.Awaitable[_ledger_service_pb2.SubmitBatchResponse]]:
+        """Appends many signed statements in one call, each judged on its own: one result per
+        envelope, in order, holding its receipt or the status Submit would have refused it
+        with. The accepted ones are committed together (one transaction where the queue
+        allows). Each is judged on the log as it stood before the call, so a statement that
+        needs another of the same call to be logged first (an answer to a report in it, a
+        report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
+        whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
+        more than 256.
+        """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
