@@ -1,14 +1,18 @@
 """`ceasefire verify`: audit a ledger through its public API, trusting only the trust root.
 
-1. Fetch the newest checkpoint and every entry.
+1. Fetch the newest checkpoint, then stream every entry it covers.
 2. Entry 0 is the trust root (pinned by digest if the auditor gave one); the checkpoint
    must carry the log key's signature.
-3. Each entry must be included in that checkpoint (RFC 9162 proof, checked locally): an
-   entry altered after it was logged fails here, by its index.
-4. Replay: the server's own judgment at every index (hash chain, signatures,
+3. Replay: the server's own judgment at every index (hash chain, signatures,
    authorization, field rules, the entries it names), the whole entry compared with it,
-   geo facts recomputed when the border data set is at hand. The root rebuilt from all
-   leaves must be the signed one.
+   geo facts recomputed when the border data set is at hand. What needs nothing from the
+   entries before it (signatures, geo facts) runs ahead in worker processes.
+4. The root rebuilt from all leaves must be the signed one: then every entry is the one
+   the log committed to. If it is not (or the replay fails first), the first entry whose
+   bytes the log did not commit to is found by bisection, with O(log n) consistency
+   proofs of prefixes of the leaves received and one inclusion proof, and named by its
+   index: an entry altered after it was logged fails by its index, as if every entry's
+   inclusion proof had been checked.
 5. What the server shows from its derived tables (timeline, statuses, amendments,
    retractions, duplicates, investigations) must be what the entries give.
 6. With --state, the checkpoint verified last time must be consistent with this one.
@@ -20,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from clients.client import LedgerClient
+from clients.progress import Progress
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
 from ledger import incidents, investigations, merkle
@@ -29,7 +36,13 @@ from ledger.incidents import IncidentInfo, Link
 from ledger.investigations import InvestigationInfo
 from ledger.note import Checkpoint
 from ledger.trust import DatasetInfo, TrustState
-from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
+from ledger.verifier import (
+    Replay,
+    VerificationError,
+    check_root,
+    default_workers,
+    open_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -50,32 +63,43 @@ def audit(
     pinned_trust_root: str | None = None,
     borders: list[BorderDataset] | None = None,
     state_file: Path | None = None,
-    progress: Callable[[str], None] = lambda _msg: None,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> AuditResult:
+    """`workers`: processes checking signatures and geo facts ahead of the replay (None:
+    `default_workers` for the ledger's size)."""
+    progress = progress or Progress(quiet=True)
     served = client.checkpoint()
-    stream = iter(client.entries(0, served.tree_size))
+    stream = ((e.index, e.entry) for e in client.entries(0, served.tree_size))
     first = next(stream, None)
     if first is None:
         raise VerificationError("the ledger is empty: no trust root")
     state = Replay(
         pinned_trust_root, {b.sha256: b for b in borders or []}, load_dataset=fetcher(client)
     )
-    state.add(0, first.entry)
+    state.add(*first)
     # Entry 0 names the log key; only now can the checkpoint's signature be checked.
     assert state.trust is not None
     checkpoint = open_checkpoint(served.signed_note, state.trust)
     if checkpoint.size != served.tree_size:
         raise VerificationError("the checkpoint served does not match its stated size")
-    _check_inclusion(client, 0, first.entry, checkpoint)
-    for e in stream:
-        _check_inclusion(client, e.index, e.entry, checkpoint)
-        state.add(e.index, e.entry)
-        if e.index % 1000 == 0:
-            progress(f"checked {e.index}/{checkpoint.size} entries")
-    check_root(state, checkpoint)
-    progress(f"checked {checkpoint.size} entries; the root matches the signed checkpoint")
+    progress.start(checkpoint.size)
+    try:
+        state.add_all(
+            stream,
+            workers=default_workers(checkpoint.size) if workers is None else workers,
+            progress=progress,
+        )
+        check_root(state, checkpoint)
+    except VerificationError:
+        _locate(client, state, checkpoint)  # an entry the log did not commit to, if any
+        raise
+    progress.finish()
+    progress.note(
+        f"the root rebuilt from all {checkpoint.size} leaves matches the signed checkpoint"
+    )
     _check_statuses(client, state)
-    progress("the statuses the server shows are those the entries give")
+    progress.note("the statuses the server shows are those the entries give")
     consistent_from = None
     if state_file is not None:
         consistent_from = _check_consistency(
@@ -174,12 +198,52 @@ def load_dataset(info: DatasetInfo, contents: dict[str, bytes]) -> BorderDataset
         raise VerificationError(f"border data set {info.sha256}: {e}") from e
 
 
-def _check_inclusion(client: LedgerClient, index: int, data: bytes, cp: Checkpoint) -> None:
+def _locate(client: LedgerClient, state: Replay, cp: Checkpoint) -> None:
+    """Raise "not included" for the first entry received (those taken in, and the one that
+    failed) whose bytes are not the ones the log committed to in `cp`; return if there is
+    none, or if the log's proofs do not say which.
+
+    The first m leaves received are cp's first m exactly when a consistency proof from
+    size m to cp verifies against the root of those m leaves (a prefix tree is fixed by
+    its root). That holds up to the first altered entry and fails from there on, so
+    bisection finds it in O(log n) proofs; its inclusion proof then names it."""
+    leaves = list(state.leaf_hashes)
+    if state.failed is not None:
+        leaves.append(merkle.leaf_hash(state.failed[1]))
+    leaves = leaves[: cp.size]
+    tree = merkle.LeafTree(leaves)
+
+    def committed(m: int) -> bool:
+        if m == 0:
+            return True
+        if m == cp.size:
+            return tree.root(m) == cp.root_hash
+        proof = client.consistency_proof(m, cp.size)
+        try:
+            merkle.verify_consistency(m, cp.size, tree.root(m), cp.root_hash, list(proof.hashes))
+        except merkle.ProofError:
+            return False
+        return True
+
+    try:
+        if committed(len(leaves)):
+            return
+        good, bad = 0, len(leaves)  # committed(good), not committed(bad)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if committed(mid):
+                good = mid
+            else:
+                bad = mid
+        _check_inclusion(client, good, leaves[good], cp)
+    except grpc.RpcError:
+        return  # the log did not answer: the replay's own error stands
+
+
+def _check_inclusion(client: LedgerClient, index: int, leaf: bytes, cp: Checkpoint) -> None:
     proof = client.inclusion_proof(index, cp.size)
     try:
-        merkle.verify_inclusion(
-            merkle.leaf_hash(data), index, cp.size, list(proof.hashes), cp.root_hash
-        )
+        merkle.verify_inclusion(leaf, index, cp.size, list(proof.hashes), cp.root_hash)
     except merkle.ProofError as e:
         raise VerificationError(
             f"not included in the signed checkpoint of size {cp.size}: its bytes are not the "

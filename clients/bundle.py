@@ -25,13 +25,20 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from clients.audit import load_dataset
 from clients.client import LedgerClient
+from clients.progress import Progress
 from geo.borders import BorderDataset
 from ledger import dsse, merkle, statements
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint
 from ledger.trust import DatasetInfo
-from ledger.verifier import Replay, VerificationError, check_root, open_checkpoint
+from ledger.verifier import (
+    Replay,
+    VerificationError,
+    check_root,
+    default_workers,
+    open_checkpoint,
+)
 
 FORMAT = "ceasefire-bundle/v1"
 
@@ -119,8 +126,12 @@ def verify_bundle(
     pinned_trust_root: str | None,
     borders: list[BorderDataset],
     state_file: Path | None = None,
-    progress: Callable[[str], None] = lambda _m: None,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> tuple[Replay, Checkpoint, int | None]:
+    """`workers`: processes checking signatures and geo facts ahead of the replay (None:
+    `default_workers` for the bundle's size)."""
+    progress = progress or Progress(quiet=True)
     blobs = _blobs(path)
 
     def load(info: DatasetInfo) -> BorderDataset | None:
@@ -131,16 +142,22 @@ def verify_bundle(
 
     header, entries = _read(path)
     state = Replay(pinned_trust_root, {b.sha256: b for b in borders}, load_dataset=load)
-    checkpoint: Checkpoint | None = None
-    for index, data in entries:
-        state.add(index, data)
-        if index == 0:
-            assert state.trust is not None
-            checkpoint = open_checkpoint(str(header.get("checkpoint", "")), state.trust)
-        if (index + 1) % 1000 == 0:
-            progress(f"checked {index + 1} entries")
-    if checkpoint is None or state.trust is None:
+    first = next(entries, None)
+    if first is None:
         raise VerificationError(f"{path}: holds no entries")
+    state.add(*first)
+    assert state.trust is not None
+    # Entry 0 names the log key: the checkpoint is checked before the rest is replayed.
+    checkpoint = open_checkpoint(str(header.get("checkpoint", "")), state.trust)
+    size = header.get("tree_size")
+    total = size if isinstance(size, int) else checkpoint.size
+    progress.start(total)
+    state.add_all(
+        entries,
+        workers=default_workers(total) if workers is None else workers,
+        progress=progress,
+    )
+    progress.finish()
     if checkpoint.size != state.size:
         raise VerificationError(
             f"{path}: the checkpoint covers {checkpoint.size} entries, "

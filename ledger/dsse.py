@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import nacl.exceptions
@@ -113,6 +113,12 @@ class Envelope:
     payload: bytes
     payload_type: str
     signatures: tuple[Signature, ...]
+    # (SHA-256 of the PAE, public key, signature) found valid by this same check run ahead
+    # in an auditor's worker process (`ledger/verifier.py`). Never read from JSON: the
+    # server always verifies. The PAE's digest keeps it true of a replace()d envelope.
+    verified: frozenset[tuple[bytes, bytes, bytes]] = field(
+        default=frozenset(), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.payload, bytes) or not self.payload:
@@ -287,4 +293,9 @@ def sign(
 
 def verify_signature(envelope: Envelope, sig: Signature, public_key: bytes) -> bool:
     """Whether sig is public_key's valid Ed25519 signature over the envelope's PAE."""
-    return _verify(public_key, envelope.pae(), sig.sig)
+    message = envelope.pae()
+    if envelope.verified and (hashlib.sha256(message).digest(), public_key, sig.sig) in (
+        envelope.verified
+    ):
+        return True
+    return _verify(public_key, message, sig.sig)

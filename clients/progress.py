@@ -1,0 +1,106 @@
+"""A progress line for long audits: entries done of the total, the rate and the time left.
+
+On a terminal the line is redrawn in place, at most a few times a second; written to a
+file or a pipe (a log), a line of its own every EVERY_S seconds, so that a log is not
+flooded. Notes (a line each, e.g. "the root matches") go to the same stream.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+REDRAW_S = 0.25  # on a terminal
+EVERY_S = 10.0  # elsewhere
+
+
+class Progress:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        quiet: bool = False,
+        every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`stream` None: stderr. `every_s`: seconds between updates (default: REDRAW_S on
+        a terminal, else EVERY_S)."""
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.tty = not quiet and self.stream.isatty()
+        self.every_s = every_s if every_s is not None else REDRAW_S if self.tty else EVERY_S
+        self.clock = clock
+        self.total = 0
+        self.what = "checked"
+        self.done = 0
+        self._start = self._last = clock()
+        self._drawn = False  # a line is on the terminal, not yet ended
+
+    def start(self, total: int, what: str = "checked") -> None:
+        self.total, self.what, self.done = total, what, 0
+        self._start = self._last = self.clock()
+
+    def __call__(self, done: int) -> None:
+        """`done` entries of the total so far: cheap enough to call for every entry."""
+        self.done = done
+        if self.quiet:
+            return
+        now = self.clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._show(self.line(now))
+
+    def line(self, now: float) -> str:
+        """E.g. "checked 1,200/5,000 entries (24%), 850/s, 4 s left"."""
+        elapsed = now - self._start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        text = f"{self.what} {self.done:,}/{self.total:,} entries"
+        if self.total:
+            text += f" ({self.done / self.total:.0%})"
+        if rate > 0:
+            text += f", {rate:,.0f}/s"
+            if self.done < self.total:
+                text += f", {_duration((self.total - self.done) / rate)} left"
+        return text
+
+    def finish(self) -> None:
+        """The count, the time it took and the rate, on a line of its own."""
+        elapsed = self.clock() - self._start
+        text = f"{self.what} {self.done:,} entries in {_duration(elapsed)}"
+        if elapsed > 0:
+            text += f", {self.done / elapsed:,.0f}/s"
+        self.note(text)
+
+    def close(self) -> None:
+        """End a line drawn in place (say, before an error is printed under it)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    def note(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._drawn:
+            self.stream.write("\r\x1b[K")  # the note takes the progress line's place
+            self._drawn = False
+        print(message, file=self.stream, flush=True)
+
+    def _show(self, text: str) -> None:
+        if self.tty:
+            # Back to the line's start and clear it: the line is redrawn in place.
+            self.stream.write(f"\r{text}\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        else:
+            print(text, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:02.0f} min"
