@@ -11,7 +11,8 @@ makes them; with --mixed 30 % observation sectors, polygons and lines of fire), 
 weeks of incident times, about 1 in 12 a counter-claim to an earlier report, and serves it
 on loopback. This process then audits it as the CLI does: `audit()` on a client (the whole
 online audit, statuses included), and `verify_bundle()` on a bundle exported by
-`export_bundle()`; with --runs, the best run of each counts.
+`export_bundle()`; with --runs, the best run of each counts, and the best of the ceilings
+measured before each audit.
 """
 
 from __future__ import annotations
@@ -256,30 +257,32 @@ def main() -> None:
             client = LedgerClient(f"127.0.0.1:{port}")
             client.wait_ready()
             size = client.checkpoint().tree_size
-            ceiling = ed25519_rate()
-            print(f"one-core Ed25519 verify (1 KiB): {ceiling:8.0f} /s (the ceiling)")
+            path = Path(tmp) / "ledger.bundle"
+            bundle.export_bundle(client, path)
             # Only if given: the audits before issue 12 take no such argument.
             workers = {} if args.workers is None else {"workers": args.workers}
-            online = 0.0
+            # The ceiling is measured before each audit and its best counts, as the
+            # audits' best run does: on a shared machine both vary from second to second.
+            ceilings, online, offline = [], 0.0, 0.0
             for _ in range(args.runs):
+                ceilings.append(ed25519_rate())
                 start = time.perf_counter()
                 result = audit(client, borders=borders, **workers)
                 online = max(online, size / (time.perf_counter() - start))
                 assert result.tree_size == size
-            path = Path(tmp) / "ledger.bundle"
-            bundle.export_bundle(client, path)
-            client.close()
-            offline = 0.0
-            for _ in range(args.runs):
+                ceilings.append(ed25519_rate())
                 start = time.perf_counter()
                 _, cp, _ = bundle.verify_bundle(
                     path, pinned_trust_root=None, borders=borders, **workers
                 )
                 offline = max(offline, size / (time.perf_counter() - start))
                 assert cp.size == size
+            client.close()
         finally:
             ours.close()
             server.join()
+        ceiling = max(ceilings)
+        print(f"one-core Ed25519 verify (1 KiB): {ceiling:8.0f} /s (the ceiling)")
         for name, rate in (("online audit (verify)", online), ("bundle audit", offline)):
             print(
                 f"{name:<28} {rate:8.0f} entries/s  {rate / ceiling:6.1%} of the ceiling "

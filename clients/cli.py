@@ -794,7 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         help="processes checking signatures and geo facts ahead of the replay "
-        "(default: 2 on two or more cores for 2,000 entries or more; 0: none)",
+        "(default: one per core beside the replay's, at most 3, for 2,000 entries or more; "
+        "0: none)",
     )
     json_opt(sp)
 

@@ -3,6 +3,9 @@
 Pure: no gRPC, no SQL. Feed it entries (from a server, a database or a bundle), then a
 signed checkpoint. It uses the very authentication and authorization code the server
 uses, so the two cannot disagree on what is admissible.
+
+`Replay.add_all` can have worker processes do what needs nothing from earlier entries
+(Ed25519 checks, geo facts: most of an audit's time) ahead of the one sequential pass.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import pickle
 import select
@@ -18,6 +22,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import IO, Any
 
 import shapely
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -81,20 +86,28 @@ _Task = tuple[str, bytes, tuple[tuple[str, bytes, bytes], ...], DatasetInfo | No
 CHUNK = 256
 QUEUED_PER_WORKER = 2
 PIPE_BYTES = 1 << 20  # Linux's default most for a pipe; two chunks of 256 entries fit
-# While the workers start, the replay looks whether one is ready every this many entries.
+# Entries prepared at a time in the replay's own process, between looks at the workers.
 ALONE = 32
-# Starting the workers costs about a second of CPU (a process importing shapely, pyproj,
-# protobuf ...); below this many entries the replay is quicker on its own.
+# A worker is a fresh interpreter importing shapely, pyproj, protobuf ...: most of a second
+# of CPU each. Below this many entries the replay is as quick on its own.
 MIN_ENTRIES_FOR_WORKERS = 2_000
 
 
+# More workers than this outrun the replay's one sequential pass.
+MAX_WORKERS = 3
+
+
 def default_workers(entries: int) -> int:
-    """Workers for an audit of `entries`: two where there are two cores to run them."""
+    """Workers for an audit of `entries`: one per core beside the replay's own (which
+    prepares entries too while it would wait for them). On two cores one worker beats
+    two: three busy processes on two cores only take turns."""
+    if entries < MIN_ENTRIES_FOR_WORKERS:
+        return 0
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:
         cores = os.cpu_count() or 1
-    return 2 if cores >= 2 and entries >= MIN_ENTRIES_FOR_WORKERS else 0
+    return max(0, min(cores - 1, MAX_WORKERS))
 
 
 @dataclass
@@ -189,13 +202,14 @@ class Replay:
         workers: int = 0,
         chunk: int = CHUNK,
         progress: Callable[[int], None] | None = None,
-        wait_for_workers: bool = False,
+        workers_only: bool = False,
     ) -> None:
         """`add` each entry in turn. With `workers`, what needs nothing from the entries
-        before it (signatures, geo facts) is done ahead in that many processes, a chunk of
-        entries at a time; the replay stays one sequential pass in log order, so it raises
-        the same error at the same entry either way. While the workers start, the replay
-        goes on alone, unless told to wait for them (a test of their part does)."""
+        before it (signatures, geo facts) is done ahead, a chunk of entries at a time, in
+        that many processes and in this one while it would wait for them (or for them to
+        start), unless `workers_only` (a test of their part). The replay stays one
+        sequential pass in log order, so it raises the same error at the same entry
+        either way."""
         it = iter(entries)
         if workers > 0:
             for index, data in it:  # entry 0 (at least) founds the key state
@@ -211,7 +225,7 @@ class Replay:
                     progress(self.size)
             return
         with _Ahead(self, workers, chunk) as ahead:
-            for index, data, parsed, prepared in ahead.run(it, wait_for_workers):
+            for index, data, parsed, prepared in ahead.run(it, workers_only):
                 self.add(index, data, parsed=parsed, prepared=prepared)
                 if progress is not None:
                     progress(self.size)
@@ -322,16 +336,16 @@ class Replay:
 
 
 class _Ahead:
-    """Worker processes doing each entry's independent work ahead of the replay.
+    """Worker processes doing each entry's independent work ahead of the replay, with the
+    replay's own process lending a hand whenever it would wait for them.
 
-    Chunk k goes to worker k mod n; each worker answers its chunks in order, so the
-    replay reads chunk k's answer from that worker when it comes to it. Everything is
-    sent and read by the replay's own thread: helper threads (as a ProcessPoolExecutor
-    has) get the GIL only now and then from a busy replay, and stall the workers.
-
-    The workers are fresh interpreters (not forks of this process, which may hold a gRPC
-    channel's threads and locks; not multiprocessing's, which import the caller's main
-    module again), fed pickles on stdin and answering on stdout."""
+    Chunk k is sent to a worker, or prepared here when the replay would otherwise wait,
+    and taken in in order. Everything is sent and read by the replay's own thread: helper
+    threads (as a ProcessPoolExecutor has) get the GIL only now and then from a busy
+    replay, and stall the workers. The workers are fresh interpreters (not forks of this
+    process, which may hold a gRPC channel's threads and locks; not multiprocessing's,
+    which import the caller's main module again), fed length-prefixed pickles on stdin
+    and answering on stdout."""
 
     def __init__(self, replay: Replay, workers: int, chunk: int) -> None:
         self.replay = replay
@@ -347,19 +361,18 @@ class _Ahead:
         try:
             for _ in range(workers):
                 process = subprocess.Popen(
-                    [sys.executable, "-c", _WORKER],
+                    [sys.executable, "-c", _WORKER, json.dumps(sys.path)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
+                    bufsize=0,  # answers are read from the descriptor, frame by frame
                     env=env,
                     start_new_session=True,  # ^C is the replay's to handle
                 )
                 self.processes.append(process)
-                assert process.stdin is not None and process.stdout is not None
                 # Both ways, two chunks fit: neither side waits on the other's reading.
-                _widen(process.stdin.fileno())
-                _widen(process.stdout.fileno())
-                _write(process, sys.path)
-                _write(process, at_hand)
+                _widen(_fd(process.stdin))
+                _widen(_fd(process.stdout))
+                _write_frame(_fd(process.stdin), at_hand)
         except OSError:
             self.broken = True  # the replay does the work itself
 
@@ -380,71 +393,119 @@ class _Ahead:
                 process.wait()
 
     def run(
-        self, entries: Iterator[tuple[int, bytes]], wait: bool
+        self, entries: Iterator[tuple[int, bytes]], workers_only: bool
     ) -> Iterator[tuple[int, bytes, Parsed | None, Prepared | None]]:
         """The entries in order, each with what was parsed and prepared ahead of it."""
-        # Until a worker is up (its imports take a second or so), the replay works alone.
-        while not self.broken and not self._any_ready(None if wait else 0):
-            alone = list(itertools.islice(entries, ALONE))
-            if not alone:
-                return
-            for index, data in alone:
-                yield index, data, None, None
-        queued: deque[tuple[list[tuple[int, bytes, Parsed | None]], int]] = deque()
-        sent = 0
-        depth = len(self.processes) * QUEUED_PER_WORKER
+        if workers_only:
+            for worker in range(len(self.processes)):
+                self._ready(worker, None)
+        # Chunks in log order: each with the worker preparing it, or what was prepared here.
+        queued: deque[tuple[list[tuple[int, bytes, Parsed | None]], int | list[Prepared]]]
+        queued = deque()
+        outstanding = [0] * len(self.processes)
         more = True
+
+        def take(count: int) -> list[tuple[int, bytes, Parsed | None]]:
+            nonlocal more
+            batch = [(i, d, _parse(d)) for i, d in itertools.islice(entries, count)]
+            more = more and len(batch) == count
+            return batch
+
         while True:
-            while more and not self.broken and len(queued) < depth:
-                batch = [(i, d, _parse(d)) for i, d in itertools.islice(entries, self.chunk)]
-                if not batch:
-                    more = False
+            # Keep every worker that is up QUEUED_PER_WORKER chunks ahead.
+            while more and not self.broken:
+                up = [w for w, n in enumerate(outstanding) if n < QUEUED_PER_WORKER]
+                up = [w for w in up if self._ready(w, 0)]
+                if not up:
                     break
-                worker = sent % len(self.processes)
-                sent += 1
-                if self._submit(worker, batch):
+                worker = min(up, key=outstanding.__getitem__)
+                batch = take(self.chunk)
+                if not batch:
+                    break
+                tasks, ship = self._tasks(batch)
+                if self._send(worker, (tasks, ship)):
                     queued.append((batch, worker))
+                    outstanding[worker] += 1
                 else:
-                    queued.append((batch, -1))
+                    queued.append((batch, self._here(tasks)))
+            # Rather than wait for the next chunk's worker (or for workers to start), prepare
+            # a few more entries here: the replay's process is one of the cores.
+            while more and not workers_only and (not queued or not self._answered(queued[0])):
+                if len(queued) > 4 * QUEUED_PER_WORKER * max(1, len(self.processes)):
+                    break  # far enough ahead: wait for the worker
+                batch = take(ALONE)
+                if batch:
+                    queued.append((batch, self._here(self._tasks(batch)[0])))
             if not queued:
-                # Every chunk sent is taken in; anything left (a worker died) runs here.
+                # Nothing sent or prepared: the workers are gone (or, for a test, were
+                # only to be waited for). The rest is the replay's alone.
                 for index, data in entries:
                     yield index, data, None, None
                 return
-            batch, worker = queued.popleft()
-            answer = self._receive(worker) if worker >= 0 else None
-            prepared: list[Prepared | None] = (
-                list(answer) if answer is not None else [None] * len(batch)
-            )
+            batch, where = queued.popleft()
+            if isinstance(where, int):
+                outstanding[where] -= 1
+                answer = self._receive(where)
+                prepared: list[Prepared | None] = (
+                    list(answer) if answer is not None else [None] * len(batch)
+                )
+            else:
+                prepared = list(where)
             for (index, data, parsed), ahead in zip(batch, prepared, strict=True):
                 yield index, data, parsed, ahead
 
-    def _any_ready(self, timeout: float | None) -> bool:
-        """Whether a worker has said it is ready (nothing is read before that)."""
-        outs = [p.stdout.fileno() for p in self.processes if p.stdout is not None]
-        try:
-            return bool(select.select(outs, [], [], timeout)[0])
-        except (OSError, ValueError):
-            self.broken = True
+    def _answered(self, chunk: tuple[object, int | list[Prepared]]) -> bool:
+        """Whether a queued chunk's preparation is at hand (or will never come)."""
+        where = chunk[1]
+        return not isinstance(where, int) or self.broken or self._ready(where, 0, answer=True)
+
+    def _ready(self, worker: int, timeout: float | None, *, answer: bool = False) -> bool:
+        """Whether `worker` is up (has said so), or with `answer` whether its next answer
+        has begun to arrive; waits up to `timeout` (None: as long as it takes)."""
+        if self.broken:
             return False
+        if worker in self.started and not answer:
+            return True
+        fd = _fd(self.processes[worker].stdout)
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
+                return False
+            if worker not in self.started:
+                _read_frame(fd)  # its "ready"
+                self.started.add(worker)
+                return self._ready(worker, 0, answer=True) if answer else True
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+            self.broken = True  # it died: the replay does the work itself
+            return False
+        return True
 
     def _receive(self, worker: int) -> list[Prepared] | None:
         """A worker's next answer; None (and no more workers) if it died."""
-        if self.broken:
+        if self.broken or not (worker in self.started or self._ready(worker, None)):
             return None
-        stdout = self.processes[worker].stdout
-        assert stdout is not None
         try:
-            if worker not in self.started:
-                pickle.load(stdout)  # its "ready"
-                self.started.add(worker)
-            answer: list[Prepared] = pickle.load(stdout)
+            answer: list[Prepared] = _read_frame(_fd(self.processes[worker].stdout))
         except (EOFError, OSError, pickle.UnpicklingError):
             self.broken = True  # killed (out of memory?): the replay does that work itself
             return None
         return answer
 
-    def _submit(self, worker: int, batch: list[tuple[int, bytes, Parsed | None]]) -> bool:
+    def _send(self, worker: int, message: object) -> bool:
+        try:
+            _write_frame(_fd(self.processes[worker].stdin), message)
+        except OSError:
+            self.broken = True
+            return False
+        return True
+
+    def _here(self, tasks: list[_Task]) -> list[Prepared]:
+        """Prepared in this process, as a worker would."""
+        return [_prepare_one(*task, datasets=self.replay.borders) for task in tasks]
+
+    def _tasks(
+        self, batch: list[tuple[int, bytes, Parsed | None]]
+    ) -> tuple[list[_Task], list[BorderDataset]]:
+        """What a worker needs for each entry, and the data sets it does not have yet."""
         trust = self.replay.trust
         assert trust is not None
         tasks: list[_Task] = []
@@ -471,20 +532,36 @@ class _Ahead:
                 elif borders.sha256 not in self.shipped:
                     ship[borders.sha256] = borders
             tasks.append((envelope.payload_type, envelope.payload, signed, info))
-        if self.broken:
-            return False
-        try:
-            _write(self.processes[worker], (tasks, list(ship.values())))
-        except OSError:
-            self.broken = True
-            return False
-        return True
+        self.shipped.update(ship)
+        return tasks, list(ship.values())
 
 
-def _write(process: subprocess.Popen[bytes], message: object) -> None:
-    assert process.stdin is not None
-    pickle.dump(message, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-    process.stdin.flush()
+def _fd(pipe: IO[bytes] | None) -> int:
+    assert pipe is not None
+    return pipe.fileno()
+
+
+def _write_frame(fd: int, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(8, "big") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_frame(fd: int) -> Any:
+    size = int.from_bytes(_read_exactly(fd, 8), "big")
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    parts = []
+    while size:
+        part = os.read(fd, min(size, PIPE_BYTES))
+        if not part:
+            raise EOFError
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
 
 
 def _widen(fd: int) -> None:
@@ -493,34 +570,6 @@ def _widen(fd: int) -> None:
         import fcntl
 
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-
-
-# A worker: the replay's sys.path first (its first pickle), then `_serve`.
-_WORKER = (
-    "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
-    "from ledger.verifier import _serve; _serve()"
-)
-
-
-def _serve() -> None:
-    """A worker process: the data sets at hand, then each chunk it is sent, prepared and
-    answered in order, until the replay closes its end (or is gone)."""
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print must not land among the answers
-    tasks = sys.stdin.buffer
-
-    def answer(message: object) -> None:
-        pickle.dump(message, answers, protocol=pickle.HIGHEST_PROTOCOL)
-        answers.flush()
-
-    try:
-        _take_datasets(pickle.load(tasks))
-        answer(None)  # ready
-        while True:
-            todo, more = pickle.load(tasks)
-            answer(_prepare(todo, more))
-    except (EOFError, OSError):
-        return
 
 
 def _parse(data: bytes) -> Parsed | None:
@@ -532,27 +581,54 @@ def _parse(data: bytes) -> Parsed | None:
         return None
 
 
-# A worker process's data sets, by digest, prepared once.
-_worker_datasets: dict[str, BorderDataset] = {}
+# A worker: the replay's sys.path (argv[1], JSON), then `_serve`.
+_WORKER = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "from ledger.verifier import _serve; _serve()"
+)
 
 
-def _take_datasets(datasets: list[BorderDataset]) -> None:
-    for ds in datasets:
-        if ds.sha256 not in _worker_datasets:
+def _serve() -> None:
+    """A worker process: the data sets at hand, then each chunk it is sent, prepared and
+    answered in order, until the replay closes its end (or is gone)."""
+    answers = os.dup(1)
+    os.dup2(2, 1)  # a stray print must not land among the answers
+    datasets: dict[str, BorderDataset] = {}
+    try:
+        _take(datasets, _read_frame(0))
+        _write_frame(answers, None)  # ready
+        while True:
+            tasks, more = _read_frame(0)
+            _take(datasets, more)
+            _write_frame(answers, [_prepare_one(*task, datasets=datasets) for task in tasks])
+    except (EOFError, OSError):
+        # Done, or the replay is gone. Nothing is left to flush (answers are written to the
+        # descriptor): skip the interpreter's teardown, a tenth of a second of unloading.
+        os._exit(0)
+
+
+def _take(datasets: dict[str, BorderDataset], arrived: list[BorderDataset]) -> None:
+    for ds in arrived:
+        if ds.sha256 not in datasets:
             # Pickling drops shapely's prepared state: the same answers, only slower.
             shapely.prepare(ds.territory_parts()[0])
-            _worker_datasets[ds.sha256] = ds
+            datasets[ds.sha256] = ds
 
 
-def _prepare(tasks: list[_Task], datasets: list[BorderDataset]) -> list[Prepared]:
-    """In a worker: each entry's signatures checked and its place's geo facts computed,
-    by the functions the replay calls. Anything that fails is left for the replay."""
-    _take_datasets(datasets)
-    out = []
-    for payload_type, payload, signed, info in tasks:
+def _prepare_one(
+    payload_type: str,
+    payload: bytes,
+    signed: tuple[tuple[str, bytes, bytes], ...],
+    info: DatasetInfo | None,
+    *,
+    datasets: dict[str, BorderDataset],
+) -> Prepared:
+    """One entry's signatures checked and its place's geo facts computed, by the functions
+    the replay calls. Anything that fails is left for the replay, which does it again and
+    says what is wrong."""
+    try:
         if not payload_type:
-            out.append(Prepared())
-            continue
+            return Prepared()
         verified: frozenset[tuple[bytes, bytes, bytes]] = frozenset()
         if signed:
             sigs = tuple(dsse.Signature(keyid, sig) for keyid, _, sig in signed)
@@ -563,18 +639,17 @@ def _prepare(tasks: list[_Task], datasets: list[BorderDataset]) -> list[Prepared
                 for (_, key, _), sig in zip(signed, sigs, strict=True)
                 if dsse.verify_signature(envelope, sig, key)
             )
-        geo = None
-        kind = KINDS.get(payload_type)
-        borders = _worker_datasets.get(info.sha256) if info is not None else None
-        if info is not None and borders is not None and kind is not None and kind.place is not None:
-            try:
-                statement = kind.message.FromString(payload)
-                facts = geofacts.compute(kind.place(statement), borders, info)
-                geo = (info, facts.SerializeToString())
-            except Exception:
-                pass  # the replay computes it again and says what is wrong
-        out.append(Prepared(verified, geo))
-    return out
+    except Exception:
+        return Prepared()
+    kind = KINDS.get(payload_type)
+    borders = datasets.get(info.sha256) if info is not None else None
+    if info is None or borders is None or kind is None or kind.place is None:
+        return Prepared(verified)
+    try:
+        facts = geofacts.compute(kind.place(kind.message.FromString(payload)), borders, info)
+    except Exception:
+        return Prepared(verified)  # an invalid place: the replay says so
+    return Prepared(verified, (info, facts.SerializeToString()))
 
 
 def _cites(sha256: str) -> log_pb2.GeoFacts:

@@ -195,10 +195,13 @@ def test_a_replay_failure_of_committed_bytes_stands(
 # -- work done ahead in worker processes ---------------------------------------------------
 
 
-def _replayed(entries: Entries, borders: BorderDataset, workers: int) -> Replay:
-    """Replayed with `workers`, which do their part from the first chunk on."""
+def _replayed(
+    entries: Entries, borders: BorderDataset, workers: int, *, workers_only: bool = True
+) -> Replay:
+    """Replayed with `workers`, which do their part from the first chunk on (or, not
+    `workers_only`, this process too, while it would wait for them)."""
     state = Replay(None, {borders.sha256: borders})
-    state.add_all(iter(entries), workers=workers, chunk=16, wait_for_workers=True)
+    state.add_all(iter(entries), workers=workers, chunk=16, workers_only=workers_only)
     return state
 
 
@@ -224,6 +227,8 @@ def test_workers_change_nothing_the_replay_decides(
     assert ahead.geo_rechecked == alone.geo_rechecked == 119
     assert ahead.summary() == alone.summary()
     assert not computed_here
+    helped = _replayed(entries, borders, 1, workers_only=False)
+    assert helped.leaf_hashes == alone.leaf_hashes and helped.summary() == alone.summary()
 
 
 def test_workers_fail_at_the_same_entry_with_the_same_error(
@@ -243,13 +248,14 @@ def test_workers_fail_at_the_same_entry_with_the_same_error(
         data = entry.SerializeToString() if i >= 41 else data
         out.append((i, data))
         prev = merkle.leaf_hash(data)
-    errors = []
-    for workers in (0, 2):
+    errors = set()
+    for workers, only in ((0, True), (2, True), (1, False)):
         with pytest.raises(VerificationError) as info:
-            _replayed(out, borders, workers)
-        errors.append((info.value.index, str(info.value)))
-    assert errors[0] == errors[1]
-    assert errors[0][0] == 41 and "recorded geo facts" in errors[0][1]
+            _replayed(out, borders, workers, workers_only=only)
+        errors.add((info.value.index, str(info.value)))
+    assert len(errors) == 1
+    ((index, message),) = errors
+    assert index == 41 and "recorded geo facts" in message
 
 
 def test_a_signature_that_fails_fails_with_workers_too(
