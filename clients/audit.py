@@ -15,7 +15,10 @@
    inclusion proof had been checked.
 5. What the server shows from its derived tables (timeline, statuses, amendments,
    retractions, duplicates, investigations) must be what the entries give.
-6. With --state, the checkpoint verified last time must be consistent with this one.
+6. With --state, the checkpoint verified last time must be consistent with this one: a
+   prefix of it (and the log's consistency proof must say so), or, when this server shows
+   an older one (a lagging replica), its root the root of that many leaves kept from the
+   newer (clients/verified_state.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from clients import verified_state
 from clients.client import LedgerClient
 from clients.progress import Progress
 from geo import datasets
@@ -35,7 +39,7 @@ from ledger.clock import to_us
 from ledger.incidents import IncidentInfo, Link
 from ledger.investigations import InvestigationInfo
 from ledger.note import Checkpoint
-from ledger.trust import DatasetInfo, TrustState
+from ledger.trust import DatasetInfo
 from ledger.verifier import (
     Replay,
     VerificationError,
@@ -102,8 +106,13 @@ def audit(
     progress.note("the statuses the server shows are those the entries give")
     consistent_from = None
     if state_file is not None:
-        consistent_from = _check_consistency(
-            client, state_file, served.signed_note, checkpoint, state.trust
+        consistent_from = verified_state.reconcile(
+            state_file,
+            served.signed_note,
+            checkpoint,
+            state.leaf_hashes[: checkpoint.size],
+            state.trust,
+            prove=lambda old, new: client.consistency_proof(old, new).hashes,
         )
     return AuditResult(
         tree_size=checkpoint.size,
@@ -250,34 +259,3 @@ def _check_inclusion(client: LedgerClient, index: int, leaf: bytes, cp: Checkpoi
             f"ones the log committed to ({e})",
             index=index,
         ) from e
-
-
-def _check_consistency(
-    client: LedgerClient, state_file: Path, note: str, new: Checkpoint, trust: TrustState
-) -> int | None:
-    old_size = None
-    if state_file.exists():
-        old = open_checkpoint(state_file.read_text(encoding="utf-8"), trust)
-        old_size = old.size
-        if old.size > new.size:
-            raise VerificationError(
-                f"the log shrank: last verified size {old.size}, now {new.size}"
-            )
-        if old.size == new.size:
-            if old.root_hash != new.root_hash:
-                raise VerificationError(f"two different roots for size {new.size}: a fork")
-        else:
-            proof = client.consistency_proof(old.size, new.size)
-            try:
-                merkle.verify_consistency(
-                    old.size, new.size, old.root_hash, new.root_hash, list(proof.hashes)
-                )
-            except merkle.ProofError as e:
-                raise VerificationError(
-                    f"checkpoint {new.size} is not consistent with the one verified before "
-                    f"({old.size}): the log rewrote history ({e})"
-                ) from e
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(note, encoding="utf-8")
-    tmp.replace(state_file)  # atomic: a crash never leaves half a checkpoint
-    return old_size

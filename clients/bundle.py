@@ -23,11 +23,12 @@ from pathlib import Path
 
 from ceasefire.v1 import statements_pb2 as pb
 
+from clients import verified_state
 from clients.audit import load_dataset
 from clients.client import LedgerClient
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, merkle, statements
+from ledger import dsse, statements
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint
@@ -165,18 +166,10 @@ def verify_bundle(
         )
     check_root(state, checkpoint)
     consistent_from = None
-    if state_file is not None and state_file.exists():
-        old = open_checkpoint(state_file.read_text(encoding="utf-8"), state.trust)
-        if old.size > checkpoint.size or (
-            merkle.root_from_leaf_hashes(state.leaf_hashes[: old.size]) != old.root_hash
-        ):
-            raise VerificationError(
-                f"the checkpoint of size {old.size} verified before is not a prefix of this "
-                "ledger: history was rewritten"
-            )
-        consistent_from = old.size
     if state_file is not None:
-        tmp = state_file.with_name(state_file.name + ".tmp")
-        tmp.write_text(str(header["checkpoint"]), encoding="utf-8")
-        os.replace(tmp, state_file)
+        # The kept checkpoint may be newer (an older bundle after a newer one): checked
+        # against the leaves kept with it.
+        consistent_from = verified_state.reconcile(
+            state_file, str(header["checkpoint"]), checkpoint, state.leaf_hashes, state.trust
+        )
     return state, checkpoint, consistent_from

@@ -22,15 +22,21 @@ from clients import (
     border_cli,
     bundle,
     certs_cli,
+    checkpoints,
     envelope_files,
+    exit_codes,
     incident_view,
     incidents_cli,
     investigations_cli,
     keys_cli,
+    mirror_cli,
+    monitor_cli,
     reports,
     signing,
     trust_root_file,
     user_files,
+    verified_state,
+    witness_cli,
 )
 from clients.audit import AuditResult, audit
 from clients.client import (
@@ -53,9 +59,10 @@ from ledger.service import dataset_files, initialize
 from ledger.storage import LedgerStore
 from ledger.tls import TlsConfig
 from ledger.verifier import Replay, VerificationError, open_checkpoint
+from ledger.witnesses import QuorumError, Witnessing
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = exit_codes.FAILED
+EXIT_USAGE = exit_codes.USAGE
 
 
 class UsageError(Exception):
@@ -220,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tls=tls,
             spool_dir=spool_dir,
             workers=args.workers,
+            witnesses=args.witness,
         )
     except (AddressInUse, ListenError) as e:
         print(f"ceasefire serve: {e}", file=sys.stderr)
@@ -440,13 +448,18 @@ def cmd_entry(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     with _server(args) as client:
-        cp = client.checkpoint()
+        cp = client.checkpoint(witnessed=args.witnessed)
     if args.json:
         _print_json(
             {
                 "tree_size": cp.tree_size,
                 "root_hash": cp.root_hash.hex(),
                 "signed_note": cp.signed_note,
+                # As the log reports them, unverified: `proof` and `verify` check them.
+                "witnesses": [
+                    {"url": w.url, "cosigned_size": w.cosigned_size, "error": w.error}
+                    for w in cp.witnesses
+                ],
             }
         )
     else:
@@ -454,14 +467,39 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _witnessing_json(w: Witnessing) -> dict[str, Any]:
+    """Whose cosignatures were checked on a checkpoint, and what they amount to."""
+    return {
+        "cosigned_by": [
+            {"party": c.party, "name": c.name, "key_id": c.key_id, "time": c.timestamp}
+            for c in w.cosigned
+        ],
+        "policy": w.policy,
+        "policy_met": w.met,
+        "summary": w.describe(),
+    }
+
+
+def require_witnesses_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--require-witnesses",
+        action="store_true",
+        help="trust only a checkpoint whose witness cosignatures meet the trust root's "
+        "witness policy (the newest such one)",
+    )
+
+
 def cmd_proof(args: argparse.Namespace) -> int:
     with _server(args) as client:
-        served = client.checkpoint()
+        served = client.checkpoint(witnessed=args.require_witnesses)
         state = Replay()
         state.add(0, client.entry(0).entry)
         assert state.trust is not None
-        cp = open_checkpoint(served.signed_note, state.trust)
-        doc: dict[str, Any] = {"kind": args.kind}
+        trusted = checkpoints.check(
+            served.signed_note, state.trust, require_witnesses=args.require_witnesses
+        )
+        cp = trusted.checkpoint
+        doc: dict[str, Any] = {"kind": args.kind, "witnesses": _witnessing_json(trusted.witnessing)}
         if args.kind == "inclusion":
             p = client.inclusion_proof(args.index, args.size or cp.size)
             doc |= {
@@ -668,6 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", default="127.0.0.1:50051")
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
     sp.add_argument("--linger-ms", type=float, default=0.0, help="max wait to fill a commit batch")
+    sp.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a C2SP tlog-witness URL prefix asked to cosign each new checkpoint "
+        "(repeatable; see docs/witnesses.md)",
+    )
     from ledger.grpc_server import WORKERS  # serve's defaults, from the server's modules
     from ledger.storage import POOL_OVERFLOW
 
@@ -749,12 +795,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     json_opt(sp)
 
-    sp = add("checkpoint", cmd_checkpoint, "print the latest signed checkpoint as served")
+    sp = add(
+        "checkpoint",
+        cmd_checkpoint,
+        "print the latest signed checkpoint as served, with the witnesses' cosignatures",
+    )
+    sp.epilog = exit_codes.HELP
     server_opt(sp)
     json_opt(sp)
+    sp.add_argument(
+        "--witnessed",
+        action="store_true",
+        help="the newest checkpoint cosigned as the trust root's witness policy requires",
+    )
 
     sp = add("proof", cmd_proof, "print an inclusion or consistency proof as JSON")
+    sp.epilog = exit_codes.HELP
     server_opt(sp)
+    require_witnesses_opt(sp)
     proof_sub = sp.add_subparsers(dest="kind", required=True)
     inc = proof_sub.add_parser("inclusion")
     inc.add_argument("--index", type=int, required=True)
@@ -774,14 +832,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True)
 
     sp = add("verify", cmd_verify, "audit the whole ledger: signatures, chain, proofs, checkpoint")
+    sp.epilog = exit_codes.HELP + "; with --json a failure is a JSON document on stdout too"
     server_opt(sp)
     sp.add_argument("--bundle", type=Path, help="audit an exported bundle offline instead")
     sp.add_argument("--trust-root", help="pin the trust root's envelope SHA-256 (hex)")
     sp.add_argument(
         "--state",
         type=Path,
-        help="file keeping the last verified checkpoint; "
-        "every advance must come with a consistency proof",
+        help="file keeping the newest verified checkpoint (and FILE.leaves, its leaf hashes); "
+        "every advance must come with a consistency proof, an older checkpoint (an older "
+        "bundle, a lagging server) must be a prefix of the one kept",
     )
     sp.add_argument(
         "--border-data",
@@ -801,6 +861,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cli.add_parsers(sub, server_opt, json_opt)
     certs_cli.add_parsers(sub)
+    witness_cli.add_parsers(sub, json_opt)
+    monitor_cli.add_parsers(sub, server_opt, json_opt)
     border_cli.add_parsers(sub, server_opt, json_opt)
     # An incident's life: answered, investigated, evidenced, found, then read as a whole.
     incidents_cli.add_parsers(sub, server_opt, json_opt)
@@ -809,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     incidents_cli.add_finding_parsers(sub, server_opt)
     incidents_cli.add_dossier_parser(sub, server_opt, json_opt)
     investigations_cli.add_prevention_parsers(sub, server_opt, json_opt)
+    mirror_cli.add_parsers(sub, json_opt)
 
     sp = add(
         "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"
@@ -818,27 +881,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a command; its error is one line on stderr and an exit code (clients/exit_codes:
+    3 evidence against the log, 4 the log not reached, ...). `verify --json` and `monitor
+    --json` print a JSON document on stdout for a failure too."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except grpc.RpcError as e:
-        print(f"error: {describe_error(e)}", file=sys.stderr)
-        return EXIT_FAILED
-    except VerificationError as e:
-        print(f"VERIFICATION FAILED: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except (merkle.ProofError, NoteError) as e:
-        print(f"VERIFICATION FAILED: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except (LedgerError, user_files.UserFileError, envelope_files.EnvelopeFileError) as e:
-        # Refused: by the ledger, or a file's content (a report, trust root, party file).
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except (UsageError, keys.KeyFileError, DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        code, message = _failure(args.command, e)
+        print(message, file=sys.stderr)
+        if args.command in ("verify", "monitor") and getattr(args, "json", False):
+            index = getattr(e, "index", None)
+            _print_json({"ok": False, "exit": code, "error": str(e), "index": index})
+        return code
+
+
+def _failure(command: str, e: Exception) -> tuple[int, str]:
+    """The exit code and the line to print for an error; raises it again if unexpected."""
+    if isinstance(e, grpc.RpcError):
+        audit_command = command in exit_codes.AUDIT_COMMANDS
+        code = exit_codes.for_rpc_error(e) if audit_command else exit_codes.FAILED
+        return code, f"error: {describe_error(e)}"
+    if isinstance(e, VerificationError | merkle.ProofError | NoteError):
+        return exit_codes.EVIDENCE, f"VERIFICATION FAILED: {e}"
+    if isinstance(
+        e,
+        LedgerError
+        | user_files.UserFileError
+        | envelope_files.EnvelopeFileError
+        | verified_state.StateError
+        | QuorumError,
+    ):
+        # Refused: by the ledger, a file's content (a report, trust root, party file), a
+        # state that cannot answer, a checkpoint without its witnesses.
+        return exit_codes.FAILED, f"error: {e}"
+    if isinstance(e, UsageError | keys.KeyFileError | DatasetError | ValueError):
+        return exit_codes.USAGE, f"error: {e}"
+    raise e
 
 
 if __name__ == "__main__":

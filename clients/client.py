@@ -145,8 +145,13 @@ class LedgerClient:
                 return
             start += got
 
-    def checkpoint(self) -> api.GetCheckpointResponse:
-        return self.stub.GetCheckpoint(api.GetCheckpointRequest(), timeout=self.timeout_s)
+    def checkpoint(self, witnessed: bool = False) -> api.GetCheckpointResponse:
+        """The newest signed checkpoint with the cosignatures gathered for it; `witnessed`:
+        the newest whose cosignatures meet the trust root's witness policy. Nothing here
+        is verified: see clients/checkpoints.py."""
+        return self.stub.GetCheckpoint(
+            api.GetCheckpointRequest(witnessed=witnessed), timeout=self.timeout_s
+        )
 
     def inclusion_proof(self, index: int, tree_size: int = 0) -> api.GetInclusionProofResponse:
         return self.stub.GetInclusionProof(

@@ -15,6 +15,7 @@
     finding_policies:                          # optional, for joint findings
       - {name: joint, expression: "AND(ARM.authority, AZE.authority)"}
     border_policy: AND(ARM.authority, AZE.authority)      # optional (this is the default)
+    witness_policy: AND(ARM.witness, AZE.witness)         # optional: no witnesses required
     freshness: {max_age_seconds: 259200, max_future_seconds: 300}   # optional
 
 Relative key file paths are taken from the trust root file's folder. The log's public key
@@ -37,6 +38,8 @@ from ceasefire.v1 import statements_pb2 as pb
 from clients import user_files
 from ledger import keys
 from ledger.clock import now_us, to_timestamp
+from ledger.cosignature import parse_cosigner_vkey
+from ledger.note import NoteError
 
 TOP_KEYS = (
     "origin",
@@ -45,9 +48,10 @@ TOP_KEYS = (
     "border_policy",
     "finding_policies",
     "freshness",
+    "witness_policy",
 )
 PARTY_KEYS = ("code", "name", "authority_threshold", "keys")
-KEY_KEYS = ("role", "public_key_file", "public_key", "label")
+KEY_KEYS = ("role", "public_key_file", "public_key", "label", "witness_name", "witness_vkey")
 POLICY_KEYS = ("name", "expression")
 FRESHNESS_KEYS = ("max_age_seconds", "max_future_seconds")
 
@@ -147,11 +151,24 @@ def _party(doc: Any, base: Path, where: str) -> pb.Party:
 
 def _key(doc: Any, base: Path, where: str) -> pb.PartyKey:
     k = _mapping(doc, KEY_KEYS, where)
-    return pb.PartyKey(
-        public_key=_public_key(k, base, where),
+    key = pb.PartyKey(
         role=_role(k.get("role"), where),
         label=_text(k.get("label"), _at(where, "label")),
+        witness_name=_text(k.get("witness_name"), _at(where, "witness_name")),
     )
+    if "witness_vkey" in k:
+        # A C2SP cosigner key (what `ceasefire witness init` prints) names the key and
+        # holds it: the form a witness of any C2SP ecosystem publishes.
+        if "public_key" in k or "public_key_file" in k or "witness_name" in k:
+            raise _Refused(where, "give witness_vkey alone, or public_key and witness_name")
+        try:
+            cosigner = parse_cosigner_vkey(_text(k["witness_vkey"], _at(where, "witness_vkey")))
+        except NoteError as e:
+            raise _Refused(_at(where, "witness_vkey"), str(e)) from None
+        key.public_key, key.witness_name = cosigner.public_key, cosigner.name
+    else:
+        key.public_key = _public_key(k, base, where)
+    return key
 
 
 def load_party(path: Path) -> pb.Party:
@@ -186,6 +203,7 @@ def load_trust_root(
             root.parties.append(_party(p, path.parent, f"parties[{i}]"))
         root.admission_policy = _text(top.get("admission_policy"), "admission_policy")
         root.border_policy = _text(top.get("border_policy"), "border_policy")
+        root.witness_policy = _text(top.get("witness_policy"), "witness_policy")
         for i, fp in enumerate(_list(top.get("finding_policies"), "finding_policies")):
             where = f"finding_policies[{i}]"
             policy = _mapping(fp, POLICY_KEYS, where)

@@ -20,7 +20,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from ledger.service import (
 from ledger.storage import StoredEntry
 from ledger.tls import TlsConfig
 from ledger.uploads import DEFAULT_BUDGET_BYTES, Budget, Receiver, spool_folder
+from ledger.witness_feed import WitnessFeed
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         self.spool = spool
         self._pool = pool
         self._tls = tls
+        self.witness_feed: WitnessFeed | None = None
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Blocking ledger work, in the bounded pool, never on the event loop."""
@@ -272,8 +274,17 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     async def GetCheckpoint(
         self, request: api.GetCheckpointRequest, context: aio.ServicerContext[Any, Any]
     ) -> api.GetCheckpointResponse:
-        cp = await self._run(self.ledger.checkpoint)
-        return api.GetCheckpointResponse(signed_note=cp.note, tree_size=cp.size, root_hash=cp.root)
+        cp = await self._run(self.ledger.cosigned_checkpoint, request.witnessed)
+        shown = self.witness_feed.statuses() if self.witness_feed is not None else []
+        return api.GetCheckpointResponse(
+            signed_note=cp.note,
+            tree_size=cp.size,
+            root_hash=cp.root,
+            witnesses=[
+                api.WitnessStatus(url=w.url, cosigned_size=w.cosigned_size, error=w.error)
+                for w in shown
+            ],
+        )
 
     @unary
     async def GetInclusionProof(
@@ -665,6 +676,7 @@ class LedgerServer:
         limits: Limits,
         tls: TlsConfig | None,
         spool_dir: Path | None,
+        witnesses: Sequence[str] = (),
     ) -> None:
         self.limits = limits
         check_free(address)
@@ -681,6 +693,8 @@ class LedgerServer:
             spool=self.spool,
             tls=tls,
         )
+        if witnesses:
+            self.servicer.witness_feed = WitnessFeed(ledger, witnesses)
         self._loop = asyncio.new_event_loop()
         self._stopped = threading.Event()
         self._stopping = False
@@ -743,12 +757,16 @@ class LedgerServer:
 
     def start(self) -> None:
         self._call(self._server.start())
+        if self.servicer.witness_feed is not None:
+            self.servicer.witness_feed.start()
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Refuse new calls; end those in progress after `grace` seconds (None: now);
         then stop the loop and the pool. The event is set once all is stopped."""
         if not self._stopping:
             self._stopping = True
+            if self.servicer.witness_feed is not None:
+                self.servicer.witness_feed.close()
 
             async def shutdown() -> None:
                 try:
@@ -774,11 +792,13 @@ def build_server(
     tls: TlsConfig | None = None,
     limits: Limits | None = None,
     spool_dir: Path | None = None,
+    witnesses: Sequence[str] = (),
 ) -> tuple[LedgerServer, int]:
     """A server bound to `address` (call .start()) and the port it bound. `max_workers`
     threads do the blocking ledger work; uploads are spooled in `spool_dir` (mode 0700;
     by default beside a SQLite database, else a private temporary folder). Raises
-    AddressInUse or ListenError when it cannot listen."""
+    AddressInUse or ListenError when it cannot listen. `witnesses`: the C2SP tlog-witness
+    URL prefixes asked to cosign each new checkpoint (see ledger/witness_feed.py)."""
     server = LedgerServer(
         ledger,
         address,
@@ -786,5 +806,6 @@ def build_server(
         limits=limits or Limits(),
         tls=tls,
         spool_dir=spool_dir,
+        witnesses=witnesses,
     )
     return server, server.port

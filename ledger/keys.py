@@ -30,9 +30,12 @@ def public_bytes(key: SigningKey) -> bytes:
     return bytes(key.verify_key)
 
 
-def write_private(path: Path, key: SigningKey) -> None:
+def write_private(path: Path, key: SigningKey, **extra: str) -> None:
+    """`extra` fields are kept beside the key (e.g. a witness's name, which its key hash
+    commits to); readers of the key ignore them."""
     pub = public_bytes(key)
     doc = {
+        **extra,
         "type": "ed25519-private",
         "seed": base64.b64encode(bytes(key)).decode(),
         "public_key": base64.b64encode(pub).decode(),

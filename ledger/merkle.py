@@ -292,6 +292,41 @@ def _consistency_proof_len(old_size: int, new_size: int) -> int:
     return seed + _inclusion_proof_len(old_size - 1, new_size) - shift
 
 
+def consistency_roots(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes
+) -> tuple[bytes, bytes] | None:
+    """The (older, newer) roots a consistency proof leads to, as RFC 9162 2.1.4.2 computes
+    them (`old_root` is used only when old_size is a power of two, where the proof leaves
+    it out); None for sizes or a length that no proof can have. Split evidence uses the
+    roots themselves: a proof that leads to the newer root from another older root."""
+    if not 0 < old_size < new_size:
+        return None
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    if not path:
+        return None
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return (fr, sr) if sn == 0 else None
+
+
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
@@ -315,29 +350,10 @@ def verify_consistency(
         raise ProofError(f"consistency proof has {len(proof)} hashes, want {want}")
     for i, p in enumerate(proof):
         _check_hash(f"proof[{i}]", p)
-    path = list(proof)
-    if old_size & (old_size - 1) == 0:
-        path.insert(0, old_root)
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof too long")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("consistency proof too short")
+    roots = consistency_roots(old_size, new_size, list(proof), old_root)
+    if roots is None:
+        raise ProofError("consistency proof has the wrong shape for its sizes")
+    fr, sr = roots
     if fr != old_root:
         raise ProofError(f"consistency proof does not match old root at size {old_size}")
     if sr != new_root:

@@ -29,11 +29,15 @@ __all__ = [
     "OpenedNote",
     "UnverifiedNoteError",
     "add_signatures",
+    "b64decode",
     "key_hash",
     "open_note",
     "parse_skey",
     "parse_vkey",
     "sign_note",
+    "split_key",
+    "split_note",
+    "valid_name",
 ]
 
 ALG_ED25519 = 0x01
@@ -66,7 +70,7 @@ def key_hash(name: str, alg: int, pub: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + pub).digest()[:4]
 
 
-def _valid_name(name: str) -> bool:
+def valid_name(name: str) -> bool:
     # Non-empty, no Unicode spaces, no "+", and nothing that would break the line format.
     return (
         bool(name)
@@ -84,7 +88,7 @@ def _is_utf8(s: str) -> bool:
     return True
 
 
-def _b64decode(s: str) -> bytes:
+def b64decode(s: str) -> bytes:
     """Strict standard base64: padded, and canonical so a signature line has one spelling."""
     try:
         raw = base64.b64decode(s.encode("ascii"), validate=True)
@@ -113,7 +117,7 @@ class NoteVerifier:
     __slots__ = ("_verify_key", "key_hash", "name", "public_key")
 
     def __init__(self, name: str, public_key: bytes) -> None:
-        if not _valid_name(name):
+        if not valid_name(name):
             raise NoteError(f"invalid key name {name!r}")
         if len(public_key) != 32:
             raise NoteError("Ed25519 public key must be 32 bytes")
@@ -162,7 +166,7 @@ class NoteSigner:
 
 def parse_vkey(vkey: str) -> NoteVerifier:
     """Parse <name>+<hex8>+<base64(0x01 || 32-byte key)>, checking the key hash."""
-    name, hash_hex, body = _split_key(vkey)
+    name, hash_hex, body = split_key(vkey)
     raw = _decode_key_body(body)
     v = NoteVerifier(name, raw)
     if v.key_hash != bytes.fromhex(hash_hex):
@@ -174,23 +178,23 @@ def parse_skey(skey: str) -> NoteSigner:
     """Parse a Go-style PRIVATE+KEY+<name>+<hex8>+<base64(0x01 || 32-byte seed)> signer key."""
     if not skey.startswith("PRIVATE+KEY+"):
         raise NoteError("signer key must start with PRIVATE+KEY+")
-    name, hash_hex, body = _split_key(skey.removeprefix("PRIVATE+KEY+"))
+    name, hash_hex, body = split_key(skey.removeprefix("PRIVATE+KEY+"))
     s = NoteSigner(name, nacl.signing.SigningKey(_decode_key_body(body)))
     if s.key_hash != bytes.fromhex(hash_hex):
         raise NoteError(f"signer key {name}: key hash does not match the key")
     return s
 
 
-def _split_key(s: str) -> tuple[str, str, str]:
+def split_key(s: str) -> tuple[str, str, str]:
     # Names cannot hold "+", but the base64 body can: split only twice.
     parts = s.split("+", 2)
-    if len(parts) != 3 or not _valid_name(parts[0]) or not _HEX8.fullmatch(parts[1]):
+    if len(parts) != 3 or not valid_name(parts[0]) or not _HEX8.fullmatch(parts[1]):
         raise NoteError("malformed key: want <name>+<8 hex digits>+<base64 key>")
     return parts[0], parts[1], parts[2]
 
 
 def _decode_key_body(body: str) -> bytes:
-    raw = _b64decode(body)
+    raw = b64decode(body)
     if len(raw) != 33:
         raise NoteError("malformed key: want 1 algorithm byte and a 32-byte key")
     if raw[0] != ALG_ED25519:
@@ -227,7 +231,7 @@ def _check_text(text: str) -> None:
     _check_chars(text, "note text")
 
 
-def _split_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
+def split_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
     """Syntax only: the text and its signature lines, in order, nothing verified."""
     if isinstance(note, bytes):
         try:
@@ -250,10 +254,10 @@ def _split_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
         if not line.startswith(_SIG_PREFIX):
             raise NoteError(f"signature line {n + 1}: must start with an em dash and a space")
         name, sep, b64 = line[len(_SIG_PREFIX) :].partition(" ")
-        if not sep or not _valid_name(name):
+        if not sep or not valid_name(name):
             raise NoteError(f"signature line {n + 1}: invalid key name {name!r}")
         try:
-            raw = _b64decode(b64)
+            raw = b64decode(b64)
         except NoteError as e:
             raise NoteError(f"signature line {n + 1}: {e}") from None
         if len(raw) < 5:
@@ -279,7 +283,7 @@ def add_signatures(note: str, signers: Sequence[NoteSigner]) -> str:
     same key as sumdb/note does. Existing lines are kept verbatim and are NOT verified here:
     open the note with the cosigner's trusted keys first.
     """
-    text, existing = _split_note(note)
+    text, existing = split_note(note)
     new_keys = {(s.name, s.key_hash) for s in signers}
     kept = [s for s in existing if (s.name, s.key_hash) not in new_keys]
     if len(kept) + len(signers) > MAX_SIGNATURES:
@@ -295,7 +299,7 @@ def open_note(note: str | bytes, verifiers: Sequence[NoteVerifier]) -> OpenedNot
     Signatures from unknown (name, key hash) pairs are kept as unverified. A known key whose
     signature fails rejects the whole note, and so does a note no known key has signed.
     """
-    text, sigs = _split_note(note)
+    text, sigs = split_note(note)
     known: dict[tuple[str, bytes], list[NoteVerifier]] = {}
     for v in verifiers:
         known.setdefault((v.name, v.key_hash), []).append(v)
@@ -366,7 +370,7 @@ class Checkpoint:
         if not _DECIMAL.fullmatch(size_line):
             raise CheckpointError(f"size: {size_line!r} is not a decimal without leading zeros")
         try:
-            root = _b64decode(root_line)
+            root = b64decode(root_line)
         except NoteError as e:
             raise CheckpointError(f"root hash: {e}") from None
         return cls(origin, int(size_line), root, tuple(extensions))

@@ -7,11 +7,11 @@ import ctypes.util
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
-from ledger import keys
+from ledger import keys, mirror
 from ledger.grpc_server import WORKERS, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root
@@ -39,9 +39,11 @@ def open_ledger(
     linger_s: float = 0.0,
 ) -> Ledger:
     """The ledger a server with `workers` threads serves, its database pool sized to them
-    (see pool_size)."""
+    (see pool_size). A mirror's database is served read-only, with no log key."""
     store = LedgerStore.open(db_url, pool_size=pool_size(workers))
     try:
+        if mirror.mirror_info(store) is not None:
+            return mirror.MirrorLedger(store, BorderDataset.load(border_dir))
         trust, _ = read_trust_root(store)
         log_key = LogKey(trust.origin, keys.read_private(log_key_file))
         borders = BorderDataset.load(border_dir)
@@ -79,16 +81,23 @@ def serve_forever(
     tls: TlsConfig | None = None,
     spool_dir: Path | None = None,
     workers: int = WORKERS,
+    witnesses: Sequence[str] = (),
 ) -> None:
     """Serve until SIGINT or SIGTERM, then finish in-flight requests and queued commits.
     With `tls`, over TLS (and its writers' port, if any); else plaintext. Uploads are
     spooled in `spool_dir` (see build_server). Raises AddressInUse or ListenError, having
     closed the ledger, when it cannot listen. `workers` threads do the blocking work: give
-    open_ledger the same number, so that each has a pooled connection."""
+    open_ledger the same number, so that each has a pooled connection. `witnesses`: URL
+    prefixes of the C2SP witnesses asked to cosign each new checkpoint."""
     give_back_large_buffers()
     try:
         server, port = build_server(
-            ledger, address, max_workers=workers, tls=tls, spool_dir=spool_dir
+            ledger,
+            address,
+            max_workers=workers,
+            tls=tls,
+            spool_dir=spool_dir,
+            witnesses=witnesses,
         )
     except BaseException:
         ledger.close()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -30,6 +30,7 @@ from ledger import (
     sealing,
     statements,
     subjects,
+    witnesses,
 )
 from ledger.clock import MAX_US, MIN_US, now_us, to_timestamp, to_us
 from ledger.errors import (
@@ -225,6 +226,25 @@ def incident_row(
         evidence=tuple(report.evidence_sha256),
         filed_under=tuple(duplicates.filed_under(sighting)),
     )
+
+
+def entry_rows(
+    statement: Message, geo: log_pb2.GeoFacts, sighting: duplicates.Sighting | None
+) -> tuple[IncidentRow | None, NoticeRow | None]:
+    """An entry's row in the timeline (a report) or among the notices (an advance notice),
+    from its statement and what its judgment recorded: the writer's, and a mirror's import
+    of entries judged elsewhere."""
+    incident = (
+        incident_row(statement, geo, sighting)
+        if isinstance(statement, pb.IncidentReport) and sighting is not None
+        else None
+    )
+    notice = (
+        NoticeRow(statement.party, statement.activity, messages.area(statement))
+        if isinstance(statement, pb.AdvanceNotice)
+        else None
+    )
+    return incident, notice
 
 
 @dataclass(frozen=True)
@@ -480,20 +500,12 @@ class Ledger:
         if judged.sighting is not None:
             self._batch_sightings.append(judged.sighting)
         judgment.advance(state, judged.admitted, index)
-        statement = judged.statement
+        incident, notice = entry_rows(judged.statement, judged.validation.geo, judged.sighting)
         return Built(
             judged.leaf(pending.envelope_bytes, index, prev, now),
             judged.links,
-            incident=(
-                incident_row(statement, judged.validation.geo, judged.sighting)
-                if isinstance(statement, pb.IncidentReport) and judged.sighting is not None
-                else None
-            ),
-            notice=(
-                NoticeRow(statement.party, statement.activity, messages.area(statement))
-                if isinstance(statement, pb.AdvanceNotice)
-                else None
-            ),
+            incident=incident,
+            notice=notice,
         )
 
     def _subject_in_batch(self, index: int) -> context.Subject | None:
@@ -847,6 +859,31 @@ class Ledger:
         if cp is None:
             raise FailedPrecondition("the ledger is not initialised")
         return cp
+
+    # How many of the newest cosigned checkpoints a witnessed checkpoint is looked for in.
+    WITNESSED_LOOKBACK = 64
+
+    def cosigned_checkpoint(self, witnessed: bool = False) -> StoredCheckpoint:
+        """The newest checkpoint with the witness cosignatures kept for it after the log's
+        signature; with `witnessed`, the newest whose cosignatures meet the witness policy."""
+        if not witnessed:
+            cp = self.checkpoint()
+            found = self.store.cosignatures(cp.size)
+            return replace(cp, note=cp.note + "".join(c.line for c in found))
+        trust = self.trust
+        if trust.witness_policy is None:
+            raise FailedPrecondition("the trust root names no witness policy")
+        for size, found in self.store.cosigned_sizes(self.WITNESSED_LOOKBACK):
+            signed = self.store.checkpoint_at(size)
+            if signed is None:
+                continue
+            cp = replace(signed, note=signed.note + "".join(c.line for c in found))
+            if witnesses.witnessing(cp.note, trust).met:
+                return cp
+        raise FailedPrecondition(
+            f"no checkpoint is cosigned as the witness policy {trust.witness_policy_text} "
+            "requires (yet): see the witnesses' status in GetCheckpoint"
+        )
 
     def _size_or_latest(self, size: int) -> int:
         return size or self.checkpoint().size

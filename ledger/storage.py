@@ -8,6 +8,7 @@ complete Merkle subtree hashes and a signed checkpoint, and commits once per bat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from ledger import merkle
 from ledger.duplicates import LONG_WINDOWS, Search
@@ -98,6 +100,17 @@ checkpoints = Table(
     Column("size", BigInteger, primary_key=True, autoincrement=False),
     Column("root", LargeBinary(32), nullable=False),
     Column("note", Text, nullable=False),
+)
+
+# Witness cosignatures of checkpoints (C2SP tlog-cosignature lines), served after the log's
+# signature; one per checkpoint size and witness key.
+cosignatures = Table(
+    "cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("key_id", String(64), primary_key=True),
+    Column("line", Text, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
 )
 
 # Which entries relate to which incident (amendments, retractions, counter-claims, likely
@@ -312,6 +325,9 @@ class Built:
     links: Sequence[Link]
     incident: IncidentRow | None = None
     notice: NoticeRow | None = None
+    # The entry's own integrated time, when it is not the batch's clock (a mirror copies
+    # entries the log integrated at their own times).
+    integrated_time_us: int | None = None
 
 
 # build(item, index, previous_leaf_hash, integrated_time_us) -> the entry and its derived
@@ -340,6 +356,15 @@ class StoredCheckpoint:
     size: int
     root: bytes
     note: str
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A witness's cosignature line of a checkpoint, by the witness key's DSSE key id."""
+
+    key_id: str
+    line: str
+    timestamp: int
 
 
 def normalize_url(url: str) -> str:
@@ -415,6 +440,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+@contextlib.contextmanager
+def _writing(engine: Engine, on: Connection | None) -> Iterator[Connection]:
+    """`on` as it is (its transaction is its owner's), else a writer's connection of its own
+    in a transaction committed at the end."""
+    if on is not None:
+        yield on
+        return
+    with engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
+        yield conn
+
+
 class Reads:
     """Reads on the writer's connection, inside its transaction and under its lock: what the
     judgment of a batch looks up costs no connection of its own."""
@@ -486,8 +522,9 @@ class LedgerStore:
         *,
         build: BuildLeaf,
         clock_us: Callable[[], int],
-        sign_checkpoint: Callable[[int, bytes], str],
+        sign_checkpoint: Callable[[int, bytes], str | None],
         begin: Callable[[int, Reads], None] = lambda _size, _reads: None,
+        on: Connection | None = None,
     ) -> list[Appended | LedgerError]:
         """Append a batch in one transaction; returns one result per item, in order.
 
@@ -495,8 +532,11 @@ class LedgerStore:
         and reads for `build` on the writer's own connection. A
         statement already in the log (or twice in the batch) is not appended again: its
         first entry is returned with duplicate=True. An item `build` refuses gets its error.
+        `sign_checkpoint` None: no checkpoint row for this batch. `on`: a writer's connection
+        in the caller's transaction (a mirror's import appends many batches in one), else
+        one of its own, committed here.
         """
-        with self.engine.connect().execution_options(ledger_writer=True) as conn, conn.begin():
+        with _writing(self.engine, on) as conn:
             state = conn.execute(
                 select(tree_state).where(tree_state.c.id == 1).with_for_update()
             ).one_or_none()
@@ -534,7 +574,8 @@ class LedgerStore:
                     continue
                 leaf = built.leaf
                 lh = merkle.leaf_hash(leaf)
-                stored = StoredEntry(size, lh, item.envelope_sha256, now, leaf, item.kind)
+                t = now if built.integrated_time_us is None else built.integrated_time_us
+                stored = StoredEntry(size, lh, item.envelope_sha256, t, leaf, item.kind)
                 known[item.statement_sha256] = stored
                 results.append(Appended(stored, duplicate=False))
                 new_statements.append({"sha256": item.statement_sha256, "idx": size})
@@ -543,7 +584,7 @@ class LedgerStore:
                         "idx": size,
                         "leaf_hash": lh,
                         "envelope_sha256": item.envelope_sha256,
-                        "integrated_time_us": now,
+                        "integrated_time_us": t,
                         "kind": item.kind,
                         "entry": leaf,
                     }
@@ -596,10 +637,9 @@ class LedgerStore:
                 if rows:
                     conn.execute(blobs.insert(), rows)
             root = frontier.root()
-            conn.execute(
-                checkpoints.insert(),
-                {"size": size, "root": root, "note": sign_checkpoint(size, root)},
-            )
+            note = sign_checkpoint(size, root)
+            if note is not None:
+                conn.execute(checkpoints.insert(), {"size": size, "root": root, "note": note})
             values = {
                 "size": size,
                 "root": root,
@@ -631,6 +671,62 @@ class LedgerStore:
                 select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
             ).one_or_none()
             return StoredCheckpoint(row.size, row.root, row.note) if row else None
+
+    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(checkpoints).where(checkpoints.c.size == size)).one_or_none()
+            return StoredCheckpoint(row.size, row.root, row.note) if row else None
+
+    def add_cosignatures(self, size: int, found: Sequence[Cosignature]) -> None:
+        """Keep witnesses' cosignatures of the checkpoint of `size`; one already kept (by
+        another replica, say) stays as it is."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                have = set(
+                    conn.execute(
+                        select(cosignatures.c.key_id).where(cosignatures.c.size == size)
+                    ).scalars()
+                )
+                rows = [
+                    {"size": size, "key_id": c.key_id, "line": c.line, "timestamp": c.timestamp}
+                    for c in found
+                    if c.key_id not in have
+                ]
+                if rows:
+                    conn.execute(cosignatures.insert(), rows)
+        except IntegrityError:
+            pass  # another replica kept the same cosignature meanwhile
+
+    def cosignatures(self, size: int) -> list[Cosignature]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(cosignatures)
+                .where(cosignatures.c.size == size)
+                .order_by(cosignatures.c.key_id)
+            )
+            return [Cosignature(r.key_id, r.line, r.timestamp) for r in rows]
+
+    def cosigned_sizes(self, limit: int) -> list[tuple[int, list[Cosignature]]]:
+        """The `limit` largest checkpoint sizes that have cosignatures, newest first."""
+        with self.engine.connect() as conn:
+            sizes = list(
+                conn.execute(
+                    select(cosignatures.c.size)
+                    .distinct()
+                    .order_by(cosignatures.c.size.desc())
+                    .limit(limit)
+                ).scalars()
+            )
+            if not sizes:
+                return []
+            found: dict[int, list[Cosignature]] = {s: [] for s in sizes}
+            for r in conn.execute(
+                select(cosignatures)
+                .where(cosignatures.c.size.in_(sizes))
+                .order_by(cosignatures.c.key_id)
+            ):
+                found[r.size].append(Cosignature(r.key_id, r.line, r.timestamp))
+            return list(found.items())
 
     def get_entry(self, index: int) -> StoredEntry | None:
         with self.engine.connect() as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ceasefire.v1 import statements_pb2 as pb
 
@@ -23,6 +23,8 @@ from ledger.errors import InvalidArgument, PermissionDenied
 PARTY_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 # The origin doubles as the log's signed-note key name: printable ASCII, no space, no "+".
 ORIGIN = re.compile(r"^[\x21-\x2a\x2c-\x7e]{1,255}$")
+# A witness's C2SP key name: as an origin, printable ASCII without space or "+".
+WITNESS_NAME = ORIGIN
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 POLICY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_PARTIES = 32
@@ -41,6 +43,8 @@ class KeyInfo:
     public_key: bytes
     added_at: int
     revoked_at: int | None = None
+    # Witness keys: the C2SP key name of their cosignatures.
+    witness_name: str = ""
 
     @property
     def role_name(self) -> str:
@@ -84,6 +88,9 @@ class TrustState:
     keys: dict[str, KeyInfo] = field(default_factory=dict)
     # Every data set registered so far, by digest; the one in force is border_dataset_sha256.
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    # Whose cosignatures make a checkpoint trusted (PARTY.witness principals); None: nobody's.
+    witness_policy: policy.Policy | None = None
+    witness_policy_text: str = ""
 
     @property
     def dataset(self) -> DatasetInfo:
@@ -149,6 +156,14 @@ class TrustState:
             state.finding_policies[named.name] = state._policy(
                 named.expression, f"{where}.expression"
             )
+        if root.witness_policy:
+            state.witness_policy = state._policy(root.witness_policy, "witness_policy")
+            state.witness_policy_text = root.witness_policy
+            roles = {p.role for p in policy.principals(state.witness_policy)}
+            if roles != {"witness"}:
+                raise InvalidArgument(
+                    "may name PARTY.witness principals only", field="witness_policy"
+                )
         return state
 
     def _policy(self, text: str, where: str, default: policy.Policy | None = None) -> policy.Policy:
@@ -191,7 +206,28 @@ class TrustState:
                     "this key is or was in use already; keys are never reused",
                     field=f"{kwhere}.public_key",
                 )
-            self.keys[kid] = KeyInfo(kid, party, key.role, bytes(key.public_key), added_at=index)
+            self._check_witness_name(key, f"{kwhere}.witness_name")
+            self.keys[kid] = KeyInfo(
+                kid, party, key.role, bytes(key.public_key), added_at=index,
+                witness_name=key.witness_name,
+            )  # fmt: skip
+
+    def _check_witness_name(self, key: pb.PartyKey, where: str) -> None:
+        """A witness key has a C2SP key name of its own; no other key has one."""
+        if key.role != pb.ROLE_WITNESS:
+            if key.witness_name:
+                raise InvalidArgument("only a witness key has a witness name", field=where)
+            return
+        if not WITNESS_NAME.match(key.witness_name):
+            raise InvalidArgument(
+                "a witness key needs its C2SP key name: 1-255 printable ASCII characters "
+                "without space or '+'",
+                field=where,
+            )
+        if key.witness_name == self.origin or any(
+            k.witness_name == key.witness_name for k in self.keys.values()
+        ):
+            raise InvalidArgument(f"the name {key.witness_name!r} is in use already", field=where)
 
     def _check_threshold(self, party: str, threshold: int, where: str) -> None:
         active = len(self.active_keys(party, pb.ROLE_AUTHORITY))
@@ -260,9 +296,7 @@ class TrustState:
                 raise InvalidArgument(
                     f"already revoked at index {key.revoked_at}", field=f"revoke_key_ids[{i}]"
                 )
-            self.keys[kid] = KeyInfo(
-                key.key_id, key.party, key.role, key.public_key, key.added_at, revoked_at=index
-            )
+            self.keys[kid] = replace(key, revoked_at=index)
         self._add_keys(change.party, change.add, index=index, where="add")
         party = self.parties[change.party]
         if change.authority_threshold:

@@ -258,7 +258,7 @@ def test_every_client_command_takes_the_tls_options_and_their_variables(
     assert served.writers is not None
     ours = certs / "ours"
     ca = str(ours / "ca.pem")
-    assert main(["checkpoint", "--server", served.address, "--json"]) == 1  # plaintext
+    assert main(["checkpoint", "--server", served.address, "--json"]) == 4  # plaintext
     assert "UNAVAILABLE" in capsys.readouterr().err
     assert main(["checkpoint", "--server", served.address, "--tls-ca", ca, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tree_size"] == 1

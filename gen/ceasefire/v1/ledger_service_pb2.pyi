@@ -744,12 +744,19 @@ Global___GetEntriesResponse: _TypeAlias = GetEntriesResponse  # noqa: Y015
 class GetCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    WITNESSED_FIELD_NUMBER: _builtins.int
+    witnessed: _builtins.bool
+    """The newest checkpoint whose cosignatures meet the trust root's witness policy,
+    rather than the newest one (which witnesses may not have cosigned yet).
+    """
     def __init__(
         self,
+        *,
+        witnessed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["witnessed", b"witnessed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -762,24 +769,62 @@ class GetCheckpointResponse(_message.Message):
     SIGNED_NOTE_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
+    WITNESSES_FIELD_NUMBER: _builtins.int
     signed_note: _builtins.str
-    """The C2SP signed note exactly as signed by the log."""
+    """The C2SP signed note as signed by the log, followed by the C2SP tlog-cosignature
+    lines of the witnesses that cosigned it so far (verify each against the trust root).
+    """
     tree_size: _builtins.int
     root_hash: _builtins.bytes
+    @_builtins.property
+    def witnesses(self) -> _containers.RepeatedCompositeFieldContainer[Global___WitnessStatus]:
+        """What the log knows of each witness it asks: shown, so that a missing quorum is seen."""
+
     def __init__(
         self,
         *,
         signed_note: _builtins.str = ...,
         tree_size: _builtins.int = ...,
         root_hash: _builtins.bytes = ...,
+        witnesses: _abc.Iterable[Global___WitnessStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["root_hash", b"root_hash", "signed_note", b"signed_note", "tree_size", b"tree_size", "witnesses", b"witnesses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class WitnessStatus(_message.Message):
+    """One witness as the serving replica last heard from it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    COSIGNED_SIZE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where the log sends add-checkpoint requests."""
+    cosigned_size: _builtins.int
+    """The largest checkpoint it cosigned for this log (0: none known)."""
+    error: _builtins.str
+    """Why its last request failed; empty when it succeeded."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        cosigned_size: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned_size", b"cosigned_size", "error", b"error", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessStatus: _TypeAlias = WitnessStatus  # noqa: Y015
 
 @_typing.final
 class GetInclusionProofRequest(_message.Message):

@@ -446,21 +446,27 @@ class PartyKey(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    WITNESS_NAME_FIELD_NUMBER: _builtins.int
     public_key: _builtins.bytes
     """Raw 32-byte Ed25519 public key."""
     role: Global___Role.ValueType
     label: _builtins.str
     """Human label, e.g. "ARM monitor team 3". Informational only."""
+    witness_name: _builtins.str
+    """Witness keys only: the C2SP key name its cosignatures carry, e.g.
+    "witness.arm.example/w1". Its cosignature key hash is derived from it and the key.
+    """
     def __init__(
         self,
         *,
         public_key: _builtins.bytes = ...,
         role: Global___Role.ValueType = ...,
         label: _builtins.str = ...,
+        witness_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "public_key", b"public_key", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "public_key", b"public_key", "role", b"role", "witness_name", b"witness_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -570,6 +576,7 @@ class TrustRoot(_message.Message):
     FINDING_POLICIES_FIELD_NUMBER: _builtins.int
     BORDER_POLICY_FIELD_NUMBER: _builtins.int
     BORDER_DATASET_FILES_FIELD_NUMBER: _builtins.int
+    WITNESS_POLICY_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     """The log's name: the origin line of every checkpoint."""
     log_public_key: _builtins.bytes
@@ -582,6 +589,11 @@ class TrustRoot(_message.Message):
     """
     border_policy: _builtins.str
     """Whose consent registers a new border data set. Empty: every founding party's authority."""
+    witness_policy: _builtins.str
+    """Which witnesses' cosignatures make a checkpoint trusted: a policy over PARTY.witness
+    principals, e.g. "AND(ARM.witness, AZE.witness)" (one witness of each). Empty: none
+    required, and clients show every checkpoint as unwitnessed. See docs/witnesses.md.
+    """
     @_builtins.property
     def parties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Party]: ...
     @_builtins.property
@@ -615,10 +627,11 @@ class TrustRoot(_message.Message):
         finding_policies: _abc.Iterable[Global___NamedPolicy] | None = ...,
         border_policy: _builtins.str = ...,
         border_dataset_files: _abc.Iterable[Global___DatasetFile] | None = ...,
+        witness_policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "freshness", b"freshness"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_policy", b"admission_policy", "border_dataset_files", b"border_dataset_files", "border_dataset_sha256", b"border_dataset_sha256", "border_policy", b"border_policy", "created_time", b"created_time", "finding_policies", b"finding_policies", "freshness", b"freshness", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_policy", b"admission_policy", "border_dataset_files", b"border_dataset_files", "border_dataset_sha256", b"border_dataset_sha256", "border_policy", b"border_policy", "created_time", b"created_time", "finding_policies", b"finding_policies", "freshness", b"freshness", "log_public_key", b"log_public_key", "origin", b"origin", "parties", b"parties", "witness_policy", b"witness_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
