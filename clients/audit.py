@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from clients import verified_state
+from clients import checkpoints, verified_state
 from clients.client import LedgerClient
 from clients.progress import Progress
 from geo import datasets
@@ -47,6 +47,7 @@ from ledger.verifier import (
     default_workers,
     open_checkpoint,
 )
+from ledger.witnesses import QuorumError, Witnessing
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class AuditResult:
     consistent_from: int | None
     # Incidents, investigations and findings by derived status, from the entries alone.
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Whose cosignatures the checkpoint carries, judged by the key state at its end.
+    witnessing: Witnessing | None = None
 
 
 def audit(
@@ -69,11 +72,19 @@ def audit(
     state_file: Path | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    require_witnesses: bool = False,
 ) -> AuditResult:
     """`workers`: processes checking signatures and geo facts ahead of the replay (None:
-    `default_workers` for the ledger's size)."""
+    `default_workers` for the ledger's size). With `require_witnesses`, the newest
+    checkpoint the witness policy accepts is audited, and its cosignatures must meet the
+    policy of the key state at its end (QuorumError)."""
     progress = progress or Progress(quiet=True)
-    served = client.checkpoint()
+    try:
+        served = client.checkpoint(witnessed=require_witnesses)
+    except grpc.RpcError as e:
+        if not require_witnesses or e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        raise QuorumError(e.details() or "no witnessed checkpoint") from None
     stream = ((e.index, e.entry) for e in client.entries(0, served.tree_size))
     first = next(stream, None)
     if first is None:
@@ -104,6 +115,9 @@ def audit(
     )
     _check_statuses(client, state)
     progress.note("the statuses the server shows are those the entries give")
+    witnessed = checkpoints.check(
+        served.signed_note, state.trust, require_witnesses=require_witnesses
+    ).witnessing
     consistent_from = None
     if state_file is not None:
         consistent_from = verified_state.reconcile(
@@ -122,6 +136,7 @@ def audit(
         geo_rechecked=state.geo_rechecked,
         consistent_from=consistent_from,
         summary=state.summary(),
+        witnessing=witnessed,
     )
 
 

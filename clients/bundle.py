@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ceasefire.v1 import statements_pb2 as pb
 
-from clients import verified_state
+from clients import checkpoints, verified_state
 from clients.audit import load_dataset
 from clients.client import LedgerClient
 from clients.progress import Progress
@@ -96,16 +96,30 @@ def _blobs(path: Path) -> dict[str, bytes]:
     return found
 
 
+def checkpoint_note(path: Path) -> str:
+    """The signed checkpoint a bundle carries (with the cosignatures it was served with),
+    unverified: verify_bundle checks it."""
+    with path.open(encoding="utf-8") as f:
+        return str(_header(f.readline(), path).get("checkpoint", ""))
+
+
+def _header(line: str, path: Path) -> dict[str, object]:
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise VerificationError(f"{path}: not a bundle ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise VerificationError(f"{path}: not a {FORMAT} file")
+    return header
+
+
 def _read(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
     f = path.open(encoding="utf-8")
     try:
-        header = json.loads(f.readline())
-    except json.JSONDecodeError as e:
+        header = _header(f.readline(), path)
+    except VerificationError:
         f.close()
-        raise VerificationError(f"{path}: not a bundle ({e})") from e
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        f.close()
-        raise VerificationError(f"{path}: not a {FORMAT} file")
+        raise
 
     def entries() -> Iterator[tuple[int, bytes]]:
         with f:
@@ -129,9 +143,12 @@ def verify_bundle(
     state_file: Path | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    require_witnesses: bool = False,
 ) -> tuple[Replay, Checkpoint, int | None]:
     """`workers`: processes checking signatures and geo facts ahead of the replay (None:
-    `default_workers` for the bundle's size)."""
+    `default_workers` for the bundle's size). The checkpoint's witness cosignatures are
+    checked against the key state at its end; with `require_witnesses` they must meet the
+    witness policy (QuorumError), before any --state is updated."""
     progress = progress or Progress(quiet=True)
     blobs = _blobs(path)
 
@@ -165,6 +182,7 @@ def verify_bundle(
             f"the bundle holds {state.size}"
         )
     check_root(state, checkpoint)
+    checkpoints.check(str(header["checkpoint"]), state.trust, require_witnesses=require_witnesses)
     consistent_from = None
     if state_file is not None:
         # The kept checkpoint may be newer (an older bundle after a newer one): checked

@@ -183,6 +183,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ledger.grpc_server import AddressInUse, ListenError, check_free, default_spool_dir
+    from ledger.mirror import MirrorLedger
     from ledger.runtime import open_ledger, serve_forever
 
     logging.basicConfig(
@@ -209,6 +210,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             linger_s=args.linger_ms / 1000,
         )
         cp = ledger.checkpoint()
+        if args.witness and isinstance(ledger, MirrorLedger):
+            ledger.close()
+            ledger.store.close()
+            raise UsageError(
+                "--witness: a mirror asks no witnesses; it serves the log's checkpoint with "
+                "the cosignatures it came with"
+            )
 
         def ready(port: int) -> None:
             host = args.listen.rsplit(":", 1)[0]
@@ -557,11 +565,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 state_file=args.state,
                 progress=progress,
                 workers=args.workers,
+                require_witnesses=args.require_witnesses,
             )
             assert state.trust is not None
+            witnessed = checkpoints.check(
+                bundle.checkpoint_note(args.bundle), state.trust, require_witnesses=False
+            ).witnessing
             result = AuditResult(
                 cp.size, cp.root_hash, state.trust_root_digest, cp.origin,
-                state.geo_rechecked, consistent_from, state.summary(),
+                state.geo_rechecked, consistent_from, state.summary(), witnessed,
             )  # fmt: skip
         else:
             with _server(args) as client:
@@ -572,6 +584,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     state_file=args.state,
                     progress=progress,
                     workers=args.workers,
+                    require_witnesses=args.require_witnesses,
                 )
     finally:
         progress.close()  # an error is printed on a line of its own
@@ -585,6 +598,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "geo_facts_recomputed": result.geo_rechecked,
         "consistent_with_size": result.consistent_from,
         "statuses": result.summary,
+        "witnesses": _witnessing_json(result.witnessing) if result.witnessing else None,
     }
     if args.json:
         _print_json(doc)
@@ -598,6 +612,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "(so every entry is in the signed checkpoint)"
         )
     print(f"  root {result.root_hash.hex()}")
+    if result.witnessing is not None:
+        print(f"  checkpoint {result.witnessing.describe()}")
     print(
         f"  geo facts recomputed for {result.geo_rechecked} places (reports, amendments, notices)"
     )
@@ -857,6 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: one per core beside the replay's, at most 3, for 2,000 entries or more; "
         "0: none)",
     )
+    require_witnesses_opt(sp)
     json_opt(sp)
 
     keys_cli.add_parsers(sub, server_opt, json_opt)

@@ -47,8 +47,9 @@ from typing import Any, NoReturn, TextIO
 
 import grpc
 
-from clients import exit_codes, split_evidence
+from clients import checkpoints, exit_codes, split_evidence
 from clients.audit import _locate, fetcher
+from clients.checkpoints import TrustedCheckpoint
 from clients.client import LedgerClient, describe_error
 from clients.progress import Progress
 from clients.split_evidence import Consistency, Evidence, LeafAt, LeafConflict, Seen, now_iso
@@ -59,7 +60,8 @@ from ledger.kinds import KEY_EVENTS, KINDS
 from ledger.log_entry import parse_entry
 from ledger.note import Checkpoint, NoteVerifier
 from ledger.trust import TrustState
-from ledger.verifier import Replay, VerificationError, check_root, default_workers, open_checkpoint
+from ledger.verifier import Replay, VerificationError, check_root, default_workers
+from ledger.witnesses import QuorumError
 
 STATE_FORMAT = "ceasefire-monitor-state/1"
 STATE_FILE = "monitor.state"
@@ -72,10 +74,13 @@ HOOK_TIMEOUT_S = 60.0
 _NOT_KEPT = frozenset({"borders", "load_dataset", "failed"})
 
 
-def accept_checkpoint(note: str, state: TrustState) -> Checkpoint:
+def accept_checkpoint(
+    note: str, state: TrustState, *, require_witnesses: bool = False
+) -> TrustedCheckpoint:
     """Every checkpoint the monitor accepts passes here: signed by the log key for this
-    log's origin (witness quorums will be checked here too)."""
-    return open_checkpoint(note, state)
+    log's origin, its witness cosignatures verified, and with `require_witnesses` the
+    trust root's witness policy met (QuorumError)."""
+    return checkpoints.check(note, state, require_witnesses=require_witnesses)
 
 
 class MonitorStateError(Exception):
@@ -104,6 +109,8 @@ class Options:
     borders: tuple[BorderDataset, ...] = ()
     workers: int | None = None  # None: default_workers for the entries to check
     save_every_s: float = SAVE_EVERY_S
+    # Accept only checkpoints cosigned as the trust root's witness policy requires.
+    require_witnesses: bool = False
 
 
 @dataclass
@@ -118,6 +125,7 @@ class RunResult:
     index: int | None = None
     evidence: str | None = None
     stopped: bool = False
+    witnesses: str | None = None  # whose cosignatures the checkpoint carried, and the policy
 
     def doc(self) -> dict[str, Any]:
         doc = {"ok": self.code == exit_codes.OK, "exit": self.code}
@@ -176,6 +184,8 @@ class Monitor:
             self._failed(exit_codes.EVIDENCE, str(e), e.index)
             self._emit({"alert": "tampered", "server": self.client.target, "index": e.index,
                         "error": str(e)})  # fmt: skip
+        except QuorumError as e:
+            self._failed(exit_codes.FAILED, f"not witnessed: {e}", None)
         except grpc.RpcError as e:
             self._failed(exit_codes.for_rpc_error(e), describe_error(e), None)
         except (MonitorStateError, OSError) as e:
@@ -191,7 +201,12 @@ class Monitor:
 
     def _run(self) -> None:
         state = self._load()
-        served = self.client.checkpoint()
+        try:
+            served = self.client.checkpoint(witnessed=self.options.require_witnesses)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            raise QuorumError(e.details() or "no witnessed checkpoint") from None
         if state is None:
             replay = Replay(
                 self.options.pinned_trust_root,
@@ -205,12 +220,11 @@ class Monitor:
             state = _State(replay, None)
         replay = state.replay
         assert replay.trust is not None
-        seen = Seen(
-            served.signed_note,
-            accept_checkpoint(served.signed_note, replay.trust),
-            self.client.target,
-            now_iso(),
+        trusted = accept_checkpoint(
+            served.signed_note, replay.trust, require_witnesses=self.options.require_witnesses
         )
+        self.result.witnesses = trusted.witnessing.describe()
+        seen = Seen(served.signed_note, trusted.checkpoint, self.client.target, now_iso())
         cp = seen.checkpoint
         self.result.tree_size = cp.size
         verdict = self._compare(state, seen)
@@ -507,7 +521,7 @@ class Monitor:
         if doc["accepted"] is not None:
             assert replay.trust is not None
             a = doc["accepted"]
-            cp = accept_checkpoint(a["note"], replay.trust)
+            cp = accept_checkpoint(a["note"], replay.trust).checkpoint
             accepted = Seen(a["note"], cp, a["server"], a["seen_at"])
         return _State(replay, accepted)
 

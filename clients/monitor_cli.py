@@ -88,6 +88,13 @@ def add_parsers(sub: argparse._SubParsersAction, server_opt: Adder, json_opt: Ad
         help="border data sets to recompute geo facts with",
     )
     sp.add_argument("--workers", type=int, help="processes checking signatures ahead (see verify)")
+    sp.add_argument(
+        "--require-witnesses",
+        action="store_true",
+        help="follow only checkpoints cosigned as the trust root's witness policy requires "
+        "(see docs/witnesses.md); without it, whose cosignatures a checkpoint carries is "
+        "reported all the same",
+    )
     json_opt(sp)
     more = sp.add_subparsers(dest="monitor_command", metavar="SUBCOMMAND")
     cs = more.add_parser(
@@ -126,6 +133,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         hook=args.hook,
         borders=tuple(BorderDataset.load(d) for d in args.border_data),
         workers=args.workers,
+        require_witnesses=args.require_witnesses,
     )
     stop = threading.Event()
     worst = exit_codes.OK
@@ -184,6 +192,8 @@ def _report(result: RunResult, *, as_json: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if result.witnesses:
+        print(f"monitor: {result.witnesses}", file=sys.stderr, flush=True)
 
 
 def cmd_check_split(args: argparse.Namespace) -> int:

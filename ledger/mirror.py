@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, merkle, statements
+from ledger import dsse, duplicates, merkle, statements, witnesses
 from ledger.clock import to_us
 from ledger.errors import Corrupt, FailedPrecondition, LedgerError
 from ledger.incidents import Link
@@ -50,6 +50,7 @@ from ledger.storage import (
     Built,
     LedgerStore,
     NewEntry,
+    StoredCheckpoint,
     checkpoints,
     metadata,
     tree_state,
@@ -428,6 +429,19 @@ class MirrorLedger(Ledger):
 
     def enqueue(self, checked: Checked, files: Mapping[str, bytes]) -> Queued:
         raise self.read_only()
+
+    def cosigned_checkpoint(self, witnessed: bool = False) -> StoredCheckpoint:
+        """The bundle's note as it came, cosignatures included (a mirror keeps none of its
+        own); asked for a witnessed one, that note if its cosignatures meet the policy."""
+        cp = self.checkpoint()
+        if witnessed:
+            shown = witnesses.witnessing(cp.note, self.trust)
+            if not shown.met:
+                raise FailedPrecondition(
+                    "the checkpoint this mirror holds is not cosigned as the witness policy "
+                    f"requires: {shown.describe()}"
+                )
+        return cp
 
     def queue_batch(self, envelopes: Sequence[bytes]) -> list[Accepted | LedgerError | Queued]:
         raise self.read_only()
