@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -186,9 +188,27 @@ def witnessed(
         store.close()
 
 
-def test_every_checkpoint_is_cosigned_by_each_party_witness(witnessed: Witnessed) -> None:
+def _verified(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    """`ceasefire verify --json ARGS`: its exit code and its JSON document."""
+    capsys.readouterr()
+    code = main(["verify", "--json", "--workers", "0", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_every_checkpoint_is_cosigned_by_each_party_witness(
+    witnessed: Witnessed, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     size = witnessed.submit(3)
     witnessed.wait(lambda: _witnessed_size(witnessed.client) == size)
+    # The audits say whose cosignatures they checked, online and offline: a bundle
+    # carries the checkpoint with its cosignatures.
+    code, doc = _verified(capsys, "--require-witnesses", "--server", witnessed.client.target)
+    assert code == 0 and doc["tree_size"] == size and doc["witnesses"]["policy_met"]
+    assert {c["name"] for c in doc["witnesses"]["cosigned_by"]} == {ARM_WITNESS, AZE_WITNESS}
+    bundle = tmp_path / "ledger.bundle"
+    assert main(["export", "--out", str(bundle), "--server", witnessed.client.target]) == 0
+    code, doc = _verified(capsys, "--require-witnesses", "--bundle", str(bundle))
+    assert code == 0 and doc["tree_size"] == size and doc["witnesses"]["policy_met"]
 
     trusted = checkpoints.trusted_checkpoint(
         witnessed.client, witnessed.trust, require_witnesses=True
@@ -221,7 +241,7 @@ def test_every_checkpoint_is_cosigned_by_each_party_witness(witnessed: Witnessed
 
 
 def test_a_missing_quorum_is_shown_and_never_trusted(
-    witnessed: Witnessed, capsys: pytest.CaptureFixture[str]
+    witnessed: Witnessed, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     before = witnessed.submit(2)
     witnessed.wait(lambda: _witnessed_size(witnessed.client) == before)
@@ -260,6 +280,19 @@ def test_a_missing_quorum_is_shown_and_never_trusted(
     )
     out = capsys.readouterr().out
     assert code == 0 and f'"tree_size": {before}' in out and '"policy_met": true' in out
+    code, doc = _verified(capsys, "--require-witnesses", "--server", witnessed.client.target)
+    assert code == 0 and doc["tree_size"] == before  # the newest the quorum cosigned
+    bundle = tmp_path / "ledger.bundle"  # exported now: its checkpoint lacks AZE's line
+    assert main(["export", "--out", str(bundle), "--server", witnessed.client.target]) == 0
+    code, doc = _verified(capsys, "--bundle", str(bundle))
+    assert code == 0 and not doc["witnesses"]["policy_met"]
+    code, doc = _verified(capsys, "--require-witnesses", "--bundle", str(bundle))
+    assert code == 1 and "NOT met" in doc["error"]
+    capsys.readouterr()
+    code = main(["verify", "--require-witnesses", "--server", witnessed.client.target])
+    assert code == 0 and "witness policy AND(ARM.witness, AZE.witness): met" in (
+        capsys.readouterr().out
+    )
     code = main(["checkpoint", "--json", "--server", witnessed.client.target])
     out = capsys.readouterr().out
     assert code == 0 and '"error": "' in out and f'"cosigned_size": {after}' in out
