@@ -176,6 +176,8 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         done, _ = await asyncio.wait([waiting], timeout=SUBMIT_TIMEOUT_S)
         if not done:
             raise not_committed()
+        if self.witness_feed is not None:
+            self.witness_feed.wake()  # a new checkpoint: to the witnesses now, not at a poll
         return await self._run(self.ledger.committed, queued, 0.0)
 
     @unary
@@ -209,6 +211,8 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             await asyncio.wait(waiting, timeout=SUBMIT_TIMEOUT_S)
         # Those not committed by now are answered UNAVAILABLE (retry: never logged twice).
         results = await self._run(self.ledger.committed_batch, queued, 0.0)
+        if self.witness_feed is not None:
+            self.witness_feed.wake()
         return api.SubmitBatchResponse(results=[_batch_result(r) for r in results])
 
     @unary
