@@ -25,14 +25,17 @@ from clients import (
     checkpoints,
     envelope_files,
     exit_codes,
+    exports_cli,
     incident_view,
     incidents_cli,
     investigations_cli,
     keys_cli,
     mirror_cli,
     monitor_cli,
+    query_args,
     reports,
     signing,
+    stats_cli,
     trust_root_file,
     user_files,
     verified_state,
@@ -50,7 +53,7 @@ from clients.client import (
 from clients.describe import describe_entry
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
 from ledger import dsse, keys, merkle, statements
-from ledger.clock import parse_iso, to_iso, to_us
+from ledger.clock import to_iso, to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
@@ -402,19 +405,21 @@ def log_category(value: pb.IncidentCategory.ValueType) -> str:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    since = parse_iso(args.since) if args.since else None
-    until = parse_iso(args.until) if args.until else None
+    request = query_args.query_from_args(args)
     with _server(args) as client:
-        rows = [
-            incident_view.incident_doc(t.index, t.status, t.report, t.geo, t.current)
-            for t in client.timeline(
-                since_us=since,
-                until_us=until,
-                parties=args.party or [],
-                limit=args.limit,
-                as_of_index=args.as_of_index,
-            )
-        ]
+        found = list(client.timeline_page(request))
+    rows = []
+    for t in found:
+        doc = incident_view.incident_doc(t.index, t.status, t.report, t.geo, t.current)
+        doc["next_page_token"] = t.next_page_token
+        rows.append(doc)
+    more = bool(found) and found[-1].more
+    if more:
+        # On stderr, so that --json stays one document: how to ask for the next page.
+        print(
+            f"more incidents match: add --page-token {found[-1].next_page_token}",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(rows)
         return 0
@@ -786,20 +791,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", type=Path, nargs="+")
     json_opt(sp)
 
-    sp = add("timeline", cmd_timeline, "list incidents by incident time")
-    server_opt(sp)
-    sp.add_argument("--since", help="ISO 8601 time (UTC if no zone)")
-    sp.add_argument("--until", help="ISO 8601 time (UTC if no zone)")
-    sp.add_argument("--party", action="append", help="reporting party code (repeatable)")
-    sp.add_argument("--limit", type=int, default=0)
-    sp.add_argument(
-        "--as-of-index",
-        type=incidents_cli.log_index,
-        default=0,
-        metavar="N",
-        help="as the log stood before entry N: later entries (amendments, answers, "
-        "findings, retractions) are ignored (default: now)",
+    sp = add(
+        "timeline",
+        cmd_timeline,
+        "list incidents by incident time (or log index), filtered, a page at a time",
     )
+    sp.epilog = (
+        "Filters apply to each report as first logged. A page ends with a page token on "
+        "stderr when more match; pages of one query share its snapshot of the log."
+    )
+    server_opt(sp)
+    query_args.add_query_options(sp)
     json_opt(sp)
 
     sp = add("entry", cmd_entry, "show one log entry")
@@ -889,6 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
     incidents_cli.add_dossier_parser(sub, server_opt, json_opt)
     investigations_cli.add_prevention_parsers(sub, server_opt, json_opt)
     mirror_cli.add_parsers(sub, json_opt)
+    stats_cli.add_parsers(sub, server_opt, json_opt)
+    exports_cli.add_parsers(sub, server_opt, json_opt)  # export-incidents, map, chart
 
     sp = add(
         "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"

@@ -184,6 +184,25 @@ class LedgerClient:
             request.until.CopyFrom(to_timestamp(until_us))
         yield from self.stub.Timeline(request, timeout=self.timeout_s * 10)
 
+    def timeline_page(self, request: api.TimelineRequest) -> Iterator[api.TimelineResponse]:
+        """One page of a Timeline query (clients/query_args.py builds one from the command
+        line): each response's next_page_token continues after it, and the last one's
+        `more` tells whether another page has more."""
+        yield from self.stub.Timeline(request, timeout=self.timeout_s * 10)
+
+    def timeline_all(self, request: api.TimelineRequest) -> Iterator[api.TimelineResponse]:
+        """Every incident a Timeline query matches, page after page (each of at most its
+        `limit`), all judged on the snapshot of its first page."""
+        page = api.TimelineRequest()
+        page.CopyFrom(request)
+        while True:
+            last = None
+            for last in self.timeline_page(page):
+                yield last
+            if last is None or not last.more:
+                return
+            page.page_token = last.next_page_token
+
     def submit_with_blobs(
         self, envelope: bytes, files: Mapping[str, bytes]
     ) -> api.SubmitWithBlobsResponse:
@@ -233,6 +252,46 @@ class LedgerClient:
             start=start, to_party=to_party, unacknowledged_only=unacknowledged_only, limit=limit
         )
         yield from self.stub.ListMessages(request, timeout=self.timeout_s)
+
+    def tail(self, start: int = 0) -> Iterator[api.TailResponse]:
+        """Entries from index `start` on, then each new one as it is committed, without end
+        (close the iterator to stop: its call is cancelled). The server ends each Tail call
+        within its stream time limit; this asks again from the next index, so an entry is
+        neither missed nor repeated (a server that skips or repeats one: ValueError)."""
+        following = start
+        while True:
+            call = self.stub.Tail(api.TailRequest(start_index=following))
+            got = 0
+            try:
+                for response in call:
+                    if response.index != following:
+                        raise ValueError(
+                            f"the server sent entry {response.index} where {following} was due"
+                        )
+                    following += 1
+                    got += 1
+                    yield response
+            except grpc.RpcError as e:
+                # Cut off while sending history faster than it is read: go on from here.
+                if not (isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                if got == 0:
+                    raise
+            finally:
+                call.cancel()  # type: ignore[no-untyped-call]
+
+    def stats(
+        self,
+        since_us: int,
+        until_us: int | None = None,
+        bucket: api.StatsBucket.ValueType = api.STATS_BUCKET_DAY,
+    ) -> api.StatsResponse:
+        """Incident counts per day or ISO week over [since, until) (until None: the log's
+        clock now) and each party's participation."""
+        request = api.StatsRequest(since=to_timestamp(since_us), bucket=bucket)
+        if until_us is not None:
+            request.until.CopyFrom(to_timestamp(until_us))
+        return self.stub.Stats(request, timeout=self.timeout_s * 2)
 
     def revalidate(
         self,

@@ -223,6 +223,11 @@ class BorderDataset:
     def border_label(self) -> str:
         return "\N{EN DASH}".join(self.parties)
 
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The border's segment ids, as geo facts name the nearest one."""
+        return self._segment_ids
+
     def locate(self, lat: float, lon: float) -> PointFacts:
         """Territory and geodesic distance to the border for a WGS84 point.
 

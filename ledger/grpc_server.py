@@ -36,7 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ledger import geofacts
 from ledger.clock import to_timestamp, to_us
-from ledger.errors import DeadlineExceeded, InvalidArgument, LedgerError, NotFound
+from ledger.errors import Corrupt, DeadlineExceeded, InvalidArgument, LedgerError, NotFound
 from ledger.grpc_status import abort, status_message, streaming, unary
 from ledger.service import (
     MAX_ENVELOPE_BYTES,
@@ -44,9 +44,11 @@ from ledger.service import (
     Accepted,
     Ledger,
     Queued,
+    in_tree,
     not_committed,
 )
 from ledger.storage import StoredEntry
+from ledger.tailing import SizeWatch
 from ledger.tls import TlsConfig
 from ledger.uploads import DEFAULT_BUDGET_BYTES, Budget, Receiver, spool_folder
 from ledger.witness_feed import WitnessFeed
@@ -62,6 +64,12 @@ BLOB_CHUNK_BYTES = 60_000
 BLOB_WINDOW_BYTES = 1024 * 1024
 # Items a server stream takes from the ledger per trip to the thread pool.
 STREAM_BATCH = 128
+# Entries a Tail stream reads from the database at a time: with the reader's flow-control
+# window, all it holds for a slow reader.
+TAIL_PAGE = 64
+# How often waiting Tail streams (all of them together) look for entries that another
+# replica committed on the same database.
+TAIL_POLL_S = 0.5
 # Calls left unbounded in time: a health watch is meant to stay open (it holds no thread).
 UNBOUNDED = frozenset({"/grpc.health.v1.Health/Watch"})
 # Threads doing the blocking ledger work (SQL, the sequencer's queue, geometry). The
@@ -100,6 +108,12 @@ class Limits:
     keepalive_timeout_s: float = 20.0
     # Clients may ping at most this often, and never without a call in progress.
     min_client_ping_interval_s: float = 30.0
+
+    @property
+    def tail_s(self) -> float:
+        """How long a Tail stream runs before it ends itself with OK (the client asks
+        again from the next index): within `stream_s`, so no tail ends in an error."""
+        return max(self.stream_s - 10.0, self.stream_s * 0.8)
 
     def options(self) -> list[tuple[str, Any]]:
         return [
@@ -142,6 +156,7 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         budget: Budget,
         spool: Path,
         tls: TlsConfig | None = None,
+        tail_s: float = Limits().tail_s,
     ) -> None:
         self.ledger = ledger
         self.budget = budget
@@ -149,6 +164,12 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         self._pool = pool
         self._tls = tls
         self.witness_feed: WitnessFeed | None = None
+        self.tail_s = tail_s
+        # Made on the event loop by the first Tail; fed by this replica's commits.
+        self.size_watch: SizeWatch | None = None
+        self._unwatch: Callable[[], None] | None = None
+        # Entries read from the database for Tail streams, in all (for tests and metrics).
+        self.tail_reads = 0
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Blocking ledger work, in the bounded pool, never on the event loop."""
@@ -274,6 +295,55 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         async for e in self._drain(entries):
             yield api.GetEntriesResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
 
+    def _watch(self) -> SizeWatch:
+        if self.size_watch is None:
+            watch = SizeWatch(lambda: self._run(self.ledger.store.tree_size), TAIL_POLL_S)
+            self._unwatch = self.ledger.watch_commits(watch.committed)
+            self.size_watch = watch
+        return self.size_watch
+
+    def close(self) -> None:
+        """Stop hearing of commits (the server is stopping)."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+
+    @streaming
+    async def Tail(
+        self, request: api.TailRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[api.TailResponse]:
+        """Entries from start_index, then each new one as it is committed. A page of
+        TAIL_PAGE entries is read only once the last one was written to the reader (whose
+        flow control holds back a slow one), so a stream holds one page at most. Waiting
+        for new entries holds no thread and writes nothing, so it is not an idle reader;
+        the stream ends itself with OK after `tail_s` (within Limits.stream_s)."""
+        watch = self._watch()
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.tail_s
+        size = await self._run(self.ledger.store.tree_size)
+        watch.seen(size)
+        following = in_tree(request.start_index, "start_index", size, end=True)
+        while loop.time() < ends:
+            if following >= size:
+                size = await watch.wait_beyond(following, ends - loop.time())
+                continue
+            stop = min(size, following + TAIL_PAGE)
+            page = await self._run(_entries, self.ledger, following, stop)
+            self.tail_reads += len(page)
+            if [e.index for e in page] != list(range(following, stop)):
+                raise Corrupt(f"entries {following} to {stop - 1} are not all stored")
+            for e in page:
+                yield api.TailResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
+            following = stop
+
+    @unary
+    async def Stats(
+        self, request: api.StatsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> api.StatsResponse:
+        since = to_us(request.since) if request.HasField("since") else None
+        until = to_us(request.until) if request.HasField("until") else None
+        return await self._run(self.ledger.stats, since, until, request.bucket)
+
     @unary
     async def GetCheckpoint(
         self, request: api.GetCheckpointRequest, context: aio.ServicerContext[Any, Any]
@@ -316,17 +386,9 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     async def Timeline(
         self, request: api.TimelineRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[api.TimelineResponse]:
-        since = to_us(request.since) if request.HasField("since") else None
-        until = to_us(request.until) if request.HasField("until") else None
-        shown = await self._run(
-            self.ledger.timeline,
-            since,
-            until,
-            list(request.parties),
-            request.limit,
-            request.as_of_index,
-        )
-        for s in shown:
+        page = await self._run(self.ledger.timeline, request)
+        last = len(page.items) - 1
+        for n, (s, token) in enumerate(zip(page.items, page.tokens, strict=True)):
             yield api.TimelineResponse(
                 index=s.stored.index,
                 entry=s.stored.entry,
@@ -334,6 +396,9 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
                 geo=s.geo,
                 status=s.status,
                 current=s.current,
+                next_page_token=token,
+                more=n < last or page.more,
+                as_of_index=page.as_of_index,
             )
 
     @unary
@@ -412,6 +477,10 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             if other is not None:
                 response.revalidated.CopyFrom(other)
             yield response
+
+
+def _entries(ledger: Ledger, start: int, end: int) -> list[StoredEntry]:
+    return list(ledger.store.iter_entries(start, end, page=TAIL_PAGE))
 
 
 def _take(items: Iterator[T], n: int) -> list[T]:
@@ -696,6 +765,7 @@ class LedgerServer:
             budget=Budget(limits.upload_budget_bytes),
             spool=self.spool,
             tls=tls,
+            tail_s=limits.tail_s,
         )
         if witnesses:
             self.servicer.witness_feed = WitnessFeed(ledger, witnesses)
@@ -769,6 +839,7 @@ class LedgerServer:
         then stop the loop and the pool. The event is set once all is stopped."""
         if not self._stopping:
             self._stopping = True
+            self.servicer.close()
             if self.servicer.witness_feed is not None:
                 self.servicer.witness_feed.close()
 
@@ -777,6 +848,8 @@ class LedgerServer:
                     if self._health is not None:  # watchers hear NOT_SERVING
                         await self._health.enter_graceful_shutdown()
                     await self._server.stop(grace)
+                    if self.servicer.size_watch is not None:
+                        await self.servicer.size_watch.close()
                 finally:
                     asyncio.get_running_loop().stop()
 

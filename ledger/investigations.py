@@ -60,6 +60,11 @@ class InvestigationInfo:
     def answered(self, party: str) -> int | None:
         return self.accepted.get(party, self.declined.get(party))
 
+    def past_deadline(self, as_of_us: int) -> bool:
+        """Whether the log's clock `as_of_us` passed the deadline: an answer is refused
+        from then on, so a respondent that has not answered left it unanswered."""
+        return as_of_us > self.answer_by_us
+
     def status(
         self, as_of_us: int, jointly_attested: Collection[int] = ()
     ) -> api.InvestigationStatus.ValueType:
@@ -73,7 +78,7 @@ class InvestigationInfo:
             return api.INVESTIGATION_STATUS_DECLINED
         if self.all_accepted:
             return api.INVESTIGATION_STATUS_ACCEPTED
-        if as_of_us > self.answer_by_us:
+        if self.past_deadline(as_of_us):
             return api.INVESTIGATION_STATUS_UNANSWERED
         return api.INVESTIGATION_STATUS_REQUESTED
 

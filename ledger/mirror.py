@@ -311,7 +311,7 @@ def _new_entry(
     sighting = (
         duplicates.sighting(index, statement) if isinstance(statement, pb.IncidentReport) else None
     )
-    incident, notice = entry_rows(statement, entry.validation.geo, sighting)
+    incident, notice = entry_rows(statement, entry.validation, sighting)
     built = Built(
         data,
         list(links),

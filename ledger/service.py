@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -26,13 +27,15 @@ from ledger import (
     judgment,
     kinds,
     messages,
+    queries,
     rules,
     sealing,
     statements,
+    stats,
     subjects,
     witnesses,
 )
-from ledger.clock import MAX_US, MIN_US, now_us, to_timestamp, to_us
+from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import (
     Corrupt,
     FailedPrecondition,
@@ -51,6 +54,7 @@ from ledger.sequencer import Sequencer
 from ledger.storage import (
     Appended,
     Built,
+    IncidentFacts,
     IncidentRow,
     LedgerStore,
     NewEntry,
@@ -58,9 +62,12 @@ from ledger.storage import (
     Reads,
     StoredCheckpoint,
     StoredEntry,
+    TimelineKey,
 )
 from ledger.trust import TrustState
 from ledger.uploads import Listed
+
+log = logging.getLogger(__name__)
 
 # A leaf is at most 65,535 bytes (the tlog-tiles limit). The entry's own fields and the
 # validation facts (at most 16 signer ids and the geo facts) take under 2 KiB, so an
@@ -82,14 +89,6 @@ def in_tree(value: int, field: str, size: int, *, end: bool = False) -> int:
     if not 0 <= value <= top:
         raise OutOfRange(f"{value} is beyond the tree size {size}", field=field)
     return value
-
-
-def sane_time(us: int | None, field: str) -> int | None:
-    """A time a request names (None: unset), in microseconds, within the range a protobuf
-    Timestamp allows, else INVALID_ARGUMENT naming the field."""
-    if us is not None and not MIN_US <= us <= MAX_US:
-        raise InvalidArgument("must be from year 1 to 9999 (UTC)", field=field)
-    return us
 
 
 @dataclass(frozen=True)
@@ -213,8 +212,9 @@ def _payload(envelope_json: bytes) -> tuple[str, bytes]:
 
 
 def incident_row(
-    report: pb.IncidentReport, geo: log_pb2.GeoFacts, sighting: duplicates.Sighting
+    report: pb.IncidentReport, validation: log_pb2.Validation, sighting: duplicates.Sighting
 ) -> IncidentRow:
+    geo = validation.geo
     return IncidentRow(
         party=report.reporting_party,
         category=report.category,
@@ -225,17 +225,27 @@ def incident_row(
         territory=geo.territory,
         evidence=tuple(report.evidence_sha256),
         filed_under=tuple(duplicates.filed_under(sighting)),
+        facts=IncidentFacts(
+            blamed=report.alleged_responsible_party,
+            side=geofacts.side(geo),
+            # An area's facts record no distance (nor segment).
+            border_m=geo.distance_to_border_m if geo.nearest_segment else None,
+            segment=geo.nearest_segment,
+            likely_duplicate=len(validation.likely_duplicates) > 0,
+            narrative=report.narrative.casefold(),
+        ),
     )
 
 
 def entry_rows(
-    statement: Message, geo: log_pb2.GeoFacts, sighting: duplicates.Sighting | None
+    statement: Message, validation: log_pb2.Validation, sighting: duplicates.Sighting | None
 ) -> tuple[IncidentRow | None, NoticeRow | None]:
     """An entry's row in the timeline (a report) or among the notices (an advance notice),
     from its statement and what its judgment recorded: the writer's, and a mirror's import
-    of entries judged elsewhere."""
+    of entries judged elsewhere. (Migration 0007 files the reports logged before it as
+    `incident_row` does: keep them in step.)"""
     incident = (
-        incident_row(statement, geo, sighting)
+        incident_row(statement, validation, sighting)
         if isinstance(statement, pb.IncidentReport) and sighting is not None
         else None
     )
@@ -373,6 +383,8 @@ class Ledger:
         if self.trust.log_public_key != log_key.public_key:
             raise FailedPrecondition("the log key is not the one the trust root names")
         self.dataset(self.trust.border_dataset_sha256)  # fail at start, not at first report
+        # Called with the log's size after each batch this replica commits (tails wake).
+        self._commit_watchers: list[Callable[[int], None]] = []
         self.sequencer = Sequencer(
             self._append, max_batch=max_batch, max_queue=max_queue, linger_s=linger_s
         )
@@ -479,7 +491,18 @@ class Ledger:
             [self._current[1]] + [r.entry.index + 1 for r in results if isinstance(r, Appended)]
         )
         self._current = (self._batch_state, size)
+        for watcher in list(self._commit_watchers):
+            try:
+                watcher(size)
+            except Exception:  # committed whatever a watcher does: the receipts go out
+                log.exception("a commit watcher failed")
         return results
+
+    def watch_commits(self, watcher: Callable[[int], None]) -> Callable[[], None]:
+        """Call `watcher(size)` (on the sequencer's thread; it must not block) after each
+        batch this replica commits; returns what stops it."""
+        self._commit_watchers.append(watcher)
+        return lambda: self._commit_watchers.remove(watcher)
 
     def _build(self, item: NewEntry, index: int, prev: bytes, now: int) -> Built:
         """The authoritative decision, at the entry's own index and the log's clock."""
@@ -500,7 +523,7 @@ class Ledger:
         if judged.sighting is not None:
             self._batch_sightings.append(judged.sighting)
         judgment.advance(state, judged.admitted, index)
-        incident, notice = entry_rows(judged.statement, judged.validation.geo, judged.sighting)
+        incident, notice = entry_rows(judged.statement, judged.validation, judged.sighting)
         return Built(
             judged.leaf(pending.envelope_bytes, index, prev, now),
             judged.links,
@@ -794,7 +817,12 @@ class Ledger:
                 f"border data set {shown(dataset_sha256)} is not registered on this ledger",
                 field="dataset_sha256",
             )
-        incidents = self.timeline(since_us, until_us, parties, limit)  # checks the filters
+        request = api.TimelineRequest(parties=parties, limit=limit)
+        if since_us is not None:
+            request.since.CopyFrom(to_timestamp(since_us))
+        if until_us is not None:
+            request.until.CopyFrom(to_timestamp(until_us))
+        incidents = self.timeline(request).items  # checks the filters
         ds = self.dataset(dataset_sha256)
         for incident in incidents:
             # The place as last amended, with the facts recorded for it.
@@ -911,35 +939,86 @@ class Ledger:
             return None
         return in_tree(as_of_index, "as_of_index", self.store.tree_size(), end=True)
 
-    def timeline(
-        self,
-        since_us: int | None,
-        until_us: int | None,
-        parties: Sequence[str],
-        limit: int,
-        as_of_index: int = 0,
-    ) -> list[ShownIncident]:
-        """Incident reports by incident time, each with its status and its current form,
-        as the log stood before `as_of_index` (0: now). Three queries for the whole page:
-        the reports, the links to them, their newest amendments."""
-        for i, code in enumerate(parties):
-            if code not in self.trust.parties:
-                raise InvalidArgument(f"unknown party {shown(code)}", field=f"parties[{i}]")
-        sane_time(since_us, "since")
-        sane_time(until_us, "until")
-        if since_us is not None and until_us is not None and since_us > until_us:
-            raise InvalidArgument("since is after until", field="since")
-        before = self._as_of(as_of_index)
-        limit = min(limit or self.MAX_TIMELINE, self.MAX_TIMELINE)
-        rows = self.store.timeline(
-            since_us=since_us,
-            until_us=until_us,
-            parties=sorted(set(parties)),  # each once: a party named 10,000 times is one
-            limit=limit,
-            before=before,
+    def timeline(self, request: api.TimelineRequest) -> TimelinePage:
+        """A page of the incident reports that pass every filter of `request`, in its
+        order, each with its status and its current form, as the log stood before the
+        query's snapshot (see TimelineRequest and ledger/queries.py). Reads the keys of
+        the matching reports through the indexes, then only the page's entries, the links
+        to them and their newest amendments."""
+        query = queries.parse(request, self.trust.parties, self.borders.segments)
+        size = self.store.tree_size()
+        if query.as_of_index:
+            in_tree(query.as_of_index, "as_of_index", size, end=True)
+        after = queries.read_token(request.page_token, query) if request.page_token else None
+        if after is not None and after.before > size:
+            raise InvalidArgument("not a page token of this log", field="page_token")
+        before = after.before if after is not None else query.as_of_index or size
+        query = self._investigated(query, before)
+        limit = min(request.limit or self.MAX_TIMELINE, self.MAX_TIMELINE)
+        keys = self._matching(query, before, after, limit + 1)
+        more, keys = len(keys) > limit, keys[:limit]
+        found = {e.index: e for e in self.store.get_entries([k.index for k in keys])}
+        missing = [k.index for k in keys if k.index not in found]
+        if missing:
+            raise Corrupt(f"incident reports {missing} are indexed but not stored")
+        reports = [found[k.index] for k in keys]
+        return TimelinePage(
+            self._shown(reports, self._links_by_target(reports, before)),
+            [queries.token(query, queries.Cursor(before, k.start_us, k.index)) for k in keys],
+            more,
+            before,
         )
-        reports = [stored for stored, _row in rows]
-        return self._shown(reports, self._links_by_target(reports, before))
+
+    def _investigated(self, query: queries.Query, before: int) -> queries.Query:
+        """`query` limited to the incidents its investigation request names, if it names
+        one: a request logged before the snapshot."""
+        index = query.investigation_index
+        if not index:
+            return query
+        stored = self.store.get_entry(index) if index < before else None
+        if stored is None or stored.kind != statements.INVESTIGATION_REQUEST:
+            raise NotFound(
+                f"entry {index} is not an investigation request logged before entry {before}",
+                field="investigation_index",
+            )
+        request = statements.decode(*_payload(parse_entry(stored.entry).envelope))
+        assert isinstance(request, pb.InvestigationRequest)
+        return replace(query, incidents=tuple(sorted(set(request.incident_indexes))))
+
+    def _matching(
+        self,
+        query: queries.Query,
+        before: int,
+        after: queries.Cursor | None,
+        want: int,
+    ) -> list[TimelineKey]:
+        """The keys of the first `want` reports after `after` that pass every filter: the
+        store applies all but the near circle's exact geodesic distance (it searches the
+        circle's box), checked here on the rows it gives, a batch at a time."""
+        # The log time window as a range of indexes: entries' times never decrease.
+        first, end = 0, None
+        if query.logged_since_us is not None:
+            first = self.store.first_index_at(query.logged_since_us, before)
+        if query.logged_until_us is not None:
+            end = self.store.first_index_at(query.logged_until_us + 1, before)
+        near = query.near
+        found: list[TimelineKey] = []
+        while len(found) < want:
+            need = want - len(found)
+            # A circle fills pi/4 of its box: ask for a few more than are needed.
+            batch = need if near is None else need + need // 4 + 16
+            keys = self.store.timeline(
+                query, before=before, after=after, limit=batch, first_index=first, end_index=end
+            )
+            if near is None:
+                found += keys
+            else:
+                metres = near.distances_m([(k.latitude, k.longitude) for k in keys])
+                found += [k for k, m in zip(keys, metres, strict=True) if m <= near.within_m]
+            if len(keys) < batch:
+                break
+            after = queries.Cursor(before, keys[-1].start_us, keys[-1].index)
+        return found[:want]
 
     def _links_by_target(
         self, reports: Sequence[StoredEntry], before: int | None
@@ -1112,6 +1191,20 @@ class Ledger:
             limit -= 1
             yield stored, info, replies
 
+    def shown_incidents(
+        self, reports: Sequence[StoredEntry], before: int | None
+    ) -> list[ShownIncident]:
+        """Incident reports as the timeline shows them (status, current form), as the log
+        stood before index `before` (None: now)."""
+        return self._shown(reports, self._links_by_target(reports, before))
+
+    def stats(
+        self, since_us: int | None, until_us: int | None, bucket: api.StatsBucket.ValueType
+    ) -> api.StatsResponse:
+        """Incident counts and each party's participation over [since, until) (until None:
+        the log's clock now); see ledger/stats.py."""
+        return stats.compute(self, since_us, until_us, bucket)
+
 
 @dataclass(frozen=True)
 class ShownIncident:
@@ -1123,6 +1216,18 @@ class ShownIncident:
     geo: log_pb2.GeoFacts
     status: api.IncidentStatus.ValueType
     current: api.IncidentView
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    """A page of a Timeline query: the incidents, for each the page token that continues
+    after it, whether more match after the last, and the snapshot (the log before index
+    `as_of_index`) it was judged on."""
+
+    items: list[ShownIncident]
+    tokens: list[str]
+    more: bool
+    as_of_index: int
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import statements_pb2 as pb
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Double,
@@ -33,8 +36,10 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     create_engine,
     event,
+    exists,
     func,
     literal_column,
     or_,
@@ -42,13 +47,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import ColumnElement, Exists
 
 from ledger import merkle
 from ledger.duplicates import LONG_WINDOWS, Search
 from ledger.errors import Corrupt, LedgerError, OutOfRange
-from ledger.incidents import JOINT_FINDING, RETRACTION, IncidentInfo, Link
+from ledger.incidents import (
+    COUNTER_CLAIM,
+    DISPUTING,
+    FINDING,
+    INVESTIGATION_ACCEPTED,
+    JOINT_FINDING,
+    JOINT_STATUS,
+    RETRACTION,
+    IncidentInfo,
+    Link,
+)
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.messages import NoticeArea
+from ledger.queries import Box, Cursor, Query
+from ledger.statements import MAX_WINDOW_US
 
 _T = TypeVar("_T")
 
@@ -156,6 +174,42 @@ incidents = Table(
     Column("territory", String(16), nullable=False),
     Index("incidents_window", "window_start_us", "window_end_us"),
     Index("incidents_party", "party", "window_start_us"),
+)
+
+# What the Timeline filters read of each incident report besides its incidents row, from
+# the report as first logged and the validation its entry records (migration 0007).
+incident_facts = Table(
+    "incident_facts",
+    metadata,
+    Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
+    # The alleged responsible party ("" when it blames nobody).
+    Column("blamed", String(16), nullable=False),
+    # The side as a reader takes it (geofacts.side): a party code, "neither" or "ambiguous".
+    Column("side", String(16), nullable=False),
+    # The recorded distance to the border and its nearest segment; NULL and "" for an area,
+    # whose facts record none.
+    Column("border_m", Double, nullable=True),
+    Column("segment", Text, nullable=False),
+    # The report likely duplicates an earlier one: not the first of its group.
+    Column("likely_duplicate", Boolean, nullable=False),
+    # The narrative, case folded (str.casefold), for the text filter.
+    Column("narrative", Text, nullable=False),
+    Index("incident_facts_border", "border_m"),
+    Index("incident_facts_segment", "segment", "border_m"),
+)
+
+# SQLite only: an R*Tree of the incidents' anchor points, for the place filters (its
+# coordinates are 32-bit floats, bounds rounded outwards: a query re-checks the exact
+# latitude and longitude in incidents). PostgreSQL has a GiST index on
+# point(longitude, latitude) of incidents instead (migration 0007).
+incident_places = Table(
+    "incident_places",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("min_lat", Double),
+    Column("max_lat", Double),
+    Column("min_lon", Double),
+    Column("max_lon", Double),
 )
 
 # Where and when each incident report is filed for the duplicate search (see
@@ -268,6 +322,8 @@ class IncidentRow:
     evidence: tuple[str, ...] = ()
     # The (cell, day) keys the duplicate search finds it under.
     filed_under: tuple[tuple[int, int], ...] = ()
+    # Its incident_facts, for the Timeline filters (None where only incidents is read).
+    facts: IncidentFacts | None = None
 
     def columns(self, index: int) -> dict[str, Any]:
         return {
@@ -279,6 +335,39 @@ class IncidentRow:
             "latitude": self.latitude,
             "longitude": self.longitude,
             "territory": self.territory,
+        }
+
+    def place(self, index: int) -> dict[str, Any]:
+        """Its row in the R*Tree of places (SQLite)."""
+        return {
+            "idx": index,
+            "min_lat": self.latitude,
+            "max_lat": self.latitude,
+            "min_lon": self.longitude,
+            "max_lon": self.longitude,
+        }
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """An incident_facts row (see the table)."""
+
+    blamed: str
+    side: str
+    border_m: float | None
+    segment: str
+    likely_duplicate: bool
+    narrative: str
+
+    def columns(self, index: int) -> dict[str, Any]:
+        return {
+            "idx": index,
+            "blamed": self.blamed,
+            "side": self.side,
+            "border_m": self.border_m,
+            "segment": self.segment,
+            "likely_duplicate": self.likely_duplicate,
+            "narrative": self.narrative,
         }
 
 
@@ -558,6 +647,8 @@ class LedgerStore:
             new_statements: list[dict[str, Any]] = []
             new_nodes: list[dict[str, Any]] = []
             new_incidents: list[dict[str, Any]] = []
+            new_facts: list[dict[str, Any]] = []
+            new_places: list[dict[str, Any]] = []
             new_notices: list[dict[str, Any]] = []
             new_blobs: dict[str, bytes] = {}
             new_evidence: list[dict[str, Any]] = []
@@ -594,6 +685,10 @@ class LedgerStore:
                 )
                 if built.incident is not None:
                     new_incidents.append(built.incident.columns(size))
+                    new_places.append(built.incident.place(size))
+                    if built.incident.facts is None:
+                        raise Corrupt(f"entry {size}: an incident row without its facts")
+                    new_facts.append(built.incident.facts.columns(size))
                     new_evidence.extend({"sha256": d, "idx": size} for d in built.incident.evidence)
                     new_keys.extend(
                         {"cell": c, "day": d, "idx": size} for c, d in built.incident.filed_under
@@ -615,6 +710,9 @@ class LedgerStore:
             conn.execute(tree_nodes.insert(), new_nodes)
             if new_incidents:
                 conn.execute(incidents.insert(), new_incidents)
+                conn.execute(incident_facts.insert(), new_facts)
+                if conn.dialect.name == "sqlite":  # PostgreSQL indexes incidents' columns
+                    conn.execute(incident_places.insert(), new_places)
             if new_notices:
                 conn.execute(notices.insert(), new_notices)
             if new_evidence:
@@ -843,6 +941,67 @@ class LedgerStore:
                 found.extend(_stored(r) for r in rows)
         return found
 
+    # -- statistics (ledger/stats.py) ---------------------------------------------------------
+
+    def first_index_at(self, time_us: int, size: int) -> int:
+        """The first index below `size` whose entry was integrated at or after `time_us`
+        (`size` when none): a binary search over the primary key, as entries' times never
+        decrease (the writer takes the later of its clock and the last entry's time)."""
+        lo, hi = 0, size
+        query = select(entries.c.integrated_time_us).where(entries.c.idx == bindparam("i"))
+        with self.engine.connect() as conn:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                t = conn.execute(query, {"i": mid}).scalar()
+                if t is None:
+                    raise Corrupt(f"entry {mid} is missing (tree size {size})")
+                if t < time_us:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        return lo
+
+    def count_kinds(self, kinds: Sequence[str], start: int, end: int) -> int:
+        """How many entries of the given kinds have start <= index < end (by the kind
+        index, without reading them)."""
+        query = select(func.count()).where(
+            entries.c.kind.in_(list(kinds)), entries.c.idx >= start, entries.c.idx < end
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def times_of(self, indexes: Sequence[int], *, page: int = 1000) -> dict[int, int]:
+        """The integrated time of each entry at the given indexes (those that exist)."""
+        wanted = sorted(set(indexes))
+        found: dict[int, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), page):
+                rows = conn.execute(
+                    select(entries.c.idx, entries.c.integrated_time_us).where(
+                        entries.c.idx.in_(wanted[start : start + page])
+                    )
+                )
+                found.update((int(i), int(t)) for i, t in rows)
+        return found
+
+    def incidents_starting(
+        self, since_us: int, until_us: int, before: int, limit: int
+    ) -> list[int]:
+        """The indexes of incident reports logged before index `before` whose window (as
+        first logged) starts in [since_us, until_us), in index order; at most `limit`."""
+        query = (
+            select(incidents.c.idx)
+            .where(
+                incidents.c.window_start_us >= since_us,
+                incidents.c.window_start_us < until_us,
+                incidents.c.idx < before,
+            )
+            .order_by(incidents.c.idx)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [int(i) for i in conn.execute(query).scalars()]
+
     def incident(self, index: int) -> IncidentInfo | None:
         """The incident report at `index`, with its retraction and its first jointly
         attested finding, if any."""
@@ -885,41 +1044,98 @@ class LedgerStore:
 
     def timeline(
         self,
+        query: Query,
         *,
-        since_us: int | None,
-        until_us: int | None,
-        parties: Sequence[str],
+        before: int,
+        after: Cursor | None,
         limit: int,
-        before: int | None = None,
-    ) -> list[tuple[StoredEntry, IncidentRow]]:
-        """Incident reports by incident time (as first logged; only those before index
-        `before`, when given)."""
-        query = select(entries, incidents).join(incidents, incidents.c.idx == entries.c.idx)
-        if before is not None:
-            query = query.where(incidents.c.idx < before)
-        if since_us is not None:
-            query = query.where(incidents.c.window_end_us >= since_us)
-        if until_us is not None:
-            query = query.where(incidents.c.window_start_us <= until_us)
-        if parties:
-            query = query.where(incidents.c.party.in_(list(parties)))
-        query = query.order_by(incidents.c.window_start_us, entries.c.idx).limit(limit)
-        with self.engine.connect() as conn:
-            return [
-                (
-                    _stored(r),
-                    IncidentRow(
-                        r.party,
-                        r.category,
-                        r.window_start_us,
-                        r.window_end_us,
-                        r.latitude,
-                        r.longitude,
-                        r.territory,
-                    ),
-                )
-                for r in conn.execute(query)
+        first_index: int = 0,
+        end_index: int | None = None,
+    ) -> list[TimelineKey]:
+        """The first `limit` incident reports logged before index `before` (and from
+        `first_index` to before `end_index`) that pass every filter of `query` but the
+        near circle's exact distance (their box is applied), in its order after `after`:
+        their keys only (the caller reads the entries of those it keeps). The place filters
+        search the spatial index (SQLite R*Tree, PostgreSQL GiST), and the time, party and
+        border filters their indexes; the rest are checked on the rows those give."""
+        i, f = incidents, incident_facts
+        where: list[ColumnElement[bool]] = [i.c.idx < before]
+        if first_index:
+            where.append(i.c.idx >= first_index)
+        if end_index is not None:
+            where.append(i.c.idx < end_index)
+        if query.since_us is not None:
+            # A window spans at most MAX_WINDOW_US (the rule every logged report passed):
+            # the bound on its start lets the search range over the window index.
+            where += [
+                i.c.window_end_us >= query.since_us,
+                i.c.window_start_us >= query.since_us - MAX_WINDOW_US,
             ]
+        if query.until_us is not None:
+            where.append(i.c.window_start_us <= query.until_us)
+        if query.parties:
+            where.append(i.c.party.in_(query.parties))
+        if query.categories:
+            where.append(i.c.category.in_(query.categories))
+        if query.incidents is not None:
+            where.append(i.c.idx.in_(query.incidents))
+        box = query.place
+        if box is not None:
+            where += [
+                i.c.latitude.between(box.min_lat, box.max_lat),
+                i.c.longitude.between(box.min_lon, box.max_lon),
+                self._in_box(box),
+            ]
+        facts: list[ColumnElement[bool]] = []
+        if query.blamed:
+            facts.append(f.c.blamed.in_(query.blamed))
+        if query.sides:
+            facts.append(f.c.side.in_(query.sides))
+        if query.border_within_m is not None:
+            facts.append(f.c.border_m <= query.border_within_m)
+        if query.segment:
+            facts.append(f.c.segment == query.segment)
+        if query.text:
+            facts.append(f.c.narrative.contains(query.text, autoescape=True))
+        if query.collapse_duplicates:
+            facts.append(f.c.likely_duplicate.is_(False))
+        if query.statuses:
+            where.append(_status_before(before).in_(query.statuses))
+        if after is not None:
+            if query.by_index:
+                where.append(i.c.idx > after.index)
+            else:
+                where += [
+                    i.c.window_start_us >= after.start_us,
+                    or_(i.c.window_start_us > after.start_us, i.c.idx > after.index),
+                ]
+        found = select(i.c.idx, i.c.window_start_us, i.c.latitude, i.c.longitude)
+        if facts:
+            found = found.join(f, f.c.idx == i.c.idx)
+        order = (i.c.idx,) if query.by_index else (i.c.window_start_us, i.c.idx)
+        found = found.where(*where, *facts).order_by(*order).limit(limit)
+        with self.engine.connect() as conn:
+            return [TimelineKey(*r) for r in conn.execute(found)]
+
+    def _in_box(self, box: Box) -> ColumnElement[bool]:
+        """The spatial index's search for anchor points in `box` (with the R*Tree's
+        rounding, or GiST's tolerance of 1e-6: the caller compares the exact values)."""
+        if self.engine.dialect.name == "sqlite":
+            p = incident_places
+            return incidents.c.idx.in_(
+                select(p.c.idx).where(
+                    p.c.max_lat >= box.min_lat,
+                    p.c.min_lat <= box.max_lat,
+                    p.c.max_lon >= box.min_lon,
+                    p.c.min_lon <= box.max_lon,
+                )
+            )
+        # The expression of the GiST index incidents_place, exactly.
+        place = func.point(incidents.c.longitude, incidents.c.latitude)
+        corners = func.box(
+            func.point(box.min_lon, box.min_lat), func.point(box.max_lon, box.max_lat)
+        )
+        return place.op("<@", is_comparison=True)(corners)
 
     # -- proofs ----------------------------------------------------------------------------
 
@@ -960,6 +1176,58 @@ class LedgerStore:
             return bytes(h)
 
         return compute(get)
+
+
+@dataclass(frozen=True)
+class TimelineKey:
+    """An incident report found by a Timeline query: where it sorts, and its anchor point."""
+
+    index: int
+    start_us: int
+    latitude: float
+    longitude: float
+
+
+def _status_before(before: int) -> ColumnElement[int]:
+    """An incident's derived status as of index `before`, in SQL: incidents.derive_status,
+    rule for rule (tests/test_queries.py checks that the two agree)."""
+
+    def linked(*also: ColumnElement[bool]) -> Exists:
+        return exists().where(links.c.target_idx == incidents.c.idx, links.c.idx < before, *also)
+
+    joint = (
+        select(links.c.response)
+        .where(
+            links.c.target_idx == incidents.c.idx,
+            links.c.idx < before,
+            links.c.relation == JOINT_FINDING,
+        )
+        .order_by(links.c.idx.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    outcomes = [(joint == outcome, status) for outcome, status in JOINT_STATUS.items()]
+    return case(
+        (linked(links.c.relation == RETRACTION), api.INCIDENT_STATUS_RETRACTED),
+        *outcomes,
+        (joint.is_not(None), api.INCIDENT_STATUS_INCONCLUSIVE),
+        (
+            linked(links.c.relation.in_([FINDING, INVESTIGATION_ACCEPTED])),
+            api.INCIDENT_STATUS_UNDER_INVESTIGATION,
+        ),
+        (
+            linked(links.c.relation == COUNTER_CLAIM, links.c.response.in_(sorted(DISPUTING))),
+            api.INCIDENT_STATUS_DISPUTED,
+        ),
+        (
+            linked(
+                links.c.relation == COUNTER_CLAIM,
+                links.c.response == pb.RESPONSE_KIND_ACKNOWLEDGEMENT,
+            ),
+            api.INCIDENT_STATUS_ACKNOWLEDGED,
+        ),
+        else_=api.INCIDENT_STATUS_REPORTED,
+    )
 
 
 def _notice_area(r: Any) -> NoticeArea:

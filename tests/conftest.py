@@ -8,6 +8,7 @@ is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -55,6 +56,14 @@ def postgres_available() -> bool:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: a SQLite file, or a new PostgreSQL database."""
+    with fresh_database(request, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """db_url's database, for a fixture parametrized by "sqlite" and "postgresql" of any
+    scope (e.g. one ledger for a whole module)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
@@ -171,6 +180,15 @@ def running(
 ) -> Iterator[RunningLedger]:
     """An initialised ledger behind a real gRPC server on loopback (uploads are spooled in
     tmp_path/uploads)."""
+    with serve(db_url, parties, borders, log_clock, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serve(
+    db_url: str, parties: Parties, borders: BorderDataset, log_clock: LogClock, tmp_path: Path
+) -> Iterator[RunningLedger]:
+    """`running`'s ledger and server, for a fixture of any scope."""
     store = LedgerStore.open(db_url)
     log_key = LogKey(ORIGIN, parties.log)
     initialize(store, parties.founding_envelope(borders), log_key, borders)
@@ -189,10 +207,8 @@ def running(
         store.close()
 
 
-def sqlite_plans(engine: Engine, run: Callable[[], object]) -> dict[str, str]:
-    """SQLite's query plan (EXPLAIN QUERY PLAN) of each SELECT that `run` executes on
-    `engine`, by statement: to show that a hot query searches an index, never reads a
-    table whole."""
+def selects_run(engine: Engine, run: Callable[[], object]) -> list[tuple[str, Any]]:
+    """Each SELECT that `run` executes on `engine`, with its parameters, in order."""
     ran: list[tuple[str, Any]] = []
 
     def keep(_c: object, _cur: object, statement: str, params: Any, *_a: object) -> None:
@@ -204,6 +220,14 @@ def sqlite_plans(engine: Engine, run: Callable[[], object]) -> dict[str, str]:
         run()
     finally:
         event.remove(engine, "before_cursor_execute", keep)
+    return ran
+
+
+def sqlite_plans(engine: Engine, run: Callable[[], object]) -> dict[str, str]:
+    """SQLite's query plan (EXPLAIN QUERY PLAN) of each SELECT that `run` executes on
+    `engine`, by statement: to show that a hot query searches an index, never reads a
+    table whole."""
+    ran = selects_run(engine, run)
     raw = engine.raw_connection()
     try:
         return {

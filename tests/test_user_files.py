@@ -104,7 +104,7 @@ def _rename(holder: dict[str, Any], old: str, new: str) -> None:
             lambda d: _rename(d["freshness"], "max_age_seconds", "max_age"),
             ["freshness: unknown key 'max_age'"],
         ),
-        (lambda d: d.update(witnesses=["w1"]), ["unknown key 'witnesses'", "known: origin"]),
+        (lambda d: d.update(observers=["w1"]), ["unknown key 'observers'", "known: origin"]),
         (
             lambda d: _party(d, "ARM").update(authority_threshold="two"),
             ["parties[0].authority_threshold: expected a whole number"],

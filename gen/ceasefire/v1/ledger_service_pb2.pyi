@@ -79,6 +79,27 @@ INCIDENT_STATUS_INCONCLUSIVE: IncidentStatus.ValueType  # 8
 """A jointly attested finding could not decide."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
 
+class _TimelineOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimelineOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimelineOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIMELINE_ORDER_UNSPECIFIED: _TimelineOrder.ValueType  # 0
+    """Incident time: by the window's start, then by log index."""
+    TIMELINE_ORDER_INCIDENT_TIME: _TimelineOrder.ValueType  # 1
+    TIMELINE_ORDER_LOG_INDEX: _TimelineOrder.ValueType  # 2
+    """Log index: the order reports were logged in."""
+
+class TimelineOrder(_TimelineOrder, metaclass=_TimelineOrderEnumTypeWrapper): ...
+
+TIMELINE_ORDER_UNSPECIFIED: TimelineOrder.ValueType  # 0
+"""Incident time: by the window's start, then by log index."""
+TIMELINE_ORDER_INCIDENT_TIME: TimelineOrder.ValueType  # 1
+TIMELINE_ORDER_LOG_INDEX: TimelineOrder.ValueType  # 2
+"""Log index: the order reports were logged in."""
+Global___TimelineOrder: _TypeAlias = TimelineOrder  # noqa: Y015
+
 class _InvestigationStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -116,6 +137,28 @@ INVESTIGATION_STATUS_UNDER_WAY: InvestigationStatus.ValueType  # 5
 INVESTIGATION_STATUS_CONCLUDED: InvestigationStatus.ValueType  # 6
 """Every incident it names has a jointly attested finding of this investigation."""
 Global___InvestigationStatus: _TypeAlias = InvestigationStatus  # noqa: Y015
+
+class _StatsBucket:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatsBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsBucket.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATS_BUCKET_UNSPECIFIED: _StatsBucket.ValueType  # 0
+    STATS_BUCKET_DAY: _StatsBucket.ValueType  # 1
+    """Calendar days, from 00:00 UTC."""
+    STATS_BUCKET_WEEK: _StatsBucket.ValueType  # 2
+    """ISO 8601 weeks, from Monday 00:00 UTC."""
+
+class StatsBucket(_StatsBucket, metaclass=_StatsBucketEnumTypeWrapper):
+    """How incident reports are bucketed in time (UTC)."""
+
+STATS_BUCKET_UNSPECIFIED: StatsBucket.ValueType  # 0
+STATS_BUCKET_DAY: StatsBucket.ValueType  # 1
+"""Calendar days, from 00:00 UTC."""
+STATS_BUCKET_WEEK: StatsBucket.ValueType  # 2
+"""ISO 8601 weeks, from Monday 00:00 UTC."""
+Global___StatsBucket: _TypeAlias = StatsBucket  # noqa: Y015
 
 @_typing.final
 class GetDossierRequest(_message.Message):
@@ -929,6 +972,22 @@ Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  
 
 @_typing.final
 class TimelineRequest(_message.Message):
+    """Incident reports matching every filter given (AND); a filter left empty or unset does not
+    filter, and within a repeated filter any one value matches (OR). Every filter applies to
+    the report as first logged, with the geo facts recorded in its own entry: an amendment
+    changes what `current` shows, never which query finds the report or where it sorts (so
+    pages stay put while reports are amended). The status is the exception: it is derived, as
+    of the query's snapshot. Unknown codes and names, and values out of bounds, are refused
+    with INVALID_ARGUMENT naming the field (e.g. "parties[1]", "near.within_m").
+
+    Paging: at most `limit` incidents come per call; each response carries `next_page_token`,
+    which continues the same query after that incident. A query is judged on one snapshot,
+    the log as it stood before `as_of_index` (when unset: the tree size when its first page
+    was read), and its tokens carry that snapshot: entries appended while a client pages are
+    in none of its pages, wherever they would sort, so pages never shift, repeat or skip.
+    To see them, start the query anew (without a token).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SINCE_FIELD_NUMBER: _builtins.int
@@ -936,12 +995,41 @@ class TimelineRequest(_message.Message):
     PARTIES_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     AS_OF_INDEX_FIELD_NUMBER: _builtins.int
+    LOGGED_SINCE_FIELD_NUMBER: _builtins.int
+    LOGGED_UNTIL_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    BLAMED_PARTIES_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    NEAR_FIELD_NUMBER: _builtins.int
+    NEAR_BORDER_FIELD_NUMBER: _builtins.int
+    SIDES_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    INVESTIGATION_INDEX_FIELD_NUMBER: _builtins.int
+    COLLAPSE_DUPLICATES_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
-    """At most this many (default and cap 10,000)."""
+    """At most this many per call (default and cap 10,000)."""
     as_of_index: _builtins.int
     """The timeline as the log stood before this index: incidents, amendments and linked
     entries at or after it are ignored. 0 means now; at most the tree size (OUT_OF_RANGE
-    beyond it). The time and party filters apply to the reports as first logged.
+    beyond it).
+    """
+    text: _builtins.str
+    """Text contained in the narrative, compared case-insensitively (Unicode case folding);
+    at most 200 characters.
+    """
+    investigation_index: _builtins.int
+    """Only the incidents this investigation request names (the log index of the request)."""
+    collapse_duplicates: _builtins.bool
+    """Likely duplicates collapsed: only reports that likely duplicate no earlier report (the
+    first of each group of likely duplicates). By default all are shown.
+    """
+    order: Global___TimelineOrder.ValueType
+    page_token: _builtins.str
+    """From a previous response's next_page_token: the next page of the same query (the same
+    filters, order and as_of_index; `limit` may differ). Another query's token is refused.
     """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
@@ -951,7 +1039,50 @@ class TimelineRequest(_message.Message):
     def until(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Reporting party codes; empty means all."""
+        """Reporting party codes, in any case; empty means all."""
+
+    @_builtins.property
+    def logged_since(self) -> _timestamp_pb2.Timestamp:
+        """Incidents whose report was logged (the entry's integrated time, by the log's clock)
+        within [logged_since, logged_until]; unset means open.
+        """
+
+    @_builtins.property
+    def logged_until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_statements_pb2.IncidentCategory.ValueType]:
+        """Categories of the report; empty means all."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___IncidentStatus.ValueType]:
+        """Derived statuses, as of the snapshot; empty means all."""
+
+    @_builtins.property
+    def blamed_parties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The party the report blames (its alleged_responsible_party), codes in any case."""
+
+    @_builtins.property
+    def box(self) -> Global___GeoBox:
+        """The report's anchor point (the point, the observer, a line's origin, a polygon's first
+        vertex) lies in this box, edges included.
+        """
+
+    @_builtins.property
+    def near(self) -> Global___NearPoint:
+        """The anchor point is within `within_m` geodesic metres (WGS84) of a point."""
+
+    @_builtins.property
+    def near_border(self) -> Global___NearBorder:
+        """The place was recorded within `within_m` metres of the border (its geo facts'
+        distance_to_border_m), optionally with `segment` recorded as the nearest segment.
+        """
+
+    @_builtins.property
+    def sides(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The side the place was recorded on, as a reader takes it: a party code (in any case),
+        "NEITHER" (neither party's territory) or "AMBIGUOUS" (the uncertainty reaches across
+        the border, or no side holds most of an area).
+        """
 
     def __init__(
         self,
@@ -961,14 +1092,110 @@ class TimelineRequest(_message.Message):
         parties: _abc.Iterable[_builtins.str] | None = ...,
         limit: _builtins.int = ...,
         as_of_index: _builtins.int = ...,
+        logged_since: _timestamp_pb2.Timestamp | None = ...,
+        logged_until: _timestamp_pb2.Timestamp | None = ...,
+        categories: _abc.Iterable[_statements_pb2.IncidentCategory.ValueType] | None = ...,
+        statuses: _abc.Iterable[Global___IncidentStatus.ValueType] | None = ...,
+        blamed_parties: _abc.Iterable[_builtins.str] | None = ...,
+        box: Global___GeoBox | None = ...,
+        near: Global___NearPoint | None = ...,
+        near_border: Global___NearBorder | None = ...,
+        sides: _abc.Iterable[_builtins.str] | None = ...,
+        text: _builtins.str = ...,
+        investigation_index: _builtins.int = ...,
+        collapse_duplicates: _builtins.bool = ...,
+        order: Global___TimelineOrder.ValueType = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "logged_since", b"logged_since", "logged_until", b"logged_until", "near", b"near", "near_border", b"near_border", "since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "limit", b"limit", "parties", b"parties", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "blamed_parties", b"blamed_parties", "box", b"box", "categories", b"categories", "collapse_duplicates", b"collapse_duplicates", "investigation_index", b"investigation_index", "limit", b"limit", "logged_since", b"logged_since", "logged_until", b"logged_until", "near", b"near", "near_border", b"near_border", "order", b"order", "page_token", b"page_token", "parties", b"parties", "sides", b"sides", "since", b"since", "statuses", b"statuses", "text", b"text", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TimelineRequest: _TypeAlias = TimelineRequest  # noqa: Y015
+
+@_typing.final
+class GeoBox(_message.Message):
+    """A box in degrees; min <= max for both (a box across the antimeridian is two queries)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_LATITUDE_FIELD_NUMBER: _builtins.int
+    MIN_LONGITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LATITUDE_FIELD_NUMBER: _builtins.int
+    MAX_LONGITUDE_FIELD_NUMBER: _builtins.int
+    min_latitude: _builtins.float
+    min_longitude: _builtins.float
+    max_latitude: _builtins.float
+    max_longitude: _builtins.float
+    def __init__(
+        self,
+        *,
+        min_latitude: _builtins.float = ...,
+        min_longitude: _builtins.float = ...,
+        max_latitude: _builtins.float = ...,
+        max_longitude: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_latitude", b"max_latitude", "max_longitude", b"max_longitude", "min_latitude", b"min_latitude", "min_longitude", b"min_longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeoBox: _TypeAlias = GeoBox  # noqa: Y015
+
+@_typing.final
+class NearPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CENTER_FIELD_NUMBER: _builtins.int
+    WITHIN_M_FIELD_NUMBER: _builtins.int
+    within_m: _builtins.float
+    """Geodesic metres, more than 0 and at most 500,000."""
+    @_builtins.property
+    def center(self) -> _statements_pb2.GeoPoint: ...
+    def __init__(
+        self,
+        *,
+        center: _statements_pb2.GeoPoint | None = ...,
+        within_m: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["center", b"center"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["center", b"center", "within_m", b"within_m"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NearPoint: _TypeAlias = NearPoint  # noqa: Y015
+
+@_typing.final
+class NearBorder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITHIN_M_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    within_m: _builtins.float
+    """Metres, from 0 to 500,000. An area (a polygon) has no distance recorded: it never
+    matches.
+    """
+    segment: _builtins.str
+    """A segment id of the border data set in force (e.g. "main", "nakhchivan"); empty means
+    any segment.
+    """
+    def __init__(
+        self,
+        *,
+        within_m: _builtins.float = ...,
+        segment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment", "within_m", b"within_m"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NearBorder: _TypeAlias = NearBorder  # noqa: Y015
 
 @_typing.final
 class TimelineResponse(_message.Message):
@@ -980,11 +1207,24 @@ class TimelineResponse(_message.Message):
     REPORT_FIELD_NUMBER: _builtins.int
     GEO_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    AS_OF_INDEX_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     status: Global___IncidentStatus.ValueType
-    """Derived from the entries linked to the incident (before as_of_index)."""
+    """Derived from the entries linked to the incident (before the snapshot)."""
     entry: _builtins.bytes
     """The serialized LogEntry, verbatim, so a reader can verify it."""
+    next_page_token: _builtins.str
+    """Pass as page_token to continue the query after this incident."""
+    more: _builtins.bool
+    """More incidents match after this one: true on every response of a page but the last,
+    and on the last when the page was cut at `limit`.
+    """
+    as_of_index: _builtins.int
+    """The query's snapshot: the log as it stood before this index (the request's
+    as_of_index, or the tree size when the first page was read).
+    """
     @_builtins.property
     def report(self) -> _statements_pb2.IncidentReport:
         """The report as first logged, decoded from the entry's envelope, for convenience, and
@@ -1006,10 +1246,13 @@ class TimelineResponse(_message.Message):
         report: _statements_pb2.IncidentReport | None = ...,
         geo: _log_pb2.GeoFacts | None = ...,
         current: Global___IncidentView | None = ...,
+        next_page_token: _builtins.str = ...,
+        more: _builtins.bool = ...,
+        as_of_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "geo", b"geo", "report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "entry", b"entry", "geo", b"geo", "index", b"index", "report", b"report", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "current", b"current", "entry", b"entry", "geo", b"geo", "index", b"index", "more", b"more", "next_page_token", b"next_page_token", "report", b"report", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1176,3 +1419,410 @@ class ListMessagesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
+
+@_typing.final
+class TailRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    start_index: _builtins.int
+    """The first index to send; at most the tree size (then only new entries come)."""
+    def __init__(
+        self,
+        *,
+        start_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start_index", b"start_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TailRequest: _TypeAlias = TailRequest  # noqa: Y015
+
+@_typing.final
+class TailResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    entry: _builtins.bytes
+    """The serialized LogEntry, verbatim: the Merkle leaf."""
+    leaf_hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        leaf_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "index", b"index", "leaf_hash", b"leaf_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TailResponse: _TypeAlias = TailResponse  # noqa: Y015
+
+@_typing.final
+class StatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    bucket: Global___StatsBucket.ValueType
+    """Unset: days."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The period [since, until). Required; at most 731 days long."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Unset: the log's clock now."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        bucket: Global___StatsBucket.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
+
+@_typing.final
+class StatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    PARTICIPATION_FIELD_NUMBER: _builtins.int
+    bucket: Global___StatsBucket.ValueType
+    tree_size: _builtins.int
+    """Everything is counted as the log stood with this many entries, at the log's clock
+    as_of (which judges investigation deadlines).
+    """
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentBucket]:
+        """Incident reports whose time window (as first logged) starts in the period, counted
+        in the bucket holding that start; every bucket of the period, empty ones included.
+        """
+
+    @_builtins.property
+    def totals(self) -> Global___IncidentCounts:
+        """The same reports over the whole period."""
+
+    @_builtins.property
+    def participation(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartyParticipation]:
+        """One row per party of the trust root, by party code."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        bucket: Global___StatsBucket.ValueType = ...,
+        tree_size: _builtins.int = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        buckets: _abc.Iterable[Global___IncidentBucket] | None = ...,
+        totals: Global___IncidentCounts | None = ...,
+        participation: _abc.Iterable[Global___PartyParticipation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "since", b"since", "totals", b"totals", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bucket", b"bucket", "buckets", b"buckets", "participation", b"participation", "since", b"since", "totals", b"totals", "tree_size", b"tree_size", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatsResponse: _TypeAlias = StatsResponse  # noqa: Y015
+
+@_typing.final
+class IncidentBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The bucket's first instant, and its label: "2026-11-30" or "2026-W49"."""
+
+    @_builtins.property
+    def counts(self) -> Global___IncidentCounts: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        label: _builtins.str = ...,
+        counts: Global___IncidentCounts | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "label", b"label", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentBucket: _TypeAlias = IncidentBucket  # noqa: Y015
+
+@_typing.final
+class IncidentCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ByPartyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ByCategoryEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BySegmentEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ByPartyStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    BY_PARTY_FIELD_NUMBER: _builtins.int
+    BY_CATEGORY_FIELD_NUMBER: _builtins.int
+    BY_SEGMENT_FIELD_NUMBER: _builtins.int
+    BY_STATUS_FIELD_NUMBER: _builtins.int
+    BY_PARTY_STATUS_FIELD_NUMBER: _builtins.int
+    reports: _builtins.int
+    @_builtins.property
+    def by_party(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """By reporting party code."""
+
+    @_builtins.property
+    def by_category(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """By category as it stands (as last amended), e.g. "small_arms_fire"."""
+
+    @_builtins.property
+    def by_segment(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """By the nearest border segment of the geo facts recorded for the report as it stands,
+        e.g. "main"; "" when none was recorded.
+        """
+
+    @_builtins.property
+    def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """By derived status now (as Timeline shows it), e.g. "disputed", "retracted"."""
+
+    @_builtins.property
+    def by_party_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """By reporting party, then status: "ARM/disputed"."""
+
+    def __init__(
+        self,
+        *,
+        reports: _builtins.int = ...,
+        by_party: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        by_category: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        by_segment: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        by_party_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_category", b"by_category", "by_party", b"by_party", "by_party_status", b"by_party_status", "by_segment", b"by_segment", "by_status", b"by_status", "reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentCounts: _TypeAlias = IncidentCounts  # noqa: Y015
+
+@_typing.final
+class PartyParticipation(_message.Message):
+    """What one party did over the period (by log time), as the log stands now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_FIELD_NUMBER: _builtins.int
+    REQUESTS_MADE_FIELD_NUMBER: _builtins.int
+    REQUESTS_RECEIVED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DECLINED_FIELD_NUMBER: _builtins.int
+    UNANSWERED_FIELD_NUMBER: _builtins.int
+    AWAITING_FIELD_NUMBER: _builtins.int
+    MEDIAN_ANSWER_S_FIELD_NUMBER: _builtins.int
+    FINDINGS_ATTESTED_FIELD_NUMBER: _builtins.int
+    FINDINGS_DISSENTED_FIELD_NUMBER: _builtins.int
+    NOTICES_GIVEN_FIELD_NUMBER: _builtins.int
+    NOTICES_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    HOTLINE_SENT_FIELD_NUMBER: _builtins.int
+    HOTLINE_SENT_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    HOTLINE_RECEIVED_FIELD_NUMBER: _builtins.int
+    HOTLINE_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    MEDIAN_ACKNOWLEDGE_S_FIELD_NUMBER: _builtins.int
+    party: _builtins.str
+    requests_made: _builtins.int
+    """Investigation requests it logged in the period."""
+    requests_received: _builtins.int
+    """Requests logged in the period that name it as a respondent ..."""
+    accepted: _builtins.int
+    """... that it accepted, declined, or left unanswered past their deadline (by the
+    log's clock), or that it may still answer (deadline not passed).
+    """
+    declined: _builtins.int
+    unanswered: _builtins.int
+    awaiting: _builtins.int
+    median_answer_s: _builtins.float
+    """Median log time from a request to its answer, seconds, over those it answered
+    (unset when none).
+    """
+    findings_attested: _builtins.int
+    """Attestations and dissents of findings it logged in the period."""
+    findings_dissented: _builtins.int
+    notices_given: _builtins.int
+    """Advance notices it logged in the period; notices of other parties logged in the
+    period that it acknowledged.
+    """
+    notices_acknowledged: _builtins.int
+    hotline_sent: _builtins.int
+    """Hotline messages it sent in the period; of those, acknowledged by their addressee."""
+    hotline_sent_acknowledged: _builtins.int
+    hotline_received: _builtins.int
+    """Hotline messages addressed to it, sent in the period; of those, acknowledged by it,
+    and the median log time from message to its acknowledgement, seconds.
+    """
+    hotline_acknowledged: _builtins.int
+    median_acknowledge_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        party: _builtins.str = ...,
+        requests_made: _builtins.int = ...,
+        requests_received: _builtins.int = ...,
+        accepted: _builtins.int = ...,
+        declined: _builtins.int = ...,
+        unanswered: _builtins.int = ...,
+        awaiting: _builtins.int = ...,
+        median_answer_s: _builtins.float | None = ...,
+        findings_attested: _builtins.int = ...,
+        findings_dissented: _builtins.int = ...,
+        notices_given: _builtins.int = ...,
+        notices_acknowledged: _builtins.int = ...,
+        hotline_sent: _builtins.int = ...,
+        hotline_sent_acknowledged: _builtins.int = ...,
+        hotline_received: _builtins.int = ...,
+        hotline_acknowledged: _builtins.int = ...,
+        median_acknowledge_s: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_median_acknowledge_s", b"_median_acknowledge_s", "_median_answer_s", b"_median_answer_s", "median_acknowledge_s", b"median_acknowledge_s", "median_answer_s", b"median_answer_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_median_acknowledge_s", b"_median_acknowledge_s", "_median_answer_s", b"_median_answer_s", "accepted", b"accepted", "awaiting", b"awaiting", "declined", b"declined", "findings_attested", b"findings_attested", "findings_dissented", b"findings_dissented", "hotline_acknowledged", b"hotline_acknowledged", "hotline_received", b"hotline_received", "hotline_sent", b"hotline_sent", "hotline_sent_acknowledged", b"hotline_sent_acknowledged", "median_acknowledge_s", b"median_acknowledge_s", "median_answer_s", b"median_answer_s", "notices_acknowledged", b"notices_acknowledged", "notices_given", b"notices_given", "party", b"party", "requests_made", b"requests_made", "requests_received", b"requests_received", "unanswered", b"unanswered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__median_acknowledge_s: _TypeAlias = _typing.Literal["median_acknowledge_s"]  # noqa: Y015
+    _WhichOneofArgType__median_acknowledge_s: _TypeAlias = _typing.Literal["_median_acknowledge_s", b"_median_acknowledge_s"]  # noqa: Y015
+    _WhichOneofReturnType__median_answer_s: _TypeAlias = _typing.Literal["median_answer_s"]  # noqa: Y015
+    _WhichOneofArgType__median_answer_s: _TypeAlias = _typing.Literal["_median_answer_s", b"_median_answer_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__median_acknowledge_s) -> _WhichOneofReturnType__median_acknowledge_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__median_answer_s) -> _WhichOneofReturnType__median_answer_s | None: ...
+
+Global___PartyParticipation: _TypeAlias = PartyParticipation  # noqa: Y015

@@ -104,6 +104,16 @@ class LedgerServiceStub:
                 request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.SerializeToString,
                 response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.FromString,
                 _registered_method=True)
+        self.Tail = channel.unary_stream(
+                '/ceasefire.v1.LedgerService/Tail',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.TailRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.TailResponse.FromString,
+                _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/ceasefire.v1.LedgerService/Stats',
+                request_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.StatsRequest.SerializeToString,
+                response_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.StatsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -153,7 +163,7 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Timeline(self, request, context):
-        """Incident reports, oldest incident first, filtered.
+        """Incident reports, oldest incident first (or in log order), filtered, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +223,31 @@ class LedgerServiceServicer:
         report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
         whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
         more than 256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tail(self, request, context):
+        """The entries from start_index on, in index order, then each new entry as it is
+        committed (by this replica or another on the same database), until the client
+        cancels. The server ends the stream with OK shortly before its stream time limit
+        (Limits.stream_s, 600 s by default): ask again from the next index. A reader that
+        takes nothing for Limits.write_idle_s is cut off (DEADLINE_EXCEEDED); waiting for new
+        entries is not taking nothing. OUT_OF_RANGE when start_index exceeds the tree size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
+        """Incident reports counted per day or ISO week over a period (by incident time), by
+        reporting party, category, border segment and derived status; and each party's
+        participation: investigation requests made, received, accepted, declined and left
+        unanswered, how fast it answers, findings attested and dissented, notices given,
+        hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
+        (naming the field) for a period over 731 days, more than 400 buckets, or a period
+        holding more than 20,000 incident reports or 10,000 participation statements.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -290,6 +325,16 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.SubmitBatch,
                     request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.FromString,
                     response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'Tail': grpc.unary_stream_rpc_method_handler(
+                    servicer.Tail,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.TailRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.TailResponse.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=ceasefire_dot_v1_dot_ledger__service__pb2.StatsRequest.FromString,
+                    response_serializer=ceasefire_dot_v1_dot_ledger__service__pb2.StatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,6 +715,60 @@ class LedgerService:
             '/ceasefire.v1.LedgerService/SubmitBatch',
             ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchRequest.SerializeToString,
             ceasefire_dot_v1_dot_ledger__service__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/Tail',
+            ceasefire_dot_v1_dot_ledger__service__pb2.TailRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.TailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ceasefire.v1.LedgerService/Stats',
+            ceasefire_dot_v1_dot_ledger__service__pb2.StatsRequest.SerializeToString,
+            ceasefire_dot_v1_dot_ledger__service__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,7 +52,7 @@ class LedgerServiceStub:
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetConsistencyProofRequest, _ledger_service_pb2.GetConsistencyProofResponse]
     """RFC 9162 consistency proof between two tree sizes."""
     Timeline: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]
-    """Incident reports, oldest incident first, filtered."""
+    """Incident reports, oldest incident first (or in log order), filtered, a page at a time."""
     SubmitWithBlobs: _grpc.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]
     """Appends a statement that brings files with it (a border data set registration, or an
     evidence record with its blob, sent as the file "blob"): the
@@ -79,6 +79,23 @@ class LedgerServiceStub:
     whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
     more than 256.
     """
+    Tail: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.TailRequest, _ledger_service_pb2.TailResponse]
+    """The entries from start_index on, in index order, then each new entry as it is
+    committed (by this replica or another on the same database), until the client
+    cancels. The server ends the stream with OK shortly before its stream time limit
+    (Limits.stream_s, 600 s by default): ask again from the next index. A reader that
+    takes nothing for Limits.write_idle_s is cut off (DEADLINE_EXCEEDED); waiting for new
+    entries is not taking nothing. OUT_OF_RANGE when start_index exceeds the tree size.
+    """
+    Stats: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.StatsRequest, _ledger_service_pb2.StatsResponse]
+    """Incident reports counted per day or ISO week over a period (by incident time), by
+    reporting party, category, border segment and derived status; and each party's
+    participation: investigation requests made, received, accepted, declined and left
+    unanswered, how fast it answers, findings attested and dissented, notices given,
+    hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
+    (naming the field) for a period over 731 days, more than 400 buckets, or a period
+    holding more than 20,000 incident reports or 10,000 participation statements.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -98,7 +115,7 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetConsistencyProofRequest, _ledger_service_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
     """RFC 9162 consistency proof between two tree sizes."""
     Timeline: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineRequest, _ledger_service_pb2.TimelineResponse]  # type: ignore[assignment]
-    """Incident reports, oldest incident first, filtered."""
+    """Incident reports, oldest incident first (or in log order), filtered, a page at a time."""
     SubmitWithBlobs: _aio.StreamUnaryMultiCallable[_ledger_service_pb2.SubmitWithBlobsRequest, _ledger_service_pb2.SubmitWithBlobsResponse]  # type: ignore[assignment]
     """Appends a statement that brings files with it (a border data set registration, or an
     evidence record with its blob, sent as the file "blob"): the
@@ -124,6 +141,23 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
     whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
     more than 256.
+    """
+    Tail: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.TailRequest, _ledger_service_pb2.TailResponse]  # type: ignore[assignment]
+    """The entries from start_index on, in index order, then each new entry as it is
+    committed (by this replica or another on the same database), until the client
+    cancels. The server ends the stream with OK shortly before its stream time limit
+    (Limits.stream_s, 600 s by default): ask again from the next index. A reader that
+    takes nothing for Limits.write_idle_s is cut off (DEADLINE_EXCEEDED); waiting for new
+    entries is not taking nothing. OUT_OF_RANGE when start_index exceeds the tree size.
+    """
+    Stats: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.StatsRequest, _ledger_service_pb2.StatsResponse]  # type: ignore[assignment]
+    """Incident reports counted per day or ISO week over a period (by incident time), by
+    reporting party, category, border segment and derived status; and each party's
+    participation: investigation requests made, received, accepted, declined and left
+    unanswered, how fast it answers, findings attested and dissented, notices given,
+    hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
+    (naming the field) for a period over 731 days, more than 400 buckets, or a period
+    holding more than 20,000 incident reports or 10,000 participation statements.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,7 +217,7 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_service_pb2.TimelineRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.TimelineResponse], _abc.AsyncIterator[_ledger_service_pb2.TimelineResponse]]:
-        """Incident reports, oldest incident first, filtered."""
+        """Incident reports, oldest incident first (or in log order), filtered, a page at a time."""
 
     @_abc_1.abstractmethod
     def SubmitWithBlobs(
@@ -251,6 +285,35 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         report by a key a rotation in it adds) is refused: send it in a later call. Refuses the
         whole call with INVALID_ARGUMENT (field "envelopes") when it holds no envelope or
         more than 256.
+        """
+
+    @_abc_1.abstractmethod
+    def Tail(
+        self,
+        request: _ledger_service_pb2.TailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.TailResponse], _abc.AsyncIterator[_ledger_service_pb2.TailResponse]]:
+        """The entries from start_index on, in index order, then each new entry as it is
+        committed (by this replica or another on the same database), until the client
+        cancels. The server ends the stream with OK shortly before its stream time limit
+        (Limits.stream_s, 600 s by default): ask again from the next index. A reader that
+        takes nothing for Limits.write_idle_s is cut off (DEADLINE_EXCEEDED); waiting for new
+        entries is not taking nothing. OUT_OF_RANGE when start_index exceeds the tree size.
+        """
+
+    @_abc_1.abstractmethod
+    def Stats(
+        self,
+        request: _ledger_service_pb2.StatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.StatsResponse, _abc.Awaitable[_ledger_service_pb2.StatsResponse]]:
+        """Incident reports counted per day or ISO week over a period (by incident time), by
+        reporting party, category, border segment and derived status; and each party's
+        participation: investigation requests made, received, accepted, declined and left
+        unanswered, how fast it answers, findings attested and dissented, notices given,
+        hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
+        (naming the field) for a period over 731 days, more than 400 buckets, or a period
+        holding more than 20,000 incident reports or 10,000 participation statements.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
