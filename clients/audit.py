@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from ceasefire.v1 import ledger_service_pb2 as api
 
 from clients import checkpoints, verified_state
 from clients.client import LedgerClient
@@ -144,6 +145,9 @@ MAX_INVESTIGATIONS_CHECKED = 1000
 
 
 TIMELINE_CAP = 10_000  # the most incidents one Timeline call returns
+# Incidents per Timeline page the audit reads (the server's cap): every page is read, all
+# judged on the audited size, so every incident's status is compared however many there are.
+TIMELINE_PAGE = TIMELINE_CAP
 
 
 def _check_statuses(client: LedgerClient, state: Replay) -> None:
@@ -152,7 +156,11 @@ def _check_statuses(client: LedgerClient, state: Replay) -> None:
     reports flagged as its likely duplicates) and its investigations' states."""
     replayed = {i for i, s in state.subjects.items() if isinstance(s, IncidentInfo)}
     shown: set[int] = set()
-    for row in client.timeline(as_of_index=state.size):
+    # A server before paging sends no page tokens: then only its first page can be checked.
+    paged = True
+    query = api.TimelineRequest(as_of_index=state.size, limit=TIMELINE_PAGE)
+    for row in client.timeline_all(query):
+        paged = paged and bool(row.next_page_token)
         if row.index not in replayed:
             raise VerificationError(
                 "the server's timeline shows it as an incident report; its entry is not one",
@@ -182,7 +190,7 @@ def _check_statuses(client: LedgerClient, state: Replay) -> None:
                     f"{want or 'none'}",
                     index=row.index,
                 )
-    if len(replayed) <= TIMELINE_CAP and shown != replayed:
+    if (paged or len(replayed) <= TIMELINE_CAP) and shown != replayed:
         missing = min(replayed - shown)
         raise VerificationError("the server's timeline leaves out this incident", index=missing)
     found = [i for i, s in sorted(state.subjects.items()) if isinstance(s, InvestigationInfo)]

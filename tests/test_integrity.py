@@ -11,6 +11,7 @@ from ceasefire.v1 import ledger_service_pb2 as api
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from clients import audit
 from clients.cli import main
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
@@ -131,6 +132,27 @@ def test_verify_catches_a_status_the_entries_do_not_give(
     err = capsys.readouterr().err
     assert "entry 1: the server shows it as jointly_confirmed" in err
     assert "entries make it reported" in err
+
+
+def test_verify_checks_the_statuses_on_every_page(
+    running: RunningLedger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit reads the whole timeline page after page: a status forged for the
+    incident on its last page is found as surely as one on its first."""
+    monkeypatch.setattr(audit, "TIMELINE_PAGE", 1)  # a page per incident
+    _fill(running, 4)
+    assert main(["verify", "--server", running.address]) == 0
+    last = max(row.index for row in running.client.timeline())
+    with running.ledger.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO links (target_idx, idx, relation, response) "
+                f"VALUES ({last}, 2, 'joint_finding', 1)"
+            )
+        )
+    capsys.readouterr()
+    assert main(["verify", "--server", running.address]) == 3
+    assert f"entry {last}: the server shows it as jointly_confirmed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
