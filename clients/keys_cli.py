@@ -18,6 +18,8 @@ from clients import envelope_files, signing, trust_root_file
 from clients.client import LedgerClient, connect
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.cosignature import parse_cosigner_vkey
+from ledger.note import NoteError
 from ledger.trust import TrustState
 from ledger.verifier import Replay
 
@@ -48,6 +50,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             "key_id": k.key_id,
             "added_at": k.added_at,
             "revoked_at": k.revoked_at,
+            **({"witness_name": k.witness_name} if k.witness_name else {}),
         }
         for k in sorted(state.keys.values(), key=lambda k: (k.party, k.role, k.added_at))
     ]
@@ -69,19 +72,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key(path: Path, role: str, label: str) -> pb.PartyKey:
+def _key(args: argparse.Namespace) -> pb.PartyKey:
+    """The new key: its .pub file, or for a witness its C2SP cosigner key (what
+    `ceasefire witness init` prints), which gives both its key and its name."""
     try:
-        role_value = trust_root_file.role(role)
+        role_value = trust_root_file.role(args.role)
     except ValueError as e:
         raise ValueError(f"--role: {e}") from None
-    return pb.PartyKey(public_key=keys.read_public(path), role=role_value, label=label)
+    key = pb.PartyKey(role=role_value, label=args.label or "")
+    if args.witness_vkey is not None:
+        if role_value != pb.ROLE_WITNESS or args.public_key is not None:
+            raise ValueError("--witness-vkey: for --role witness, instead of --public-key")
+        try:
+            cosigner = parse_cosigner_vkey(args.witness_vkey)
+        except NoteError as e:
+            raise ValueError(f"--witness-vkey: {e}") from None
+        key.public_key, key.witness_name = cosigner.public_key, cosigner.name
+        return key
+    if args.public_key is None:
+        raise ValueError("--public-key: the new key's .pub file (a witness: --witness-vkey)")
+    key.public_key = keys.read_public(args.public_key)
+    return key
 
 
 def _change(args: argparse.Namespace) -> pb.KeyChange:
     change = pb.KeyChange(party=args.party, reason=args.reason or "")
     change.created_time.CopyFrom(to_timestamp(now_us()))
     if args.action in ("add", "rotate"):
-        change.add.append(_key(args.public_key, args.role, args.label or ""))
+        change.add.append(_key(args))
     if args.action == "rotate":
         change.revoke_key_ids.append(args.old_key_id)
     if args.action == "revoke":
@@ -144,11 +162,20 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         signing.add_options(sp, server_opt, key_help="authority key file to sign with (repeatable)")
         sp.add_argument("--reason", help="why, for the record")
 
+    def new_key(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--public-key", type=Path, help="the new key's .pub file")
+        sp.add_argument(
+            "--witness-vkey",
+            metavar="VKEY",
+            help="a witness's C2SP cosigner key, as `ceasefire witness init` prints it "
+            "(its name and key), instead of --public-key",
+        )
+        sp.add_argument("--label")
+
     sp = ks.add_parser("add", help="add a key to a party")
     sp.add_argument("--party", required=True)
     sp.add_argument("--role", required=True)
-    sp.add_argument("--public-key", type=Path, required=True, help="the new key's .pub file")
-    sp.add_argument("--label")
+    new_key(sp)
     signed(sp)
     sp.set_defaults(func=cmd_change)
 
@@ -156,8 +183,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--party", required=True)
     sp.add_argument("--old-key-id", required=True)
     sp.add_argument("--role", required=True, help="the new key's role")
-    sp.add_argument("--public-key", type=Path, required=True, help="the new key's .pub file")
-    sp.add_argument("--label")
+    new_key(sp)
     signed(sp)
     sp.set_defaults(func=cmd_change)
 

@@ -477,3 +477,26 @@ witness_policy: ARM.witness
     note_vkey = LogKey(ORIGIN, parties.log).verifier.vkey  # a signed-note key (0x01)
     with pytest.raises(TrustRootFileError, match=r"parties\[0\].keys\[1\].witness_vkey.*0x04"):
         load(write(f'witness_vkey: "{note_vkey}"'))
+
+
+def test_a_party_adds_a_witness_by_its_cosigner_key(
+    witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keys add --role witness --witness-vkey`: the key and its C2SP name in one; a
+    witness key without its name is refused, naming the field."""
+    authority = tmp_path / "aze-authority.key"
+    keys.write_private(authority, witnessed.parties.aze_authority)
+    target = witnessed.client.target
+    second = CosignatureSigner("witness.aze.test/w2", SigningKey.generate()).verifier
+    add = ["keys", "add", "--party", "AZE", "--role", "witness", "--key", str(authority)]
+    assert main([*add, "--witness-vkey", second.vkey, "--server", target]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", "--json", "--server", target]) == 0
+    listed = json.loads(capsys.readouterr().out)["keys"]
+    assert {"party": "AZE", "witness_name": "witness.aze.test/w2"}.items() <= next(
+        k for k in listed if k.get("witness_name") == "witness.aze.test/w2"
+    ).items()
+    pub = tmp_path / "w3.pub"
+    keys.write_public(pub, keys.public_bytes(SigningKey.generate()))
+    assert main([*add, "--public-key", str(pub), "--server", target]) == 1
+    assert "add[0].witness_name" in capsys.readouterr().err
