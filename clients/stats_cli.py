@@ -8,7 +8,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -100,7 +102,7 @@ def _fallback(stmt: object) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    with connect(args) as client:
+    with connect(args) as client, _ctrl_c_ends_at_once():
         start = args.start if args.start is not None else client.checkpoint().tree_size
         entries = client.tail(start)
         try:
@@ -110,6 +112,27 @@ def cmd_tail(args: argparse.Namespace) -> int:
         finally:
             with contextlib.suppress(Exception):
                 entries.close()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_at_once() -> Iterator[None]:
+    """Ctrl-C ends a tail there and then (exit 130), every line printed so far flushed.
+    A KeyboardInterrupt raised inside gRPC's wait for the next message can leave the
+    channel unable to close, and the command hanging instead of ending."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(130)  # nothing is half-written: the server drops the cancelled stream
+
+    before = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _print_all(entries: Iterator[api.TailResponse], as_json: bool, out: TextIO) -> int:
