@@ -242,9 +242,6 @@ def _tail_process(address: str, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # As from a terminal: a test run started in the background (`cmd &`) ignores
-        # SIGINT, and a child would inherit that and never see Ctrl-C.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
