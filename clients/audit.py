@@ -48,7 +48,7 @@ from ledger.verifier import (
     default_workers,
     open_checkpoint,
 )
-from ledger.witnesses import QuorumError, Witnessing
+from ledger.witnesses import Witnessing
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,7 @@ def audit(
     checkpoint the witness policy accepts is audited, and its cosignatures must meet the
     policy of the key state at its end (QuorumError)."""
     progress = progress or Progress(quiet=True)
-    try:
-        served = client.checkpoint(witnessed=require_witnesses)
-    except grpc.RpcError as e:
-        if not require_witnesses or e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-            raise
-        raise QuorumError(e.details() or "no witnessed checkpoint") from None
+    served = checkpoints.served_checkpoint(client, require_witnesses=require_witnesses)
     stream = ((e.index, e.entry) for e in client.entries(0, served.tree_size))
     first = next(stream, None)
     if first is None:

@@ -81,7 +81,7 @@ def _dataset_files(entry: bytes) -> set[str]:
     return set()
 
 
-def _blobs(path: Path) -> dict[str, bytes]:
+def read_files(path: Path) -> dict[str, bytes]:
     """The files in a bundle, each checked against its digest."""
     found: dict[str, bytes] = {}
     with path.open(encoding="utf-8") as f:
@@ -113,7 +113,9 @@ def _header(line: str, path: Path) -> dict[str, object]:
     return header
 
 
-def _read(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
+def read_entries(path: Path) -> tuple[dict[str, object], Iterator[tuple[int, bytes]]]:
+    """A bundle's header, and its entries as (index, bytes), read as they are iterated;
+    nothing here is verified: verify_bundle does that."""
     f = path.open(encoding="utf-8")
     try:
         header = _header(f.readline(), path)
@@ -150,7 +152,7 @@ def verify_bundle(
     checked against the key state at its end; with `require_witnesses` they must meet the
     witness policy (QuorumError), before any --state is updated."""
     progress = progress or Progress(quiet=True)
-    blobs = _blobs(path)
+    blobs = read_files(path)
 
     def load(info: DatasetInfo) -> BorderDataset | None:
         if not all(digest in blobs for _, digest in info.files):
@@ -158,7 +160,7 @@ def verify_bundle(
         contents = {name: blobs[digest] for name, digest in info.files}
         return load_dataset(info, contents)
 
-    header, entries = _read(path)
+    header, entries = read_entries(path)
     state = Replay(pinned_trust_root, {b.sha256: b for b in borders}, load_dataset=load)
     first = next(entries, None)
     if first is None:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+from ceasefire.v1 import ledger_service_pb2 as api
 
 from clients.client import LedgerClient
 from ledger import merkle
@@ -32,13 +33,21 @@ def trusted_checkpoint(
 ) -> TrustedCheckpoint:
     """The newest checkpoint signed by the log key; with `require_witnesses`, the newest
     whose cosignatures meet the witness policy (QuorumError if the log has none)."""
+    served = served_checkpoint(client, require_witnesses=require_witnesses)
+    return check(served.signed_note, trust, require_witnesses=require_witnesses)
+
+
+def served_checkpoint(
+    client: LedgerClient, *, require_witnesses: bool
+) -> api.GetCheckpointResponse:
+    """The checkpoint as served, unverified: the newest, or with `require_witnesses` the
+    newest the log finds witnessed (QuorumError when it has none)."""
     try:
-        served = client.checkpoint(witnessed=require_witnesses)
+        return client.checkpoint(witnessed=require_witnesses)
     except grpc.RpcError as e:
         if require_witnesses and e.code() == grpc.StatusCode.FAILED_PRECONDITION:
             raise QuorumError(e.details() or "no witnessed checkpoint") from None
         raise
-    return check(served.signed_note, trust, require_witnesses=require_witnesses)
 
 
 def check(signed_note: str, trust: TrustState, *, require_witnesses: bool) -> TrustedCheckpoint:

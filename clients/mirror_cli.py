@@ -192,8 +192,8 @@ def verify(
         progress=progress,
         workers=workers,
     )
-    header, entries = bundle._read(path)
-    files = bundle._blobs(path)
+    header, entries = bundle.read_entries(path)
+    files = bundle.read_files(path)
     return mirror.Verified(replay, checkpoint, str(header.get("checkpoint", "")), entries, files)
 
 

@@ -201,12 +201,9 @@ class Monitor:
 
     def _run(self) -> None:
         state = self._load()
-        try:
-            served = self.client.checkpoint(witnessed=self.options.require_witnesses)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            raise QuorumError(e.details() or "no witnessed checkpoint") from None
+        served = checkpoints.served_checkpoint(
+            self.client, require_witnesses=self.options.require_witnesses
+        )
         if state is None:
             replay = Replay(
                 self.options.pinned_trust_root,

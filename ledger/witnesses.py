@@ -101,14 +101,12 @@ def witnessing(signed_note: str, trust: TrustState) -> Witnessing:
 def cosigned_lines(signed_note: str, trust: TrustState) -> dict[str, tuple[str, int]]:
     """The valid cosignature lines on a note (or in a witness's answer appended to one) of
     the trust state's witnesses: by witness key id, each line with its timestamp."""
-    known = witnesses(trust)
-    valid = {
-        (v.name, v.key_hash): t for v, t in cosignatures(signed_note, [w.verifier for w in known])
-    }
+    known = {(w.verifier.name, w.verifier.key_hash): w for w in witnesses(trust)}
+    verifiers = [w.verifier for w in known.values()]
+    valid = {(v.name, v.key_hash): t for v, t in cosignatures(signed_note, verifiers)}
     lines: dict[str, tuple[str, int]] = {}
-    for sig in split_note(signed_note)[1]:
-        for w in known:
-            key = (w.verifier.name, w.verifier.key_hash)
-            if (sig.name, sig.key_hash) == key and key in valid and w.key.key_id not in lines:
-                lines[w.key.key_id] = (sig.line(), valid[key])
+    for sig in split_note(signed_note)[1]:  # the first valid line of each witness
+        key = (sig.name, sig.key_hash)
+        if key in valid and known[key].key.key_id not in lines:
+            lines[known[key].key.key_id] = (sig.line(), valid[key])
     return lines

@@ -431,7 +431,7 @@ def test_a_bundle_that_does_not_verify_writes_nothing(
         store = LedgerStore.open(db_url)
         try:
             for swapped in (
-                replace(verified, entries=bundle._read(forged)[1]),
+                replace(verified, entries=bundle.read_entries(forged)[1]),
                 replace(verified, note=later_note),
             ):
                 with pytest.raises(Corrupt, match="changed since it was verified"):
