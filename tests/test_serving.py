@@ -418,6 +418,9 @@ def test_connections_are_bounded(
         held = Held()
         with channel(client.target) as busy:
             stub = api_grpc.LedgerServiceStub(busy)
+            # Connected first, so the client knows the server's stream limit (HTTP/2 SETTINGS)
+            # before it opens streams; otherwise a stream can be refused and retried.
+            stub.GetCheckpoint(api.GetCheckpointRequest(), timeout=5)
             try:
                 uploads = [stub.SubmitWithBlobs.future(held.parts(envelope)) for _ in range(2)]
                 with pytest.raises(grpc.RpcError) as info:
