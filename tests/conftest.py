@@ -31,6 +31,20 @@ from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore, normalize_url
 
+
+@pytest.fixture(autouse=True)
+def user_directories(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's config and data directories (profiles, the outbox) are the test's own, never
+    the real user's: for commands run in-process and the processes tests start."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    for name in ("CEASEFIRE_PROFILE", "CEASEFIRE_PASSPHRASE", "CEASEFIRE_OUTBOX"):
+        monkeypatch.delenv(name, raising=False)
+
+
 PG_ADMIN_URL = os.environ.get("CEASEFIRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "test.ceasefire-ledger/arm-aze"
 

@@ -16,19 +16,15 @@ import pytest
 
 from clients.cli import main
 from ledger import dsse
+from tests import cli_runner
 from tests.test_borders import shifted_dataset
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 
 
 def ceasefire(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`ceasefire ARGS` in `cwd`, in this process (tests.cli_runner); `check`: it must exit 0."""
+    result = cli_runner.run(*args, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
             f"ceasefire {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
