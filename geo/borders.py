@@ -23,6 +23,7 @@ import shapely
 from numpy.typing import NDArray
 from pyproj import Geod
 
+from geo.defaults import DEFAULT_DATASET_DIR
 from geo.manifest import dataset_digest
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "load_default",
 ]
 
-DEFAULT_DATASET_DIR = Path(__file__).parent / "data" / "armenia-azerbaijan"
 TERRITORIES_FILE = "territories.geojson"
 BORDER_FILE = "border.geojson"
 # Formats geopandas reads from bytes; a Shapefile travels zipped (.shp, .shx, .dbf, .prj).

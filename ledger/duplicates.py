@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
-from pyproj import Geod
 
+from geo.geodesic import wgs84
 from ledger.clock import to_us
 from ledger.geofacts import anchor
 
@@ -34,7 +34,6 @@ DAY_US = 86_400 * 1_000_000
 # also reads: such windows are rare, and filing them under each day would cost a row a day.
 MAX_DAYS_FILED = 8
 LONG_WINDOWS = -(10**9)  # no day of the years 1 to 9999 is this far before 1970
-_GEOD = Geod(ellps="WGS84")
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def match(new: Sighting, old: Sighting) -> list[str]:
     if overlaps(new, old):
         lat0, lat1, lon0, lon1 = box(new)
         if lat0 <= old.latitude <= lat1 and lon0 <= old.longitude <= lon1:
-            _, _, metres = _GEOD.inv(new.longitude, new.latitude, old.longitude, old.latitude)
+            _, _, metres = wgs84().inv(new.longitude, new.latitude, old.longitude, old.latitude)
             if metres <= DISTANCE_M:
                 reasons.append("time and place")
     if new.evidence & old.evidence:

@@ -18,12 +18,11 @@ Per geometry:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
-from geo import validate
-from geo.borders import BorderDataset, GeoError
 from ledger.errors import InvalidArgument, shown
 from ledger.trust import DatasetInfo
 
@@ -31,27 +30,35 @@ from ledger.trust import DatasetInfo
 DISTANCE_TOLERANCE_M = 0.11
 SHARE_TOLERANCE = 1e-6
 
+if TYPE_CHECKING:  # the geometry is loaded when facts are computed, not by a replay of keys
+    from geo.borders import BorderDataset, GeoError
+    from geo.validate import AreaFacts, PlaceFacts
+
 
 def _side(side: str | None) -> str:
-    return "" if side in (None, validate.OUTSIDE) else side
+    from geo.validate import OUTSIDE
+
+    return "" if side in (None, OUTSIDE) else side
 
 
 def _error(e: GeoError) -> InvalidArgument:
+    from geo.validate import FIELD_OBSERVATION
+
     field = e.field
     # The observer's coordinates sit one level deeper in a report than geo names them.
     for coord in ("latitude", "longitude"):
-        if field == f"{validate.FIELD_OBSERVATION}.{coord}":
-            field = f"{validate.FIELD_OBSERVATION}.observer.{coord}"
+        if field == f"{FIELD_OBSERVATION}.{coord}":
+            field = f"{FIELD_OBSERVATION}.observer.{coord}"
     return InvalidArgument(e.message, field=field)
 
 
-def _place(geo: log_pb2.GeoFacts, place: validate.PlaceFacts) -> None:
+def _place(geo: log_pb2.GeoFacts, place: PlaceFacts) -> None:
     geo.territory = _side(place.territory)
     geo.distance_to_border_m = round(place.distance_to_border_m, 1)
     geo.nearest_segment = place.nearest_segment
 
 
-def _area(geo: log_pb2.GeoFacts, area: validate.AreaFacts) -> None:
+def _area(geo: log_pb2.GeoFacts, area: AreaFacts) -> None:
     for share in area.shares:
         geo.shares.add(
             territory=_side(share.side), share=round(share.share, 9), area_m2=round(share.area_m2)
@@ -61,6 +68,9 @@ def _area(geo: log_pb2.GeoFacts, area: validate.AreaFacts) -> None:
 
 
 def compute(report: pb.IncidentReport, ds: BorderDataset, info: DatasetInfo) -> log_pb2.GeoFacts:
+    from geo import validate
+    from geo.borders import GeoError
+
     loc = report.location
     geo = log_pb2.GeoFacts(dataset_sha256=ds.sha256)
     kind = loc.WhichOneof("geometry")

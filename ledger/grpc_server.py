@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ledger import geofacts
 from ledger.clock import to_timestamp, to_us
+from ledger.defaults import WORKERS
 from ledger.errors import Corrupt, DeadlineExceeded, InvalidArgument, LedgerError, NotFound
 from ledger.grpc_status import abort, status_message, streaming, unary
 from ledger.service import (
@@ -72,9 +73,6 @@ TAIL_PAGE = 64
 TAIL_POLL_S = 0.5
 # Calls left unbounded in time: a health watch is meant to stay open (it holds no thread).
 UNBOUNDED = frozenset({"/grpc.health.v1.Health/Watch"})
-# Threads doing the blocking ledger work (SQL, the sequencer's queue, geometry). The
-# database pool keeps one connection for each, plus two (see runtime.pool_size).
-WORKERS = 8
 
 P = ParamSpec("P")
 T = TypeVar("T")

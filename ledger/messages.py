@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ceasefire.v1 import statements_pb2 as pb
-from pyproj import Geod
 
+from geo.geodesic import wgs84
 from ledger.clock import to_us
 
 NOTICE = "notice"
@@ -17,8 +17,6 @@ HOTLINE = "hotline"
 # (microseconds), is shown beside it.
 NEAR_NOTICE_M = 5_000.0
 NEAR_NOTICE_US = 3600 * 1_000_000
-
-_GEOD = Geod(ellps="WGS84")
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ def area(notice: pb.AdvanceNotice) -> NoticeArea:
     points = loc.polygon.points
     lat = sum(p.latitude for p in points) / len(points)
     lon = sum(p.longitude for p in points) / len(points)
-    _, _, dist = _GEOD.inv(
+    _, _, dist = wgs84().inv(
         [lon] * len(points), [lat] * len(points),
         [p.longitude for p in points], [p.latitude for p in points],
     )  # fmt: skip
@@ -77,5 +75,5 @@ def near(notice: NoticeArea, latitude: float, longitude: float, start_us: int, e
     reach of the notice in time and place."""
     if notice.end_us + NEAR_NOTICE_US < start_us or end_us + NEAR_NOTICE_US < notice.start_us:
         return False
-    _, _, dist = _GEOD.inv(notice.longitude, notice.latitude, longitude, latitude)
+    _, _, dist = wgs84().inv(notice.longitude, notice.latitude, longitude, latitude)
     return bool(dist <= notice.radius_m + NEAR_NOTICE_M)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
-from pyproj import Geod
 
+from geo.geodesic import wgs84
 from ledger.clock import MAX_US, MIN_US, to_us
 from ledger.errors import InvalidArgument, shown
 
@@ -36,7 +36,6 @@ MAX_CODE_CHARS = 64
 NEITHER = "neither"
 AMBIGUOUS = "ambiguous"
 
-_GEOD = Geod(ellps="WGS84")
 # Metres per degree, at their least: of latitude (at the equator, on the WGS84 meridian),
 # and of longitude at the equator (the semi-major axis). A box of these degrees around a
 # circle holds it.
@@ -97,7 +96,7 @@ class Near:
         if not points:
             return []
         n = len(points)
-        _, _, metres = _GEOD.inv(
+        _, _, metres = wgs84().inv(
             [self.lon] * n, [self.lat] * n, [p[1] for p in points], [p[0] for p in points]
         )
         return [float(m) for m in metres]

@@ -50,6 +50,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Exists
 
 from ledger import merkle
+from ledger.defaults import POOL_OVERFLOW
 from ledger.duplicates import LONG_WINDOWS, Search
 from ledger.errors import Corrupt, LedgerError, OutOfRange
 from ledger.incidents import (
@@ -464,10 +465,6 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
-
-
-# Connections a PostgreSQL pool opens beyond its size for a burst (closed when returned).
-POOL_OVERFLOW = 4
 
 
 def create_ledger_engine(url: str, *, pool_size: int | None = None) -> Engine:

@@ -22,15 +22,13 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import shapely
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from geo.borders import BorderDataset
 from ledger import (
     context,
     dsse,
@@ -52,6 +50,9 @@ from ledger.kinds import KINDS
 from ledger.log_entry import GENESIS_PREVIOUS_HASH, leaf_builder, parse_entry
 from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.trust import DatasetInfo, TrustState
+
+if TYPE_CHECKING:  # geometry is loaded when a report's facts are recomputed
+    from geo.borders import BorderDataset
 
 
 class VerificationError(Exception):
@@ -608,6 +609,8 @@ def _serve() -> None:
 
 
 def _take(datasets: dict[str, BorderDataset], arrived: list[BorderDataset]) -> None:
+    import shapely
+
     for ds in arrived:
         if ds.sha256 not in datasets:
             # Pickling drops shapely's prepared state: the same answers, only slower.

@@ -31,15 +31,16 @@ from sqlalchemy import create_engine, text
 
 from clients.cli import main
 from clients.client import LedgerClient
+from clients.retrying import RetryPolicy
 from geo.borders import BorderDataset
 from ledger import dsse, keys, merkle, statements
 from ledger.clock import to_us
-from ledger.grpc_server import WORKERS
+from ledger.defaults import POOL_OVERFLOW, WORKERS
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.runtime import pool_size
 from ledger.service import Ledger, initialize
-from ledger.storage import POOL_OVERFLOW, LedgerStore, normalize_url
+from ledger.storage import LedgerStore, normalize_url
 from tests.conftest import ORIGIN, PG_ADMIN_URL, Parties
 from tests.reports import report, signed
 from tests.test_borders import registration, shifted_dataset
@@ -137,7 +138,9 @@ class Load:
             address = self.balancer.pick()
             client = channels.get(address)
             if client is None:
-                client = channels[address] = LedgerClient(address, timeout_s=20)
+                # Retried here, to the next replica: not by the client, to the same one.
+                client = LedgerClient(address, timeout_s=20, retry=RetryPolicy.none())
+                channels[address] = client
             with self.lock:
                 self.in_flight[address] += 1
             try:
