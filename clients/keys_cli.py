@@ -7,25 +7,31 @@ other authorities to `ceasefire cosign`; without, it is submitted at once (clien
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceasefire.v1 import statements_pb2 as pb
 
 from clients import envelope_files, signing, trust_root_file
 from clients.client import LedgerClient, connect
+from clients.party_option import add_party_option, party_of
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.cosignature import parse_cosigner_vkey
 from ledger.note import NoteError
 from ledger.trust import TrustState
-from ledger.verifier import Replay
+
+if TYPE_CHECKING:
+    from ledger.verifier import Replay
 
 
 def replayed(client: LedgerClient, pinned: str | None = None) -> Replay:
     """The ledger replayed (and so verified: every signature, every rule) here."""
+    from ledger.verifier import Replay
+
     replay = Replay(pinned_trust_root=pinned)
     for e in client.entries(0, client.checkpoint().tree_size):
         replay.add(e.index, e.entry)
@@ -96,7 +102,7 @@ def _key(args: argparse.Namespace) -> pb.PartyKey:
 
 
 def _change(args: argparse.Namespace) -> pb.KeyChange:
-    change = pb.KeyChange(party=args.party, reason=args.reason or "")
+    change = pb.KeyChange(party=party_of(args), reason=args.reason or "")
     change.created_time.CopyFrom(to_timestamp(now_us()))
     if args.action in ("add", "rotate"):
         change.add.append(_key(args))
@@ -125,7 +131,7 @@ CHANGES = {
 
 
 def cmd_change(args: argparse.Namespace) -> int:
-    what = f"{CHANGES[args.action]} {args.party}"
+    what = f"{CHANGES[args.action]} {party_of(args)}"
     return signing.sign_and_deliver(args, statements.KEY_CHANGE, _change(args), what)
 
 
@@ -143,9 +149,80 @@ def cmd_cosign(args: argparse.Namespace) -> int:
     envelope = envelope_files.cosign(envelope, [keys.read_private(k) for k in args.key])
     out: Path = args.out or args.file
     envelope_files.write(out, envelope)
+    if args.json:
+        doc = {
+            "file": str(out),
+            "signatures": len(envelope.signatures),
+            "key_ids": [s.keyid for s in envelope.signatures],
+            "envelope_sha256": hashlib.sha256(envelope.to_json()).hexdigest(),
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
     kept = f" ({args.file} is unchanged)" if args.out else ""
     print(f"{out}: now {len(envelope.signatures)} signature(s){kept}")
     return 0
+
+
+# -- key files at rest (ledger/keys.py, docs/keys.md) ------------------------------------
+
+
+def _file_json(info: keys.KeyInfo) -> dict[str, Any]:
+    return {
+        "file": str(info.path),
+        "private": info.private,
+        "key_id": info.key_id,
+        "party": info.party,
+        "role": info.role,
+        "encrypted": info.encrypted,
+        "mode": f"{info.mode:04o}",
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """What a key file says, without its passphrase."""
+    info = keys.read_key_info(args.file)
+    if args.json:
+        print(json.dumps(_file_json(info), indent=2))
+        return 0
+    kind = "private" if info.private else "public"
+    held = ", encrypted" if info.encrypted else (", NOT encrypted" if info.private else "")
+    print(f"{info.path}: {kind} key{held}, mode {info.mode:04o}")
+    print(f"key id {info.key_id}\nparty {info.party or '-'}, role {info.role or '-'}")
+    if info.private and info.mode & 0o077:
+        print(f"warning: readable by others; it will be refused: chmod 600 {info.path}")
+    return 0
+
+
+def _rewritten(args: argparse.Namespace, what: str) -> int:
+    info = keys.read_key_info(args.file)
+    if args.json:
+        print(json.dumps({**_file_json(info), "done": what}, indent=2))
+    else:
+        print(f"{args.file}: {what}; key id {info.key_id} unchanged")
+    return 0
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    """Encrypt an unencrypted private key file in place."""
+    if keys.read_key_info(args.file).encrypted:
+        raise keys.KeyFileError(
+            f"{args.file} is already encrypted; change its passphrase with "
+            "`ceasefire keys passphrase`"
+        )
+    key_file = keys.read_key_file(args.file)
+    keys.reseal(key_file, keys.new_passphrase(str(args.file)))
+    return _rewritten(args, "encrypted with the new passphrase")
+
+
+def cmd_passphrase(args: argparse.Namespace) -> int:
+    """Change an encrypted private key file's passphrase."""
+    if not keys.read_key_info(args.file).encrypted:
+        raise keys.KeyFileError(
+            f"{args.file} is not encrypted; encrypt it with `ceasefire keys protect`"
+        )
+    key_file = keys.read_key_file(args.file)  # the old passphrase, from the usual sources
+    keys.reseal(key_file, keys.new_passphrase(str(args.file), env_sources=False))
+    return _rewritten(args, "passphrase changed")
 
 
 def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
@@ -173,14 +250,14 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         sp.add_argument("--label")
 
     sp = ks.add_parser("add", help="add a key to a party")
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the party whose keys change")
     sp.add_argument("--role", required=True)
     new_key(sp)
     signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("rotate", help="replace a key by a new one in one entry")
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the party whose keys change")
     sp.add_argument("--old-key-id", required=True)
     sp.add_argument("--role", required=True, help="the new key's role")
     new_key(sp)
@@ -188,13 +265,13 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("revoke", help="revoke keys from the next index on")
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the party whose keys change")
     sp.add_argument("--key-id", action="append", required=True)
     signed(sp)
     sp.set_defaults(func=cmd_change)
 
     sp = ks.add_parser("threshold", help="change how many authority keys a key change needs")
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the party whose keys change")
     sp.add_argument("--threshold", type=int, required=True)
     signed(sp)
     sp.set_defaults(func=cmd_change)
@@ -209,6 +286,33 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     signed(sp)
     sp.set_defaults(func=cmd_add_party)
 
+    sp = ks.add_parser("show", help="what a key file says (key id, party, role, encrypted)")
+    sp.add_argument("file", type=Path, help="a .key or .pub file")
+    json_opt(sp)
+    sp.set_defaults(func=cmd_show)
+
+    sp = ks.add_parser(
+        "protect",
+        help="encrypt an unencrypted private key file with a passphrase, in place",
+        description="Encrypt FILE in place. The passphrase: CEASEFIRE_NEW_PASSPHRASE, "
+        "CEASEFIRE_PASSPHRASE, CEASEFIRE_PASSPHRASE_FILE, CEASEFIRE_PASSPHRASE_FD, "
+        "else typed twice at the terminal.",
+    )
+    sp.add_argument("file", type=Path, help="a private key file (.key)")
+    json_opt(sp)
+    sp.set_defaults(func=cmd_protect)
+
+    sp = ks.add_parser(
+        "passphrase",
+        help="change an encrypted private key file's passphrase",
+        description="The old passphrase as for any use of the key (CEASEFIRE_PASSPHRASE, "
+        "CEASEFIRE_PASSPHRASE_FILE, CEASEFIRE_PASSPHRASE_FD, else the terminal); the new "
+        "one from CEASEFIRE_NEW_PASSPHRASE, else typed twice at the terminal.",
+    )
+    sp.add_argument("file", type=Path, help="a private key file (.key)")
+    json_opt(sp)
+    sp.set_defaults(func=cmd_passphrase)
+
     sp = sub.add_parser("cosign", help="add your signature to a signed statement file")
     sp.add_argument("file", type=Path, help="a signed statement (DSSE JSON), e.g. from --out")
     sp.add_argument("--key", type=Path, action="append", required=True)
@@ -219,4 +323,5 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         help="write the co-signed envelope to this file, leaving FILE as it was",
     )
     sp.add_argument("--quiet", action="store_true", help="do not print what is signed")
+    json_opt(sp)
     sp.set_defaults(func=cmd_cosign)

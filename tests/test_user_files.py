@@ -46,7 +46,7 @@ def _refused(code: int, err: str, *said: str) -> None:
 def founding(tmp_path: Path) -> Path:
     """The example trust root's folder with every key it names."""
     for name in ("log", *FOUNDERS, "arm-authority-3", "arm-monitor", "aze-monitor"):
-        assert main(["keygen", name, "--dir", str(tmp_path / "keys")]) == 0
+        assert main(["keygen", name, "--dir", str(tmp_path / "keys"), "--no-passphrase"]) == 0
     shutil.copy(EXAMPLES / "trust-root.yaml", tmp_path / "trust-root.yaml")
     return tmp_path
 
@@ -161,7 +161,7 @@ def test_a_party_file_with_an_unknown_key_is_refused(
     founding: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in ("obs-authority", "obs-observer"):
-        assert main(["keygen", name, "--dir", str(founding / "keys")]) == 0
+        assert main(["keygen", name, "--dir", str(founding / "keys"), "--no-passphrase"]) == 0
     party = founding / "observer-party.yaml"
     shutil.copy(EXAMPLES / "observer-party.yaml", party)
     _edit(party, lambda d: _rename(d, "authority_threshold", "authority_treshold"))
