@@ -1,22 +1,31 @@
 """An incident as the timeline and the dossier show it: as last amended, placed by its
 actual geometry, with its casualties, precision, geo facts and markers (amended, retracted,
-likely duplicate), all taken from what the server decoded from the logged entries."""
+likely duplicate), all taken from what the server decoded from the logged entries; and how
+late it was logged (the log's clock at its entry against when it was observed and signed:
+a field team's outbox may hold a report for days, see docs/field.md)."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
-from pyproj import Geod
 
 from clients.describe import enum_name
 from ledger import geofacts, incidents
 from ledger.clock import to_iso, to_us
+from ledger.log_entry import parse_entry
 
-_GEOD = Geod(ellps="WGS84")
+if TYPE_CHECKING:
+    from pyproj import Geod
+
+# Lateness worth a line in the timeline (the dossier always shows it): logged an hour or
+# more after it was observed, or ten minutes or more after it was signed (kept offline).
+LATE_OBSERVED_S = 3600
+LATE_SIGNED_S = 600
 # What geofacts.anchor takes as the one point of each geometry kind.
 ANCHOR = {"point": "point", "observation": "observer", "line": "origin", "polygon": "first vertex"}
 CASUALTIES = ("civilians_killed", "civilians_injured", "military_killed", "military_injured")
@@ -80,8 +89,29 @@ def changed_fields(before: pb.IncidentReport, after: pb.IncidentReport) -> list[
 def moved_m(before: pb.IncidentReport, after: pb.IncidentReport) -> float:
     """How far the anchor moved, geodesic metres."""
     (lat0, lon0), (lat1, lon1) = geofacts.anchor(before), geofacts.anchor(after)
-    _, _, metres = _GEOD.inv(lon0, lat0, lon1, lat1)
+    _, _, metres = _geod().inv(lon0, lat0, lon1, lat1)
     return round(float(metres), 1)
+
+
+@cache
+def _geod() -> Geod:
+    from pyproj import Geod  # only when an amendment moved a place: pyproj is slow to load
+
+    return Geod(ellps="WGS84")
+
+
+def lateness(report: pb.IncidentReport, entry: bytes) -> dict[str, Any]:
+    """How late the report was logged: its entry's integrated time (the log's clock) less
+    the end of the incident window (when it was observed) and less its created_time (when
+    it was signed), in seconds."""
+    logged = to_us(parse_entry(entry).integrated_time)
+    observed = report.window.end if report.window.HasField("end") else report.window.start
+    signed = to_us(report.created_time) if report.HasField("created_time") else None
+    return {
+        "logged_time": to_iso(logged),
+        "logged_after_observed_s": round((logged - to_us(observed)) / 1e6, 3),
+        "logged_after_signed_s": None if signed is None else round((logged - signed) / 1e6, 3),
+    }
 
 
 def incident_doc(
@@ -90,8 +120,11 @@ def incident_doc(
     original: pb.IncidentReport,
     original_geo: log_pb2.GeoFacts,
     current: api.IncidentView,
+    *,
+    entry: bytes | None = None,
 ) -> dict[str, Any]:
-    """One incident for --json: as last amended, with what changed and its markers."""
+    """One incident for --json: as last amended, with what changed and its markers; with
+    the report's `entry` (the serialized LogEntry), how late it was logged."""
     rep, geo = current.report, current.geo
     latitude, longitude = geofacts.anchor(rep)
     kind = geometry_kind(rep)
@@ -137,7 +170,12 @@ def incident_doc(
             {"index": d.index, "reasons": list(d.reasons)} for d in current.likely_duplicate_of
         ],
         "likely_duplicated_by": list(current.likely_duplicated_by),
+        "logged_time": None,
+        "logged_after_observed_s": None,
+        "logged_after_signed_s": None,
     }
+    if entry:
+        doc |= lateness(original, entry)
     if amended:
         lat0, lon0 = geofacts.anchor(original)
         doc["original"] = {
@@ -219,6 +257,40 @@ def casualties_text(doc: dict[str, Any]) -> str:
     return ", ".join(said)
 
 
+def duration_text(seconds: float) -> str:
+    """e.g. "3 d 4 h", "2 h 5 min", "2 min", "40 s"; "-" before a negative span."""
+    sign, s = ("-", -seconds) if seconds < 0 else ("", seconds)
+    days, hours, minutes = int(s // 86400), int(s % 86400 // 3600), int(s % 3600 // 60)
+    if days:
+        return f"{sign}{days} d {hours} h"
+    if hours:
+        return f"{sign}{hours} h {minutes} min"
+    if minutes:
+        return f"{sign}{minutes} min"
+    return f"{sign}{s:.0f} s"
+
+
+def lateness_text(doc: dict[str, Any]) -> str:
+    """e.g. "logged 3 d 4 h after it was observed (2 min after it was signed)"; empty
+    without the entry's time."""
+    observed = doc.get("logged_after_observed_s")
+    if observed is None:
+        return ""
+    text = f"logged {duration_text(observed)} after it was observed"
+    signed = doc.get("logged_after_signed_s")
+    if signed is not None:
+        text += f" ({duration_text(signed)} after it was signed)"
+    return text
+
+
+def is_late(doc: dict[str, Any]) -> bool:
+    """Late enough to be said in the timeline."""
+    observed, signed = doc.get("logged_after_observed_s"), doc.get("logged_after_signed_s")
+    return (observed is not None and observed >= LATE_OBSERVED_S) or (
+        signed is not None and signed >= LATE_SIGNED_S
+    )
+
+
 def markers(doc: dict[str, Any]) -> list[str]:
     """What a reader must not miss: amended (and how), retracted, likely duplicates."""
     out = []
@@ -251,7 +323,8 @@ def timeline_lines(doc: dict[str, Any]) -> list[str]:
         f"#{doc['index']:<4} {doc['start'][:16]}  {doc['party']:<4} {doc['category']:<20} "
         f"{place_text(doc)}" + (f"  blames {blames}" if blames else "") + f"  [{doc['status']}]"
     )
-    return [head] + [f"      {m}" for m in markers(doc)]
+    late = [lateness_text(doc)] if is_late(doc) else []
+    return [head] + [f"      {m}" for m in markers(doc) + late]
 
 
 def dossier_lines(doc: dict[str, Any]) -> list[str]:
@@ -263,6 +336,8 @@ def dossier_lines(doc: dict[str, Any]) -> list[str]:
         f"  when   {doc['start'][:16]} to {doc['end'][:16]} ({doc['time_precision']})",
         f"  where  {place_text(doc)}",
     ]
+    if lateness_text(doc):
+        lines.append(f"  late   {lateness_text(doc)}")
     casualties = casualties_text(doc)
     if casualties:
         lines.append(f"  harm   {casualties}")
