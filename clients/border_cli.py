@@ -6,25 +6,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 
-from clients import envelope_files, keys_cli, reports, signing
+from clients import envelope_files, keys_cli, progress, reports, signing
 from clients.client import connect
 from clients.describe import describe_entry
-from geo import datasets
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
+from geo.defaults import DEFAULT_DATASET_DIR
 from geo.manifest import dataset_digest
-from ledger import geofacts, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import InvalidArgument
 from ledger.trust import DatasetInfo
 
+if TYPE_CHECKING:
+    from geo.borders import BorderDataset
+
 
 def _registration(args: argparse.Namespace, borders: BorderDataset) -> pb.BorderDatasetRegistration:
+    from geo import datasets
+
     files = [pb.DatasetFile(name=n, sha256=d, size=z) for n, d, z in datasets.file_list(borders)]
     reg = pb.BorderDatasetRegistration(
         created_time=to_timestamp(now_us()),
@@ -52,9 +57,15 @@ def _in_force(reg: pb.BorderDatasetRegistration) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from geo.borders import BorderDataset
+
+    shown = progress.for_command(args)
+    shown.note(f"reading the data set in {args.folder} ...")
     borders = BorderDataset.load(args.folder)
     reg = _registration(args, borders)
     envelope = signing.sign(statements.BORDER_DATASET, reg, args.key)
+    if not args.out:
+        shown.note(f"sending its {len(reg.files)} files; the log checks them ...")
     # Written with --out, the registration travels with the folder's files: `border send`.
     return signing.deliver(
         args,
@@ -70,8 +81,26 @@ def cmd_send(args: argparse.Namespace) -> int:
     reg = statements.decode(envelope.payload_type, envelope.payload)
     if not isinstance(reg, pb.BorderDatasetRegistration):
         raise envelope_files.EnvelopeFileError(f"{args.file}: not a border data set registration")
-    index = signing.submit(args, envelope, _files(reg, args.folder))
-    print(f"entry {index}: {_in_force(reg)}")
+    shown = progress.for_command(args)
+    files = _files(reg, args.folder)
+    size = sum(len(data) for data in files.values())
+    # The server checks the data set's geometry before it logs it: this can take a while.
+    shown.note(f"sending {len(files)} files ({size / 1e6:.1f} MB); the log checks them ...")
+    started = time.monotonic()
+    index = signing.submit(args, envelope, files)
+    shown.note(f"logged in {time.monotonic() - started:.1f} s")
+    if args.json:
+        doc = {
+            "index": index,
+            "kind": "BorderDatasetRegistration",
+            "dataset_sha256": reg.dataset_sha256,
+            "what": _in_force(reg),
+            "files": len(files),
+            "bytes": size,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"entry {index}: {_in_force(reg)}")
     return 0
 
 
@@ -108,6 +137,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         entry = client.entry(info.registered_at)
     doc = describe_entry(entry.entry)
     doc["in_force"] = info.sha256 == state.border_dataset_sha256
+    # The entry as logged is JSON either way (--json is accepted, as on every command).
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 0
 
@@ -115,6 +145,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _facts_row(
     report: pb.IncidentReport, borders: BorderDataset, info: DatasetInfo
 ) -> dict[str, Any]:
+    from ledger import geofacts
+
     try:
         geo = geofacts.compute(report, borders, info)
     except InvalidArgument as e:
@@ -123,6 +155,8 @@ def _facts_row(
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from geo.borders import BorderDataset
+
     borders = BorderDataset.load(args.border_data)
     info = DatasetInfo(borders.sha256, tuple(sorted(borders.files.items())), 0, borders.name)
     if args.file:
@@ -157,6 +191,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_revalidate(args: argparse.Namespace) -> int:
+    from ledger import geofacts
+
     rows: list[dict[str, Any]] = []
     with connect(args) as client:
         for r in client.revalidate(
@@ -211,12 +247,15 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("--outside-zone", default="refuse", choices=["refuse", "flag"])
     sp.add_argument("--description")
     signing.add_options(sp, server_opt)
+    progress.add_option(sp)
     sp.set_defaults(func=cmd_add)
 
     sp = bs.add_parser("send", help="submit a cosigned registration with its files")
     sp.add_argument("file", type=Path)
     sp.add_argument("folder", type=Path)
     server_opt(sp)
+    json_opt(sp)
+    progress.add_option(sp)
     sp.set_defaults(func=cmd_send)
 
     sp = bs.add_parser("list", help="registered data sets (replayed and verified locally)")
@@ -229,6 +268,7 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
     sp.add_argument("sha256")
     sp.add_argument("--trust-root", help="pin the trust root's envelope SHA-256")
     server_opt(sp)
+    sp.add_argument("--json", action="store_true", help="accepted: the entry is always JSON")
     sp.set_defaults(func=cmd_show)
 
     sp = bs.add_parser("check", help="the geo facts of a place, or of a file of incidents")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -196,6 +197,18 @@ def cmd_certs(args: argparse.Namespace) -> int:
     hosts: list[str] = args.host or list(DEFAULT_HOSTS)
     clients: list[str] = args.client or []
     written = make_test_certs(out, hosts, clients)
+    if args.json:
+        doc = {
+            "written": [str(p) for p in written],
+            "ca": str(out / "ca.pem"),
+            "server": {"cert": str(out / "server.pem"), "key": str(out / "server.key")},
+            "clients": {
+                name: {"cert": str(out / f"{name}.pem"), "key": str(out / f"{name}.key")}
+                for name in clients
+            },
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
     print(f"wrote {', '.join(str(p) for p in written) or 'nothing'}")
     print(
         "These are TEST certificates from a throwaway CA (valid 90 days). In production the "
@@ -246,4 +259,5 @@ def add_parsers(sub: Any) -> None:
         metavar="NAME",
         help="make a client certificate NAME.pem/NAME.key (repeatable)",
     )
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_certs)

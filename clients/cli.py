@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -20,7 +20,6 @@ from nacl.signing import SigningKey
 
 from clients import (
     border_cli,
-    bundle,
     certs_cli,
     checkpoints,
     envelope_files,
@@ -32,6 +31,8 @@ from clients import (
     keys_cli,
     mirror_cli,
     monitor_cli,
+    outbox,
+    outbox_cli,
     query_args,
     reports,
     signing,
@@ -41,7 +42,6 @@ from clients import (
     verified_state,
     witness_cli,
 )
-from clients.audit import AuditResult, audit
 from clients.client import (
     DEFAULT_TARGET,
     LedgerClient,
@@ -51,21 +51,24 @@ from clients.client import (
     describe_error,
 )
 from clients.describe import describe_entry
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
+from clients.extras import loaded
+from geo.defaults import DEFAULT_DATASET_DIR
 from ledger import dsse, keys, merkle, statements
 from ledger.clock import to_iso, to_us
 from ledger.errors import LedgerError
 from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.note import NoteError
-from ledger.service import dataset_files, initialize
-from ledger.storage import LedgerStore
-from ledger.tls import TlsConfig
-from ledger.verifier import Replay, VerificationError, open_checkpoint
 from ledger.witnesses import QuorumError, Witnessing
+
+if TYPE_CHECKING:
+    # The server's modules (SQLAlchemy, geometry) are imported inside the commands that run a
+    # ledger: the client starts without them, and installs without the server extra.
+    from ledger.tls import TlsConfig
 
 EXIT_FAILED = exit_codes.FAILED
 EXIT_USAGE = exit_codes.USAGE
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell shows for a writer whose reader went away
 
 
 class UsageError(Exception):
@@ -107,18 +110,37 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
     if private.exists():
         raise UsageError(f"{private} exists; refusing to overwrite a key")
+    party = keys.check_party(args.party.upper() if args.party else None)
+    role = keys.check_role(args.role)
+    # Asked before the key exists: a refused passphrase leaves no file behind.
+    passphrase = None if args.no_passphrase else keys.new_passphrase(str(private))
     key = keys.generate()
-    keys.write_private(private, key)
-    keys.write_public(public, keys.public_bytes(key))
+    keys.write_private(private, key, passphrase=passphrase, party=party, role=role)
+    keys.write_public(public, keys.public_bytes(key), party=party, role=role)
     kid = dsse.key_id(keys.public_bytes(key))
     if args.json:
-        _print_json({"private": str(private), "public": str(public), "key_id": kid})
-    else:
-        print(f"wrote {private} (keep secret) and {public}\nkey id {kid}")
+        _print_json(
+            {
+                "private": str(private),
+                "public": str(public),
+                "key_id": kid,
+                "party": party,
+                "role": role,
+                "encrypted": passphrase is not None,
+            }
+        )
+        return 0
+    held = "encrypted with your passphrase" if passphrase else "NOT encrypted"
+    print(f"wrote {private} (keep secret; {held}) and {public}\nkey id {kid}")
+    if party or role:
+        print(f"party {party or '-'}, role {role or '-'}")
     return 0
 
 
 def _draft_trust_root(path: Path, log_public_key: bytes, border_data: Path) -> pb.TrustRoot:
+    from geo.borders import BorderDataset
+    from ledger.service import dataset_files
+
     borders = BorderDataset.load(border_data)
     root = trust_root_file.load_trust_root(
         path,
@@ -143,12 +165,20 @@ def cmd_trust_root(args: argparse.Namespace) -> int:
     envelope = dsse.sign(statements.TRUST_ROOT, root.SerializeToString(), signing_keys)
     # Each founding party's authorities add theirs; then the operator writes entry 0.
     signing.write_for_cosigning(
-        args.out, envelope, f"ceasefire init --trust-root {args.out} --log-key LOG.key"
+        args.out,
+        envelope,
+        f"ceasefire init --trust-root {args.out} --log-key LOG.key",
+        as_json=args.json,
     )
     return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from geo.borders import BorderDataset
+    from ledger.service import initialize
+    from ledger.storage import LedgerStore
+
+    args.trust_root.stat()  # missing: named as such, not taken for an unsigned YAML root
     log_signing_key = keys.read_private(args.log_key)
     if envelope_files.is_envelope_file(args.trust_root):
         envelope = envelope_files.read(args.trust_root)
@@ -240,14 +270,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             witnesses=args.witness,
         )
-    except (AddressInUse, ListenError) as e:
-        print(f"ceasefire serve: {e}", file=sys.stderr)
+    except AddressInUse as e:
+        address = str(e).split(" ", 1)[0]
+        flag = "--listen-writers" if tls and address == tls.writers_address else "--listen"
+        print(
+            f"error: {address} is in use (another ceasefire serve?): choose {flag} HOST:PORT",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except ListenError as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
 
 def tls_from_args(args: argparse.Namespace) -> TlsConfig | None:
     """The server's TLS from serve's --tls-* options; None (plaintext) without --tls-cert."""
+    from ledger.tls import TlsConfig
+
     if args.tls_cert is None and args.tls_key is None:
         given = [
             flag
@@ -276,6 +316,8 @@ def _bootstrap(args: argparse.Namespace) -> None:
     """A local ledger for trying things out: the log key, and an authority, a monitor and an
     investigator key for each of ARM and AZE, and the finding policy "joint" (both
     authorities); the trust root is signed by both authorities."""
+    from ledger.storage import LedgerStore
+
     home: Path = args.data_dir
     store = LedgerStore.open(args.db)
     try:
@@ -285,17 +327,21 @@ def _bootstrap(args: argparse.Namespace) -> None:
         store.close()
     keydir = home / "keys"
     keydir.mkdir(parents=True, exist_ok=True)
-    wanted = [
-        keydir / f"{n}.key"
+    # A trial ledger: its keys are unencrypted (0600) but say whose they are; the log key
+    # belongs to no party and has no trust-root role.
+    wanted: list[tuple[Path, str | None, str | None]] = [
+        (keydir / f"{party}-{role}.key", party.upper(), role)
         for party in ("arm", "aze")
-        for n in (f"{party}-monitor", f"{party}-authority", f"{party}-investigator")
+        for role in ("monitor", "authority", "investigator")
     ]
-    for private in [Path(args.log_key), *wanted]:
+    for private, party, role in [(Path(args.log_key), None, None), *wanted]:
         if not private.exists():
             private.parent.mkdir(parents=True, exist_ok=True)
             key = keys.generate()
-            keys.write_private(private, key)
-            keys.write_public(private.with_suffix(".pub"), keys.public_bytes(key))
+            keys.write_private(private, key, party=party, role=role)
+            keys.write_public(
+                private.with_suffix(".pub"), keys.public_bytes(key), party=party, role=role
+            )
     if not (home / "trust-root.yaml").exists():
         (home / "trust-root.yaml").write_text(
             "origin: local.ceasefire-ledger/arm-aze\n"
@@ -330,47 +376,87 @@ def _bootstrap(args: argparse.Namespace) -> None:
 # -- submitting and reading ------------------------------------------------------------
 
 
-def _envelopes(path: Path, signing_keys: list[SigningKey]) -> list[bytes]:
+def _envelopes(path: Path, signing_keys: Callable[[], list[SigningKey]]) -> list[bytes]:
     """A signed statement file as it is, or the reports of a JSON/YAML file, signed."""
+    path.stat()  # a missing file is named as such (FileNotFoundError), not taken for a report
     if envelope_files.is_envelope_file(path):
         return [path.read_bytes().strip()]
-    if not signing_keys:
+    found = reports.load_reports(path)
+    if not signing_keys():
         raise UsageError(f"{path}: reports need --key to sign them with")
-    return [reports.sign_report(r, signing_keys) for r in reports.load_reports(path)]
+    return [reports.sign_report(r, signing_keys()) for r in found]
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    signing_keys = [keys.read_private(k) for k in args.key or []]
+    opened: list[SigningKey] = []
+
+    def signing_keys() -> list[SigningKey]:
+        # Opened when a report needs them (and once): signed files need no passphrase.
+        if not opened:
+            opened.extend(keys.read_private(k) for k in args.key or [])
+        return opened
+
     # Every file is read (and its reports checked and signed) before anything is sent.
     loaded = [(path, _envelopes(path, signing_keys)) for path in args.files]
     items = [(path, i) for path, envelopes in loaded for i in range(len(envelopes))]
     envelopes = [envelope for _, found in loaded for envelope in found]
     results: list[dict[str, Any]] = []
     failed = 0
-    with _server(args) as client:
-        outcomes = _submitted(client, envelopes, batched=len(args.files) > 1)
-        for (path, i), outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, Refused):
-                failed += 1
-                print(f"{path}[{i}]: refused: {outcome.describe()}", file=sys.stderr)
-                error = {"code": outcome.code.name, "message": outcome.status.message}
-                results.append({"file": str(path), "item": i, "error": error})
-                continue
-            r = outcome.receipt
-            results.append(
-                {
-                    "file": str(path),
-                    "item": i,
-                    "index": r.index,
-                    "leaf_hash": r.leaf_hash.hex(),
-                    "integrated_time": to_iso(to_us(r.integrated_time)),
-                    "duplicate": outcome.duplicate,
-                    "signed_receipt": json.loads(outcome.signed_receipt),
-                }
-            )
-            if not args.json:
-                dup = " (already logged: first receipt)" if outcome.duplicate else ""
-                print(f"{path}[{i}]: entry {r.index} leaf {r.leaf_hash.hex()[:16]}{dup}")
+    # Kept in the outbox before anything is sent: a dropped link loses nothing.
+    box = signing.open_outbox(args)
+    rows = [
+        box.add(envelope, f"{path}[{i}]", server=args.server)
+        for (path, i), envelope in zip(items, envelopes, strict=True)
+        if box is not None
+    ]
+    try:
+        if args.queue:
+            for (path, i), row in zip(items, rows, strict=True):
+                results.append({"file": str(path), "item": i, **row.to_json()})
+                if not args.json:
+                    print(
+                        f"{path}[{i}]: queued in the outbox (#{row.id}); `ceasefire sync` sends it"
+                    )
+            if args.json:
+                _print_json(results)
+            return 0
+        with _server(args) as client:
+            outcomes = _submitted(client, envelopes, batched=len(args.files) > 1)
+            for k, ((path, i), outcome) in enumerate(zip(items, outcomes, strict=True)):
+                kept = box.record(rows[k].id, outcome) if box is not None else None
+                if isinstance(outcome, Refused) and kept is not None and outbox.link_down(outcome):
+                    results.append({"file": str(path), "item": i, **kept.to_json()})
+                    if not args.json:
+                        print(
+                            f"{path}[{i}]: kept in the outbox (#{kept.id}, pending): the log could "
+                            f"not be reached ({outcome.describe()}); `ceasefire sync` sends it",
+                            file=sys.stderr,
+                        )
+                    continue
+                if isinstance(outcome, Refused):
+                    failed += 1
+                    print(f"{path}[{i}]: refused: {outcome.describe()}", file=sys.stderr)
+                    error = {"code": outcome.code.name, "message": outcome.status.message}
+                    results.append({"file": str(path), "item": i, "error": error})
+                    continue
+                r = outcome.receipt
+                results.append(
+                    {
+                        "file": str(path),
+                        "item": i,
+                        "index": r.index,
+                        "leaf_hash": r.leaf_hash.hex(),
+                        "integrated_time": to_iso(to_us(r.integrated_time)),
+                        "duplicate": outcome.duplicate,
+                        "signed_receipt": json.loads(outcome.signed_receipt),
+                    }
+                )
+                if not args.json:
+                    dup = " (already logged: first receipt)" if outcome.duplicate else ""
+                    print(f"{path}[{i}]: entry {r.index} leaf {r.leaf_hash.hex()[:16]}{dup}")
+    finally:
+        if box is not None:
+            box.close()
     if args.json:
         _print_json(results)
     return EXIT_FAILED if failed else 0
@@ -410,7 +496,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         found = list(client.timeline_page(request))
     rows = []
     for t in found:
-        doc = incident_view.incident_doc(t.index, t.status, t.report, t.geo, t.current)
+        doc = incident_view.incident_doc(
+            t.index, t.status, t.report, t.geo, t.current, entry=t.entry
+        )
         doc["next_page_token"] = t.next_page_token
         rows.append(doc)
     more = bool(found) and found[-1].more
@@ -503,6 +591,8 @@ def require_witnesses_opt(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_proof(args: argparse.Namespace) -> int:
+    from ledger.verifier import Replay, open_checkpoint
+
     with _server(args) as client:
         served = client.checkpoint(witnessed=args.require_witnesses)
         state = Replay()
@@ -554,11 +644,14 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from clients.progress import Progress
+    from clients import bundle
+    from clients.audit import AuditResult, audit
+    from clients.progress import for_command
+    from geo.borders import BorderDataset
 
     borders = [BorderDataset.load(d) for d in args.border_data]
-    # One progress line for both audits: redrawn on a terminal, every 10 s in a log.
-    progress = Progress(sys.stderr, quiet=args.json)
+    # One progress line for both audits, on stderr: on a terminal, or with --progress.
+    progress = for_command(args)
     if args.workers is not None and args.workers < 0:
         raise UsageError("--workers: 0 or more")
     try:
@@ -634,11 +727,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with _server(args) as client:
-        size = bundle.export_bundle(
-            client, args.out, lambda m: print(m, file=sys.stderr, flush=True)
-        )
-    print(f"wrote {args.out}: {size} entries and the checkpoint that signs them")
+    from clients import bundle, progress
+
+    if not args.out.parent.is_dir():  # before anything is read from the log
+        raise UsageError(f"--out {args.out}: no such folder {args.out.parent}")
+    shown = progress.for_command(args)
+
+    class Counted:
+        """The client, its entry stream moving the progress line: export_bundle reads the
+        checkpoint, then every entry, then the data set files."""
+
+        def __init__(self, client: LedgerClient) -> None:
+            self.client = client
+
+        def checkpoint(self) -> Any:
+            cp = self.client.checkpoint()
+            shown.start(cp.tree_size, "exported")
+            return cp
+
+        def entries(self, start: int, end: int) -> Iterator[Any]:
+            for e in self.client.entries(start, end):
+                yield e
+                shown(e.index + 1)
+
+        def blob(self, sha256: str) -> bytes:
+            return self.client.blob(sha256)
+
+    try:
+        with _server(args) as client:
+            counted: Any = Counted(client)
+            size = bundle.export_bundle(counted, args.out)
+        shown.finish()
+    finally:
+        shown.close()
+    if args.json:
+        note = bundle.checkpoint_note(args.out)
+        _print_json({"out": str(args.out), "tree_size": size, "checkpoint": note})
+    else:
+        print(f"wrote {args.out}: {size} entries and the checkpoint that signs them")
     return 0
 
 
@@ -652,11 +778,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    server_default = os.environ.get("CEASEFIRE_SERVER", DEFAULT_TARGET)
+    from clients import profiles, progress  # (in here: cli.py's import block is kept light)
+
     db_default = os.environ.get("CEASEFIRE_DB", "var/ledger/ledger.db")
     p = argparse.ArgumentParser(
         prog="ceasefire",
         description="Ceasefire Ledger: signed, append-only, verifiable border incident records.",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the profile of config.toml to use (default: env CEASEFIRE_PROFILE, else the "
+        "file's default_profile; see docs/cli.md)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -668,10 +801,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def server_opt(sp: argparse.ArgumentParser) -> None:
+        # Defaults from the environment; what is still None after parsing, main fills from
+        # the profile, else the built-in default (clients/profiles.py).
         sp.add_argument(
             "--server",
-            default=server_default,
-            help=f"host:port (default {server_default}, env CEASEFIRE_SERVER)",
+            default=os.environ.get("CEASEFIRE_SERVER") or None,
+            help=f"host:port (default: env CEASEFIRE_SERVER, else the profile's, else "
+            f"{DEFAULT_TARGET})",
         )
         tls = sp.add_argument_group("TLS (plaintext unless --tls-ca is given)")
         for name, env, what in TLS_CLIENT_OPTIONS:
@@ -680,15 +816,46 @@ def build_parser() -> argparse.ArgumentParser:
                 type=Path,
                 metavar="FILE",
                 default=_env_path(env),
-                help=f"{what} (env {env})",
+                help=f"{what} (env {env}, else the profile's)",
             )
+        profile_opt(sp)
+        sp.set_defaults(client_options=True)
+        # A signed command's --key (clients.signing) may come from CEASEFIRE_KEY or the
+        # profile: required only once those are looked at (main).
+        key = sp._option_string_actions.get("--key")
+        if key is not None and key.required:
+            key.required = False
+            key.help = f"{key.help} (default: env CEASEFIRE_KEY, else the profile's key)"
+            sp.set_defaults(key_required=True)
+        if key is not None and not isinstance(key, argparse._AppendAction):
+            sp.set_defaults(key_single=True)  # one key file (evidence open), not a list
+
+    def profile_opt(sp: argparse.ArgumentParser) -> None:
+        # SUPPRESS: not given on the command, the global --profile (before it) stays.
+        sp.add_argument(
+            "--profile",
+            metavar="NAME",
+            default=argparse.SUPPRESS,
+            help="the profile of config.toml to use (default: env CEASEFIRE_PROFILE, else "
+            "default_profile)",
+        )
 
     def json_opt(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def proof_json_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="accepted: a proof is always JSON")
+
     sp = add("keygen", cmd_keygen, "create an Ed25519 key pair: NAME.key (secret) and NAME.pub")
     sp.add_argument("name")
     sp.add_argument("--dir", type=Path, default=Path("keys"))
+    sp.add_argument("--party", help="the party the key belongs to (e.g. ARM), kept in the files")
+    sp.add_argument("--role", help="its role in the trust root (e.g. monitor), kept in the files")
+    sp.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="write the private key unencrypted (a trial ledger, or a key on an encrypted disk)",
+    )
     json_opt(sp)
 
     sp = add("init", cmd_init, "start a ledger: write its trust root as entry 0")
@@ -717,6 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", type=Path, action="append", required=True, help="authority key")
     sp.add_argument("--out", type=Path, required=True)
     sp.add_argument("--border-data", type=Path, default=DEFAULT_DATASET_DIR)
+    json_opt(sp)
 
     sp = add("serve", cmd_serve, "run the gRPC service")
     sp.add_argument(
@@ -735,8 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a C2SP tlog-witness URL prefix asked to cosign each new checkpoint "
         "(repeatable; see docs/witnesses.md)",
     )
-    from ledger.grpc_server import WORKERS  # serve's defaults, from the server's modules
-    from ledger.storage import POOL_OVERFLOW
+    from ledger.defaults import POOL_OVERFLOW, WORKERS  # serve's, without the server's modules
 
     sp.add_argument(
         "--workers",
@@ -789,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", type=Path, action="append", help="signing key file for reports (repeatable)"
     )
     sp.add_argument("files", type=Path, nargs="+")
+    signing.add_outbox_options(sp)
     json_opt(sp)
 
     sp = add(
@@ -835,6 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     inc = proof_sub.add_parser("inclusion")
     inc.add_argument("--index", type=int, required=True)
     inc.add_argument("--size", type=int, default=0, help="tree size (default: latest checkpoint)")
+    proof_json_opt(inc)
     con = proof_sub.add_parser("consistency")
     con.add_argument("--old", type=int, help="the older tree size")
     con.add_argument(
@@ -844,10 +1013,13 @@ def build_parser() -> argparse.ArgumentParser:
         "its signature is checked and the proof verified against its root",
     )
     con.add_argument("--new", type=int, default=0, help="default: latest checkpoint")
+    proof_json_opt(con)
 
     sp = add("export", cmd_export, "write an offline audit bundle: all entries and the checkpoint")
     server_opt(sp)
     sp.add_argument("--out", type=Path, required=True)
+    progress.add_option(sp)
+    json_opt(sp)
 
     sp = add("verify", cmd_verify, "audit the whole ledger: signatures, chain, proofs, checkpoint")
     sp.epilog = exit_codes.HELP + "; with --json a failure is a JSON document on stdout too"
@@ -876,8 +1048,10 @@ def build_parser() -> argparse.ArgumentParser:
         "0: none)",
     )
     require_witnesses_opt(sp)
+    progress.add_option(sp)
     json_opt(sp)
 
+    profiles.add_parsers(sub, json_opt)  # profile list|show|add
     keys_cli.add_parsers(sub, server_opt, json_opt)
     certs_cli.add_parsers(sub)
     witness_cli.add_parsers(sub, json_opt)
@@ -886,13 +1060,14 @@ def build_parser() -> argparse.ArgumentParser:
     # An incident's life: answered, investigated, evidenced, found, then read as a whole.
     incidents_cli.add_parsers(sub, server_opt, json_opt)
     investigations_cli.add_parsers(sub, server_opt, json_opt)
-    incidents_cli.add_evidence_parsers(sub, server_opt)
+    incidents_cli.add_evidence_parsers(sub, server_opt, json_opt)
     incidents_cli.add_finding_parsers(sub, server_opt)
     incidents_cli.add_dossier_parser(sub, server_opt, json_opt)
     investigations_cli.add_prevention_parsers(sub, server_opt, json_opt)
     mirror_cli.add_parsers(sub, json_opt)
     stats_cli.add_parsers(sub, server_opt, json_opt)
     exports_cli.add_parsers(sub, server_opt, json_opt)  # export-incidents, map, chart
+    outbox_cli.add_parsers(sub, server_opt, json_opt)  # sync, outbox list|show|check|resign
 
     sp = add(
         "demo", cmd_demo, "a throwaway ledger, a server on loopback, signed reports, a full audit"
@@ -903,29 +1078,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs a command; its error is one line on stderr and an exit code (clients/exit_codes:
-    3 evidence against the log, 4 the log not reached, ...). `verify --json` and `monitor
-    --json` print a JSON document on stdout for a failure too."""
-    args = build_parser().parse_args(argv)
+    3 evidence against the log, 4 the log not reached, ...), never a traceback (unless
+    CEASEFIRE_DEBUG=1). `verify --json` and `monitor --json` print a JSON document on stdout
+    for a failure too; verify's VERIFICATION FAILED is its result, on stdout. A reader that
+    goes away (`| head`) ends the command quietly with 141, as a shell shows SIGPIPE."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        code, message = _failure(args.command, e)
-        print(message, file=sys.stderr)
-        if args.command in ("verify", "monitor") and getattr(args, "json", False):
-            index = getattr(e, "index", None)
-            _print_json({"ok": False, "exit": code, "error": str(e), "index": index})
-        return code
+        try:
+            _settings(parser, args)
+            code = int(args.func(args))
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return code
+        except BrokenPipeError:
+            raise
+        except KeyboardInterrupt:
+            return 130
+        except Exception as e:
+            code, message = _failure(args.command, e)
+            as_json = args.command in ("verify", "monitor") and getattr(args, "json", False)
+            result = args.command == "verify" and code == exit_codes.EVIDENCE and not as_json
+            print(message, file=sys.stdout if result else sys.stderr)
+            if as_json:
+                index = getattr(e, "index", None)
+                _print_json({"ok": False, "exit": code, "error": str(e), "index": index})
+            sys.stdout.flush()
+            return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return BROKEN_PIPE
+
+
+def _settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The options left unset, from the environment, else the profile, else the defaults
+    (clients/profiles.py); a signed command's --key must come from one of them."""
+    from clients import profiles
+
+    client = getattr(args, "client_options", False)
+    if not client and not hasattr(args, "outbox"):
+        return  # serve, init, keygen ...: no profile is read (a broken one cannot stop them)
+    profiles.apply(args, profiles.select(args.profile))
+    if client and args.server is None:
+        args.server = DEFAULT_TARGET
+    if getattr(args, "key_required", False) and not args.key:
+        raise UsageError(
+            "give --key KEY (or set CEASEFIRE_KEY, or a key in your profile: docs/cli.md)"
+        )
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: stdout to /dev/null, so that the exit's flush fails no more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (in-process tests): nothing to flush
+        pass
 
 
 def _failure(command: str, e: Exception) -> tuple[int, str]:
-    """The exit code and the line to print for an error; raises it again if unexpected."""
+    """The exit code and the line to print for an error; an unexpected one is an internal
+    error in one line (its traceback too with CEASEFIRE_DEBUG=1)."""
     if isinstance(e, grpc.RpcError):
         audit_command = command in exit_codes.AUDIT_COMMANDS
         code = exit_codes.for_rpc_error(e) if audit_command else exit_codes.FAILED
         return code, f"error: {describe_error(e)}"
-    if isinstance(e, VerificationError | merkle.ProofError | NoteError):
+    if isinstance(
+        e, (*loaded("ledger.verifier", "VerificationError"), merkle.ProofError, NoteError)
+    ):
         return exit_codes.EVIDENCE, f"VERIFICATION FAILED: {e}"
     if isinstance(
         e,
@@ -938,9 +1157,25 @@ def _failure(command: str, e: Exception) -> tuple[int, str]:
         # Refused: by the ledger, a file's content (a report, trust root, party file), a
         # state that cannot answer, a checkpoint without its witnesses.
         return exit_codes.FAILED, f"error: {e}"
-    if isinstance(e, UsageError | keys.KeyFileError | DatasetError | ValueError):
+    if isinstance(e, UsageError | keys.KeyFileError | ValueError):  # geo's DatasetError too
         return exit_codes.USAGE, f"error: {e}"
-    raise e
+    if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        # A file named on the command line (or in a file it names) cannot be opened.
+        where = f"{os.fsdecode(e.filename)}: " if e.filename is not None else ""
+        return exit_codes.USAGE, f"error: {where}{e.strerror or e}"
+    from clients.extras import missing_extra  # (in here: cli.py's imports are kept light)
+
+    missing = missing_extra(command, e)
+    if missing is not None:
+        return exit_codes.FAILED, missing
+    if os.environ.get("CEASEFIRE_DEBUG"):
+        import traceback
+
+        traceback.print_exception(e)
+    return exit_codes.FAILED, (
+        f"error: internal error: {type(e).__name__}: {e} "
+        "(run with CEASEFIRE_DEBUG=1 for the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,14 +16,20 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ceasefire.v1 import ledger_service_pb2 as api
 
-from clients import exit_codes, exports, pictures, query_args
+from clients import exit_codes, query_args
 from clients.client import LedgerClient, connect
 from clients.progress import Progress
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
+from clients.progress import add_option as add_progress_option
+from clients.progress import wanted as progress_wanted
+from geo.defaults import DEFAULT_DATASET_DIR
+
+if TYPE_CHECKING:
+    from clients import exports
+    from geo.borders import BorderDataset
 
 FORMATS = {".geojson": "geojson", ".json": "geojson", ".csv": "csv", ".gpkg": "gpkg"}
 MAP_FORMATS = {".png": "png", ".html": "html", ".htm": "html"}
@@ -96,6 +102,7 @@ def _common(sp: argparse.ArgumentParser, server_opt: Any, json_opt: Any) -> None
         help="the border data set to draw and cite (default: the bundled one)",
     )
     sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_progress_option(sp)
     json_opt(sp)
 
 
@@ -108,6 +115,8 @@ def read_query(
 ) -> tuple[list[api.TimelineResponse], exports.Checkpoint]:
     """The checkpoint, then the timeline as the log stood at it (or before, if the request
     asks for an earlier index): every row is covered by the checkpoint."""
+    from clients import exports
+
     checkpoint = exports.Checkpoint.of(client.checkpoint())
     wanted = request.as_of_index
     if wanted > checkpoint.size:
@@ -129,12 +138,14 @@ def read_query(
 
 def _read(args: argparse.Namespace) -> tuple[list[api.TimelineResponse], exports.Checkpoint]:
     request = _request(args)
-    progress = Progress(quiet=args.quiet)
+    progress = Progress(quiet=args.quiet or not progress_wanted(args))
     with connect(args) as client:
         return read_query(client, request, progress)
 
 
 def _borders(args: argparse.Namespace) -> BorderDataset:
+    from geo.borders import BorderDataset
+
     if not args.border_data.is_dir():
         raise ExportError(f"--border-data {args.border_data}: no such folder")
     return BorderDataset.load(args.border_data)
@@ -211,16 +222,15 @@ def _write_binary(out: Path, draw: Callable[[Any], dict[str, Any]]) -> dict[str,
 
 
 def _run(args: argparse.Namespace, body: Callable[[], dict[str, Any]]) -> int:
-    """User errors as one line; a closed stdout (`| head`) quietly."""
+    """User errors as one line; a closed stdout (`| head`) ends quietly in clients.cli.main
+    (exit 141, as for every command)."""
     try:
         summary = body()
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_codes.USAGE
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush cannot fail again
-        return exit_codes.FAILED
+        raise
     except OSError as e:
         print(f"error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return exit_codes.FAILED
@@ -247,6 +257,8 @@ def _summary(
 
 
 def cmd_export_incidents(args: argparse.Namespace) -> int:
+    from clients import exports
+
     def body() -> dict[str, Any]:
         fmt = _format(args, FORMATS, "geojson" if args.out == STDOUT else None)
         if fmt == "gpkg" and args.out == STDOUT:
@@ -288,6 +300,8 @@ def cmd_export_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
+    from clients import pictures
+
     def body() -> dict[str, Any]:
         fmt = _format(args, MAP_FORMATS, "html" if args.out == STDOUT else None)
         _check_out(args)
@@ -307,6 +321,8 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_chart(args: argparse.Namespace) -> int:
+    from clients import pictures
+
     def body() -> dict[str, Any]:
         _check_out(args)
         borders = _borders(args)

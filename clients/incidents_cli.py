@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from clients import envelope_files, incident_view, keys_cli, reports, signing
 from clients.client import LedgerClient, connect
 from clients.describe import answer_facts, describe_entry, entry_line, statement_of
+from clients.party_option import add_party_option, party_of
 from ledger import dsse, incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
 from ledger.investigations import InvestigationInfo
@@ -56,7 +57,7 @@ def cmd_retract(args: argparse.Namespace) -> int:
     retraction = pb.IncidentRetraction(
         incident_index=args.index,
         created_time=to_timestamp(now_us()),
-        party=args.party,
+        party=party_of(args),
         reason=args.reason or "",
     )
     return _send(args, statements.RETRACTION, retraction)
@@ -66,7 +67,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     answer = pb.CounterClaim(
         incident_index=args.index,
         created_time=to_timestamp(now_us()),
-        party=args.party,
+        party=party_of(args),
         kind=pb.ResponseKind.Value("RESPONSE_KIND_" + args.kind.upper()),
         narrative=args.narrative or "",
         narrative_language=args.language if args.narrative else "",
@@ -84,7 +85,7 @@ def cmd_dossier(args: argparse.Namespace) -> int:
     assert isinstance(original, pb.IncidentReport)
     original_geo = parse_entry(first.entry).validation.geo
     current = incident_view.incident_doc(
-        args.index, got.status, original, original_geo, got.current
+        args.index, got.status, original, original_geo, got.current, entry=first.entry
     )
     entries: list[dict[str, Any]] = [
         {"relation": e.relation, **describe_entry(e.entry), **answer_facts(e.relation, e.entry)}
@@ -135,14 +136,14 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
 
     sp = sub.add_parser("retract", help="withdraw your party's report (it stays, marked)")
     sp.add_argument("index", type=int)
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the retracting party")
     sp.add_argument("--reason")
     signed_by(sp)
     sp.set_defaults(func=cmd_retract)
 
     sp = sub.add_parser("answer", help="counter-claim or respond to another party's report")
     sp.add_argument("index", type=int)
-    sp.add_argument("--party", required=True, help="the answering party")
+    add_party_option(sp, "the answering party")
     sp.add_argument(
         "--kind",
         required=True,
@@ -180,7 +181,7 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
     content = args.file.read_bytes()
     record = pb.EvidenceRecord(
         created_time=to_timestamp(now_us()),
-        party=args.party,
+        party=party_of(args),
         incident_index=args.incident,
         sha256=hashlib.sha256(content).hexdigest(),
         media_type=args.media_type
@@ -257,7 +258,13 @@ def cmd_evidence_send(args: argparse.Namespace) -> int:
         files = {"blob": data}
     index = signing.submit(args, envelope, files)
     kind = pb.BlobKind.Name(record.blob).removeprefix("BLOB_KIND_").lower()
-    print(f"entry {index}: evidence {record.sha256} ({kind})")
+    what = f"evidence {record.sha256} ({kind})"
+    if args.json:
+        digest = hashlib.sha256(envelope.to_json()).hexdigest()
+        doc = {"index": index, "kind": "EvidenceRecord", "what": what, "envelope_sha256": digest}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"entry {index}: {what}")
     return 0
 
 
@@ -285,16 +292,20 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
         print("error: the content does not match the recorded SHA-256", file=sys.stderr)
         return 1
     args.out.write_bytes(content)
-    print(f"wrote {args.out}: {len(content)} bytes, SHA-256 {record.sha256} as recorded")
+    if args.json:
+        doc = {"file": str(args.out), "size": len(content), "sha256": record.sha256}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"wrote {args.out}: {len(content)} bytes, SHA-256 {record.sha256} as recorded")
     return 0
 
 
-def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
+def add_evidence_parsers(sub: Any, server_opt: Any, json_opt: Any = None) -> None:
     ep = sub.add_parser("evidence", help="record evidence (hash, optionally its bytes, sealed)")
     es = ep.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = es.add_parser("add", help="record a file as evidence")
     sp.add_argument("file", type=Path)
-    sp.add_argument("--party", required=True)
+    add_party_option(sp, "the recording party")
     sp.add_argument("--incident", type=int, default=0, help="the report's log index")
     sp.add_argument("--media-type")
     sp.add_argument("--capture-time", help="ISO 8601")
@@ -319,19 +330,28 @@ def add_evidence_parsers(sub: Any, server_opt: Any) -> None:
         "blob", type=Path, nargs="?", help="the file evidence add named (.sealed when sealed)"
     )
     server_opt(sp)
+    _json_opt(sp, json_opt)
     sp.set_defaults(func=cmd_evidence_send)
     sp = es.add_parser("open", help="fetch an evidence blob, unseal it, check its hash")
     sp.add_argument("index", type=int, help="the evidence record's log index")
     sp.add_argument("--key", type=Path, help="your key, for sealed evidence")
     sp.add_argument("--out", type=Path, required=True)
     server_opt(sp)
+    _json_opt(sp, json_opt)
     sp.set_defaults(func=cmd_evidence_open)
+
+
+def _json_opt(sp: argparse.ArgumentParser, json_opt: Any) -> None:
+    if json_opt is not None:
+        json_opt(sp)
+    else:
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def cmd_finding_draft(args: argparse.Namespace) -> int:
     draft = pb.FindingDraft(
         created_time=to_timestamp(now_us()),
-        party=args.party,
+        party=party_of(args),
         incident_indexes=args.incident,
         policy=args.policy,
         outcome=pb.FindingOutcome.Value("FINDING_OUTCOME_" + args.outcome.upper()),
@@ -360,6 +380,7 @@ def _digest(text: str) -> str:
 
 
 def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
+    party = party_of(args)  # before anything is fetched: a usage error stops at once
     with connect(args) as client:
         draft, digest = _draft_of(client, args.index)
     # Show exactly what is signed: the draft as logged, and its digest.
@@ -380,7 +401,7 @@ def cmd_attest_or_dissent(args: argparse.Namespace) -> int:
     common = {
         "finding_index": args.index,
         "draft_sha256": digest,
-        "party": args.party,
+        "party": party,
         "created_time": to_timestamp(now_us()),
     }
     if args.command == "attest":
@@ -396,7 +417,7 @@ def add_finding_parsers(sub: Any, server_opt: Any) -> None:
     fs = fp.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = fs.add_parser("draft", help="draft a finding about incidents, under a trust-root policy")
     sp.add_argument("--incident", type=int, action="append", required=True)
-    sp.add_argument("--party", required=True, help="the drafting party")
+    add_party_option(sp, "the drafting party")
     sp.add_argument("--policy", required=True, help="a finding policy named in the trust root")
     sp.add_argument(
         "--outcome", required=True, choices=["confirmed", "not_confirmed", "inconclusive"]
@@ -417,7 +438,7 @@ def add_finding_parsers(sub: Any, server_opt: Any) -> None:
                        ("dissent", "dissent from a finding draft")):  # fmt: skip
         sp = sub.add_parser(name, help=help)
         sp.add_argument("index", type=int, help="the finding draft's log index")
-        sp.add_argument("--party", required=True)
+        add_party_option(sp, f"the {'attesting' if name == 'attest' else 'dissenting'} party")
         if name == "dissent":
             sp.add_argument("--reasons")
             sp.add_argument("--language", default="en")

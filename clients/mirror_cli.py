@@ -15,19 +15,19 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-
-from clients import bundle, exit_codes
+from clients import exit_codes
 from clients.progress import Progress
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
-from ledger import mirror
+from geo.defaults import DEFAULT_DATASET_DIR
 from ledger.errors import LedgerError
-from ledger.storage import LedgerStore, migrate, normalize_url
-from ledger.verifier import VerificationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from geo.borders import BorderDataset
+    from ledger import mirror
+    from ledger.storage import LedgerStore
 
 
 class _Refused(Exception):
@@ -71,6 +71,11 @@ def add_parsers(sub: Any, json_opt: Callable[[argparse.ArgumentParser], None]) -
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ledger import mirror
+    from ledger.storage import LedgerStore
+
     progress = Progress(sys.stderr, quiet=args.json)
     try:
         _check_bundle(args)
@@ -113,6 +118,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ledger import mirror
+    from ledger.storage import migrate
+
     progress = Progress(sys.stderr, quiet=args.json)
     try:
         _check_bundle(args)
@@ -185,6 +195,9 @@ def verify(
 ) -> mirror.Verified:
     """The bundle checked exactly as `verify --bundle` checks it (VerificationError if it
     does not verify), with what an import reads from it again."""
+    from clients import bundle
+    from ledger import mirror
+
     replay, checkpoint, _ = bundle.verify_bundle(
         path,
         pinned_trust_root=pinned_trust_root,
@@ -198,6 +211,9 @@ def verify(
 
 
 def _verify(args: argparse.Namespace, pinned: str | None, progress: Progress) -> mirror.Verified:
+    from geo.borders import BorderDataset
+    from ledger.verifier import VerificationError
+
     borders = [BorderDataset.load(d) for d in args.border_data]
     try:
         return verify(
@@ -215,6 +231,11 @@ def _verify(args: argparse.Namespace, pinned: str | None, progress: Progress) ->
 
 def _existing(db: str) -> str | None:
     """Why `db` cannot become a mirror (it holds something), without creating it."""
+    from sqlalchemy import inspect
+
+    from ledger import mirror
+    from ledger.storage import LedgerStore
+
     if _sqlite_missing(db):
         return None
     store = LedgerStore.open(db, create=False)
@@ -230,6 +251,9 @@ def _existing(db: str) -> str | None:
 
 
 def _open_mirror(db: str) -> LedgerStore:
+    from ledger import mirror
+    from ledger.storage import LedgerStore
+
     if _sqlite_missing(db):
         raise _Refused(f"{_shown_db(db)}: no such database; start with `ceasefire mirror init`")
     store = LedgerStore.open(db, create=False)
@@ -240,12 +264,18 @@ def _open_mirror(db: str) -> LedgerStore:
 
 
 def _sqlite_missing(db: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    from ledger.storage import normalize_url
+
     url = make_url(normalize_url(db))
     return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
 
 
 def _shown_db(db: str) -> str:
     """The database as messages name it: a path as given, a URL without its password."""
+    from sqlalchemy.engine import make_url
+
     if "://" not in db:
         return db
     return make_url(db).render_as_string(hide_password=True)

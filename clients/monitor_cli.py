@@ -12,17 +12,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import DecodeError
 
 from clients import exit_codes, split_evidence
 from clients.client import connect
-from clients.monitor import Monitor, Options, RunResult
 from clients.progress import Progress
-from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
+from geo.defaults import DEFAULT_DATASET_DIR
 from ledger import dsse, statements
 from ledger.note import NoteError, NoteVerifier, parse_vkey
+
+if TYPE_CHECKING:
+    from clients.monitor import RunResult
 
 Adder = Callable[[argparse.ArgumentParser], None]
 
@@ -120,6 +123,9 @@ def add_parsers(sub: argparse._SubParsersAction, server_opt: Adder, json_opt: Ad
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    from clients.monitor import Monitor, Options
+    from geo.borders import BorderDataset
+
     if args.state_dir is None:
         raise UsageError("monitor: --state-dir DIR is required")
     if args.interval is not None and args.interval <= 0:

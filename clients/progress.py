@@ -1,12 +1,17 @@
-"""A progress line for long audits: entries done of the total, the rate and the time left.
+"""A progress line for long work (verify, export, sync, border registration): entries done
+of the total, the rate and the time left.
 
 On a terminal the line is redrawn in place, at most a few times a second; written to a
 file or a pipe (a log), a line of its own every EVERY_S seconds, so that a log is not
 flooded. Notes (a line each, e.g. "the root matches") go to the same stream.
+
+A command shows it on stderr when stderr is a terminal, or when asked with --progress
+(`for_command`); never on stdout, which carries the result (and --json's document).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -56,12 +61,14 @@ class Progress:
         """E.g. "checked 1,200/5,000 entries (24%), 850/s, 4 s left"."""
         elapsed = now - self._start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        text = f"{self.what} {self.done:,}/{self.total:,} entries"
+        # A total of 0: not known beforehand (a query read page after page).
+        count = f"{self.done:,}/{self.total:,}" if self.total else f"{self.done:,}"
+        text = f"{self.what} {count} entries"
         if self.total:
             text += f" ({self.done / self.total:.0%})"
         if rate > 0:
             text += f", {rate:,.0f}/s"
-            if self.done < self.total:
+            if self.done < self.total:  # never when the total is not known
                 text += f", {_duration((self.total - self.done) / rate)} left"
         return text
 
@@ -96,6 +103,27 @@ class Progress:
             self._drawn = True
         else:
             print(text, file=self.stream, flush=True)
+
+
+def add_option(sp: argparse.ArgumentParser) -> None:
+    """--progress: show progress on stderr even when it is not a terminal (a log)."""
+    sp.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal (default: only there)",
+    )
+
+
+def wanted(args: argparse.Namespace, stream: TextIO | None = None) -> bool:
+    """--progress given, or the stream (stderr) is a terminal."""
+    if getattr(args, "progress", False):
+        return True
+    return (stream if stream is not None else sys.stderr).isatty()
+
+
+def for_command(args: argparse.Namespace) -> Progress:
+    """The progress line of a command: on stderr, quiet unless `wanted`."""
+    return Progress(sys.stderr, quiet=not wanted(args))
 
 
 def _duration(seconds: float) -> str:

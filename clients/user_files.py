@@ -55,11 +55,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load(path: Path) -> Any:
-    """A .json file as JSON, anything else as YAML; duplicate keys refused."""
+    """A .json file as JSON, anything else as YAML; duplicate keys refused. A file that is
+    missing or cannot be opened raises its OSError (FileNotFoundError, ...): the command
+    says `FILE: No such file or directory`, as for any file it is given (exit 2)."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserFileError(f"{path}: cannot read ({e})") from e
+    except UnicodeDecodeError as e:
+        raise UserFileError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
     try:
         if path.suffix == ".json":
             return json.loads(text, object_pairs_hook=_no_duplicates)

@@ -335,7 +335,7 @@ def test_verify_shows_its_progress(
     running: RunningLedger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _fill(running, 4)
-    assert main(["verify", "--server", running.address]) == 0
+    assert main(["verify", "--server", running.address, "--progress"]) == 0
     err = capsys.readouterr().err
     assert "checked 5 entries in" in err
     assert "the root rebuilt from all 5 leaves matches the signed checkpoint" in err

@@ -69,7 +69,7 @@ def test_verify_passes_then_names_the_tampered_entry(
         conn.execute(text("UPDATE entries SET entry = :e WHERE idx = 2"), {"e": bytes(tampered)})
 
     assert main(["verify", "--server", running.address]) == 3
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "VERIFICATION FAILED: entry 2:" in err
 
 
@@ -78,7 +78,7 @@ def test_verify_refuses_another_trust_root(
 ) -> None:
     _fill(running, 1)
     assert main(["verify", "--server", running.address, "--trust-root", "ab" * 32]) == 3
-    assert "is not the pinned one" in capsys.readouterr().err
+    assert "is not the pinned one" in capsys.readouterr().out
 
 
 def test_offline_bundle_verifies_and_catches_tampering(
@@ -104,12 +104,12 @@ def test_offline_bundle_verifies_and_catches_tampering(
     tampered = tmp_path / "tampered.bundle"
     tampered.write_text("\n".join(lines) + "\n")
     assert main(["verify", "--bundle", str(tampered)]) == 3
-    assert "entry 2" in capsys.readouterr().err
+    assert "entry 2" in capsys.readouterr().out
 
     shorter = tmp_path / "shorter.bundle"
     shorter.write_text("\n".join(original[:4]) + "\n")
     assert main(["verify", "--bundle", str(shorter)]) == 3
-    assert "the checkpoint covers 5 entries, the bundle holds 3" in capsys.readouterr().err
+    assert "the checkpoint covers 5 entries, the bundle holds 3" in capsys.readouterr().out
 
 
 def test_verify_catches_a_status_the_entries_do_not_give(
@@ -129,7 +129,7 @@ def test_verify_catches_a_status_the_entries_do_not_give(
         )
     assert running.client.dossier(1).status == api.INCIDENT_STATUS_JOINTLY_CONFIRMED
     assert main(["verify", "--server", running.address]) == 3
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "entry 1: the server shows it as jointly_confirmed" in err
     assert "entries make it reported" in err
 
@@ -152,7 +152,7 @@ def test_verify_checks_the_statuses_on_every_page(
         )
     capsys.readouterr()
     assert main(["verify", "--server", running.address]) == 3
-    assert f"entry {last}: the server shows it as jointly_confirmed" in capsys.readouterr().err
+    assert f"entry {last}: the server shows it as jointly_confirmed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -196,4 +196,5 @@ def test_verify_compares_what_the_server_shows_with_the_entries(
     # 3: evidence the audit found; 1: the server refused (DATA_LOSS), finding its own rows bad.
     refused = "indexed as an incident" in says
     assert main(["verify", "--server", running.address]) == (1 if refused else 3)
-    assert says in capsys.readouterr().err
+    c = capsys.readouterr()
+    assert says in c.out + c.err

@@ -405,7 +405,7 @@ def test_verifier_pinned_to_one_trust_root_refuses_a_ledger_founded_on_another(
         assert main(["verify", "--server", env.client.target, "--trust-root", pinned]) == 0
         capsys.readouterr()
         assert main(["verify", "--server", f"127.0.0.1:{port}", "--trust-root", pinned]) == 3
-        assert f"is not the pinned one {pinned}" in capsys.readouterr().err
+        assert f"is not the pinned one {pinned}" in capsys.readouterr().out
     finally:
         server.stop(grace=None).wait()
         ledger.close()

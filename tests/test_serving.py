@@ -344,7 +344,7 @@ def test_a_second_server_on_a_busy_port_is_a_one_line_error(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines() == [
-        f"ceasefire serve: {running.address} is in use (is another server running?)"
+        f"error: {running.address} is in use (another ceasefire serve?): choose --listen HOST:PORT"
     ]
     assert result.stdout == ""
     assert not (tmp_path / "second").exists()  # refused before anything was created
