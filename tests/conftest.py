@@ -41,8 +41,18 @@ def user_directories(
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    for name in ("CEASEFIRE_PROFILE", "CEASEFIRE_PASSPHRASE", "CEASEFIRE_OUTBOX"):
+    for name in (
+        "CEASEFIRE_PROFILE",
+        "CEASEFIRE_OUTBOX",
+        "CEASEFIRE_PASSPHRASE",
+        "CEASEFIRE_PASSPHRASE_FILE",
+        "CEASEFIRE_PASSPHRASE_FD",
+        "CEASEFIRE_NEW_PASSPHRASE",
+    ):
         monkeypatch.delenv(name, raising=False)
+    # Commands fail at once when the server is down (tests of retrying set it themselves):
+    # most tests that meet an unreachable server mean it.
+    monkeypatch.setenv("CEASEFIRE_RETRIES", "1")
 
 
 PG_ADMIN_URL = os.environ.get("CEASEFIRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

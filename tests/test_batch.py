@@ -1,5 +1,6 @@
 """SubmitBatch: many signed statements in one call, each answered on its own, through a real
-gRPC server on loopback (SQLite and PostgreSQL), and `ceasefire submit` with many files."""
+gRPC server on loopback (SQLite and PostgreSQL), and `ceasefire submit` with many files (in
+the test's process: tests.cli_runner, or `main`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from ledger import dsse, grpc_server, keys, merkle, service, statements
 from ledger.tls import TlsConfig
 from tests.conftest import Parties, RunningLedger
 from tests.reports import report, signed
-from tests.test_cli import EXAMPLES, Server, ceasefire, initialised, workdir  # noqa: F401
+from tests.test_cli import EXAMPLES, ceasefire
 from tests.test_serving import evidence
 from tests.test_tls import (  # noqa: F401
     Served,
@@ -247,10 +248,13 @@ def _report_files(folder: Path, n: int, per_file: int = 1) -> list[Path]:
 
 
 def test_submit_with_many_files_prints_a_result_for_each(
-    initialised: tuple[Path, Server, str],  # noqa: F811
+    running: RunningLedger, tmp_path: Path
 ) -> None:
-    wd, server, _ = initialised
-    s = ("--server", server.address, "--key", "keys/arm-monitor.key")
+    wd = tmp_path
+    keys.write_private(wd / "arm-monitor.key", running.parties.arm_monitor)
+    s = ("--server", running.address, "--key", "arm-monitor.key")
+    for name in ("incident-arm.yaml", "incident-aze.json"):
+        shutil.copy(EXAMPLES / name, wd / name)
     shutil.copy(wd / "incident-arm.yaml", wd / "again.yaml")
     files = [*(p.name for p in _report_files(wd, 2)), "incident-aze.json"]
     out = ceasefire("submit", *s, *files, cwd=wd, check=False)

@@ -1,4 +1,11 @@
-"""The `ceasefire` command as a user runs it: a real `serve` process, the example files."""
+"""The `ceasefire` command as a user runs it: a real `serve` process, the example files.
+
+The commands run in the test's process (tests.cli_runner: the same `main`, without a start-up
+per call). Real processes: the `serve` servers (Server: it serves until a signal, and the
+crash tests SIGKILL it) where the test is about serving (the journey, a crash, the first
+run), and test_the_installed_command_as_a_process: the `ceasefire` script the package
+installs, its exit codes and one-line errors as a shell sees them. The tests of other
+commands use `served`: what `serve` runs, in the test's process."""
 
 from __future__ import annotations
 
@@ -10,13 +17,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from clients.cli import main
-from ledger import dsse
+from geo.borders import BorderDataset
+from ledger import dsse, keys
+from ledger.grpc_server import build_server
+from ledger.log_key import LogKey
+from ledger.service import Ledger, read_trust_root
+from ledger.storage import LedgerStore
 from tests import cli_runner
+from tests.conftest import RunningLedger
 from tests.test_borders import shifted_dataset
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
@@ -99,13 +113,13 @@ def workdir(tmp_path: Path) -> Path:
     ):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     for name in KEYS:  # in-process: the same code as the command, without the start-up cost
-        assert main(["keygen", name, "--dir", str(tmp_path / "keys")]) == 0
+        assert main(["keygen", name, "--dir", str(tmp_path / "keys"), "--no-passphrase"]) == 0
     return tmp_path
 
 
-@pytest.fixture
-def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]]:
-    # Founding across machines: ARM's authorities sign, then AZE's, then the operator.
+def found(workdir: Path, db_url: str) -> str:
+    """The example ledger founded across machines: ARM's authorities sign, then AZE's, then
+    the operator initialises the database. Returns the trust root's SHA-256."""
     ceasefire(
         "trust-root", "trust-root.yaml", "--log-public-key", "keys/log.pub",
         "--key", "keys/arm-authority-1.key", "--key", "keys/arm-authority-2.key",
@@ -116,7 +130,13 @@ def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]
         "init", "--db", db_url, "--trust-root", "root.json", "--log-key", "keys/log.key",
         "--json", cwd=workdir,
     )  # fmt: skip
-    digest = json.loads(out.stdout)["trust_root_sha256"]
+    return str(json.loads(out.stdout)["trust_root_sha256"])
+
+
+@pytest.fixture
+def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]]:
+    """The example ledger served by a real `ceasefire serve` process."""
+    digest = found(workdir, db_url)
     server = Server(workdir, db_url)
     server.start()
     try:
@@ -124,6 +144,34 @@ def initialised(workdir: Path, db_url: str) -> Iterator[tuple[Path, Server, str]
     finally:
         if server.proc and server.proc.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+@contextmanager
+def serving(workdir: Path, db_url: str, borders: BorderDataset) -> Iterator[str]:
+    """What `serve` runs, in this process, on the ledger `init` made: its address. For the
+    tests of commands, which need a server but not a `serve` process to start each time."""
+    store = LedgerStore.open(db_url)
+    try:
+        trust, _ = read_trust_root(store)
+        log_key = LogKey(trust.origin, keys.read_private(workdir / "keys/log.key"))
+        ledger = Ledger(store, log_key, borders)
+        server, port = build_server(ledger, "127.0.0.1:0", spool_dir=workdir / "uploads")
+        server.start()
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            server.stop(grace=None).wait()
+            ledger.close()
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def served(workdir: Path, db_url: str, borders: BorderDataset) -> Iterator[tuple[Path, str, str]]:
+    """The example ledger served in this process: (folder, address, trust root SHA-256)."""
+    digest = found(workdir, db_url)
+    with serving(workdir, db_url, borders) as address:
+        yield workdir, address, digest
 
 
 def test_user_journey(initialised: tuple[Path, Server, str]) -> None:
@@ -216,12 +264,12 @@ def test_acknowledged_entries_survive_a_crash(initialised: tuple[Path, Server, s
 
 
 def test_key_lifecycle_with_threshold_signing_across_machines(
-    initialised: tuple[Path, Server, str],
+    served: tuple[Path, str, str],
 ) -> None:
-    wd, server, digest = initialised
-    s = ("--server", server.address)
+    wd, address, digest = served
+    s = ("--server", address)
     arm_monitor = json.loads((wd / "keys/arm-monitor.pub").read_text())["key_id"]
-    ceasefire("keygen", "arm-monitor-2", "--dir", "keys", cwd=wd)
+    ceasefire("keygen", "arm-monitor-2", "--dir", "keys", "--no-passphrase", cwd=wd)
 
     # ARM's first authority drafts the rotation; one signature is not enough for ARM (2 of 3).
     ceasefire(
@@ -297,9 +345,9 @@ def test_first_run_bootstraps_a_local_ledger(tmp_path: Path) -> None:
             server.stop(signal.SIGKILL)
 
 
-def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
-    wd, server, _ = initialised
-    s = ("--server", server.address)
+def test_border_commands(served: tuple[Path, str, str]) -> None:
+    wd, address, _ = served
+    s = ("--server", address)
     facts = json.loads(ceasefire("border", "check", "40.8811", "45.3875", "--json", cwd=wd).stdout)
     assert facts[0]["territory"] == "ARM" and facts[0]["distance_to_border_m"] > 8000
     paris = ceasefire("border", "check", "48.8566", "2.3522", cwd=wd, check=False)
@@ -342,9 +390,9 @@ def test_border_commands(initialised: tuple[Path, Server, str]) -> None:
     assert "#1" in ceasefire("border", "revalidate", old, *s, cwd=wd).stdout
 
 
-def test_an_incident_answered_amended_and_retracted(initialised: tuple[Path, Server, str]) -> None:
-    wd, server, digest = initialised
-    s = ("--server", server.address)
+def test_an_incident_answered_amended_and_retracted(served: tuple[Path, str, str]) -> None:
+    wd, address, digest = served
+    s = ("--server", address)
     ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
     answer = ceasefire(
         "answer", "1", *s, "--party", "AZE", "--kind", "denial",
@@ -387,9 +435,9 @@ def test_an_incident_answered_amended_and_retracted(initialised: tuple[Path, Ser
     assert out["ok"] and out["tree_size"] == 6
 
 
-def test_a_finding_drafted_and_jointly_attested(initialised: tuple[Path, Server, str]) -> None:
-    wd, server, digest = initialised
-    s = ("--server", server.address)
+def test_a_finding_drafted_and_jointly_attested(served: tuple[Path, str, str]) -> None:
+    wd, address, digest = served
+    s = ("--server", address)
     ceasefire("submit", *s, "--key", "keys/arm-monitor.key", "incident-arm.yaml", cwd=wd)
     drafted = ceasefire(
         "finding", "draft", *s, "--incident", "1", "--party", "ARM", "--policy", "joint",
@@ -411,3 +459,32 @@ def test_a_finding_drafted_and_jointly_attested(initialised: tuple[Path, Server,
     ]  # fmt: skip
     out = json.loads(ceasefire("verify", *s, "--trust-root", digest, "--json", cwd=wd).stdout)
     assert out["ok"] and out["tree_size"] == 5
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # about the process, not the db
+def test_the_installed_command_as_a_process(running: RunningLedger, tmp_path: Path) -> None:
+    """The console script from pyproject.toml, as its own process: exit 0 and the receipt on
+    stdout; exit 1 and one line when the ledger refuses; exit 2 on a usage error."""
+    script = Path(sys.executable).parent / "ceasefire"
+    assert script.is_file(), f"{script}: the package's `ceasefire` script is not installed"
+    shutil.copy(EXAMPLES / "incident-arm.yaml", tmp_path)
+    keys.write_private(tmp_path / "arm.key", running.parties.arm_monitor)
+    keys.write_private(tmp_path / "aze.key", running.parties.aze_monitor)
+
+    def ceasefire_process(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    s = ("--server", running.address)
+    logged = ceasefire_process("submit", *s, "--key", "arm.key", "incident-arm.yaml", "--json")
+    assert logged.returncode == 0, logged.stderr
+    (receipt,) = json.loads(logged.stdout)
+    assert receipt["index"] == 1
+    assert running.client.entry(1).entry  # it is in the log
+    refused = ceasefire_process("submit", *s, "--key", "aze.key", "incident-arm.yaml")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "PERMISSION_DENIED: reporting_party: a key of AZE cannot speak for ARM" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    usage = ceasefire_process("submit", *s, "--key", "arm.key", "incident-arm.yaml", "--bogus")
+    assert usage.returncode == 2 and "unrecognized arguments: --bogus" in usage.stderr

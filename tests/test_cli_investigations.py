@@ -1,10 +1,12 @@
-"""`ceasefire investigation | notice | hotline` as a user runs them, against a real `serve`."""
+"""`ceasefire investigation | notice | hotline` as a user runs them, against a real gRPC server
+on loopback. The commands run in the test's process (tests.cli_runner), and so does the server
+(what `serve` runs, without a process to start per test: `serve` as a process is tested in
+tests/test_cli.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,8 @@ import pytest
 import yaml
 
 from clients.cli import main
-from tests.test_cli import EXAMPLES, Server, ceasefire
+from geo.borders import BorderDataset
+from tests.test_cli import EXAMPLES, ceasefire, serving
 
 KEYS = (
     "log",
@@ -46,11 +49,13 @@ def refused(result: subprocess.CompletedProcess[str], code: str, text: str) -> N
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, db_url: str) -> Iterator[tuple[Path, tuple[str, str]]]:
+def ledger(
+    tmp_path: Path, db_url: str, borders: BorderDataset
+) -> Iterator[tuple[Path, tuple[str, str]]]:
     """The example ledger (ARM needs 2 of 3 authority keys, AZE 1 of 1), with an
-    investigator key for each party, served by a real `ceasefire serve`."""
+    investigator key for each party, founded by `ceasefire init` and served on loopback."""
     for name in KEYS:
-        assert main(["keygen", name, "--dir", str(tmp_path / "keys")]) == 0
+        assert main(["keygen", name, "--dir", str(tmp_path / "keys"), "--no-passphrase"]) == 0
     for name in ("incident-arm.yaml", "incident-aze.json"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     root = yaml.safe_load((EXAMPLES / "trust-root.yaml").read_text())
@@ -66,13 +71,8 @@ def ledger(tmp_path: Path, db_url: str) -> Iterator[tuple[Path, tuple[str, str]]
     init += ["--log-key", str(k / "log.key")]
     init += [a for f in founders for a in ("--sign-with", str(k / f"{f}.key"))]
     assert main(init) == 0
-    server = Server(tmp_path, db_url)
-    server.start()
-    try:
-        yield tmp_path, ("--server", server.address)
-    finally:
-        if server.proc and server.proc.poll() is None:
-            server.stop(signal.SIGKILL)
+    with serving(tmp_path, db_url, borders) as address:
+        yield tmp_path, ("--server", address)
 
 
 def test_an_investigation_a_notice_and_the_hotline(

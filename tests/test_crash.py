@@ -2,7 +2,9 @@
 several threads. Every acknowledged statement must be in the log at the index its receipt
 names, the log must be a valid extension of every checkpoint it served, and the audit must
 pass. CI kills it a few times on each database; CEASEFIRE_CRASH_LONG=1 kills it 100 times
-on each (several minutes)."""
+on each (several minutes).
+
+The server is a real `ceasefire serve` process (tests.test_cli.Server): it is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import grpc
 
 from clients.cli import main
 from clients.client import LedgerClient
+from clients.retrying import RetryPolicy
 from ledger import keys, merkle
 from ledger.verifier import open_checkpoint, replay
 from tests.reports import report, signed
@@ -58,7 +61,9 @@ class Load:
                 self.keys[party],
             )  # fmt: skip
             try:
-                with LedgerClient(self.address, timeout_s=5) as client:
+                # No retries of its own: the old address is gone after a kill, and the loop
+                # here sends the next report to the new one.
+                with LedgerClient(self.address, timeout_s=5, retry=RetryPolicy.none()) as client:
                     r = client.submit(data).receipt
             except grpc.RpcError:
                 time.sleep(0.05)  # the server is down or restarting: not acknowledged

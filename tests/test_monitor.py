@@ -3,7 +3,10 @@ on watched keys and key changes, and a log that shows two histories (two servers
 the log key and a common prefix, then diverging) leaves split evidence that an independent
 check (PyNaCl and hashlib only, from the C2SP signed-note and RFC 9162 texts) confirms.
 Also the exit codes and the state `verify --state` keeps (an older checkpoint after a
-newer one)."""
+newer one).
+
+The commands run in the test's process (`main`), except test_interval_runs_until_sigterm: a
+real `monitor --interval` process, which runs until a signal its own handler catches."""
 
 from __future__ import annotations
 
@@ -480,8 +483,8 @@ def test_an_older_bundle_after_a_newer_passes_another_history_fails(
 
     # Another history of the same size as the old one: refused, with its first leaf.
     assert main(["verify", "--bundle", forked, "--state", str(state)]) == 3
-    err = capsys.readouterr().err
-    assert "entry 3: the checkpoint of size 5 verified before is not a prefix" in err
+    said = capsys.readouterr().out  # verify's result, VERIFICATION FAILED too, is on stdout
+    assert "entry 3: the checkpoint of size 5 verified before is not a prefix" in said
     assert state.read_text() == kept
 
     # A state written before the leaves were kept: the forward direction still works.
@@ -507,5 +510,5 @@ def test_a_lagging_server_passes_a_forked_one_fails(
     assert doc["tree_size"] == 3 and doc["consistent_with_size"] == 5
     assert Path(state).read_text() == kept
     assert main(["verify", "--server", forked.address, "--state", state]) == 3
-    err = capsys.readouterr().err
-    assert "entry 3: the checkpoint of size 4 is not a prefix of the one of size 5" in err
+    said = capsys.readouterr().out  # verify's result, VERIFICATION FAILED too, is on stdout
+    assert "entry 3: the checkpoint of size 4 is not a prefix of the one of size 5" in said

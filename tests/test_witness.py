@@ -2,6 +2,9 @@
 by an independent checker written from the spec's text; the spec's examples; every status
 over real HTTP on loopback; atomicity under concurrent requests; state across restarts; a
 real ledger's checkpoints and a diverging history signed by the same key; the CLI.
+
+The CLI runs in the test's process (tests.cli_runner), except `witness serve` while it
+serves: a real process, stopped by SIGTERM as a service manager stops it.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from ledger.witness.protocol import (
 )
 from ledger.witness.server import Witness, WitnessHTTPServer, serve
 from ledger.witness.state import WitnessState
+from tests import cli_runner
 from tests.conftest import ORIGIN, Parties, RunningLedger
 from tests.reports import report, signed
 
@@ -684,17 +688,14 @@ def test_a_real_ledger_and_a_diverging_history(
 
 
 def ceasefire(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-    )
+    """`ceasefire ARGS` in this process (tests.cli_runner)."""
+    return cli_runner.run(*args, cwd=cwd)
 
 
 class WitnessProcess:
+    """`ceasefire witness serve` as its own process: it serves until SIGTERM, which it
+    handles itself, so it cannot run in the test's process."""
+
     def __init__(self, cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clients.cli", "witness", "serve", *args],

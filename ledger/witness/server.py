@@ -338,7 +338,11 @@ class WitnessHTTPServer(ThreadingHTTPServer):
 
     def start(self) -> None:
         """Serve in a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="witness-http")
+        self._thread = threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits for one poll
+            name="witness-http",
+        )
         self._thread.start()
 
     def stop(self) -> None:
