@@ -830,6 +830,13 @@ def build_parser() -> argparse.ArgumentParser:
         if key is not None and not isinstance(key, argparse._AppendAction):
             sp.set_defaults(key_single=True)  # one key file (evidence open), not a list
 
+    def server_opt_again(sp: argparse.ArgumentParser) -> None:
+        # A subcommand's own --server and --tls-* (`proof inclusion --server X`): SUPPRESS,
+        # so that the value given before the subcommand, or its default, stays when not given.
+        sp.add_argument("--server", default=argparse.SUPPRESS, help="as before the subcommand")
+        for name, _, what in TLS_CLIENT_OPTIONS:
+            sp.add_argument(name, type=Path, metavar="FILE", default=argparse.SUPPRESS, help=what)
+
     def profile_opt(sp: argparse.ArgumentParser) -> None:
         # SUPPRESS: not given on the command, the global --profile (before it) stays.
         sp.add_argument(
@@ -1004,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--index", type=int, required=True)
     inc.add_argument("--size", type=int, default=0, help="tree size (default: latest checkpoint)")
     proof_json_opt(inc)
+    server_opt_again(inc)
     con = proof_sub.add_parser("consistency")
     con.add_argument("--old", type=int, help="the older tree size")
     con.add_argument(
@@ -1014,6 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     con.add_argument("--new", type=int, default=0, help="default: latest checkpoint")
     proof_json_opt(con)
+    server_opt_again(con)
 
     sp = add("export", cmd_export, "write an offline audit bundle: all entries and the checkpoint")
     server_opt(sp)

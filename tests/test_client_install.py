@@ -162,7 +162,7 @@ def test_the_client_works_with_only_its_own_dependencies(
     (shown,) = json.loads(timeline.stdout)
     assert (shown["index"], shown["party"]) == (1, "ARM")
 
-    proof = _client("proof", *server, "inclusion", "--index", "1", "--json", cwd=tmp_path)
+    proof = _client("proof", "inclusion", *server, "--index", "1", "--json", cwd=tmp_path)
     assert proof.returncode == 0, proof.stderr
     assert json.loads(proof.stdout)["verified"] is True
 
