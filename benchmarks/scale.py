@@ -899,6 +899,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"beyond the baseline: {', '.join(sorted(options - BASE_SERVE_OPTIONS)) or 'none'}"
     )
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="cfl-scale-", dir=args.workdir))
     run = Run(settings, ceiling, home, batch, serve_extra)
     borders = load_default()
