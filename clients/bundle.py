@@ -45,9 +45,17 @@ FORMAT = "ceasefire-bundle/v1"
 
 
 def export_bundle(
-    client: LedgerClient, path: Path, progress: Callable[[str], None] = lambda _m: None
+    client: LedgerClient,
+    path: Path,
+    progress: Callable[[str], None] = lambda _m: None,
+    *,
+    witnessed: bool = False,
 ) -> int:
-    cp = client.checkpoint()
+    """Write the bundle of the newest checkpoint, or with `witnessed` of the newest one the
+    log finds cosigned as the witness policy requires (QuorumError if none), and of the
+    entries it covers: newer entries, not yet cosigned, are left out, so that the bundle
+    passes `verify --bundle --require-witnesses`. Returns the checkpoint's size."""
+    cp = checkpoints.served_checkpoint(client, require_witnesses=witnessed)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as out:
         header = {"format": FORMAT, "tree_size": cp.tree_size, "checkpoint": cp.signed_note}

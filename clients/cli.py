@@ -250,6 +250,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "--witness: a mirror asks no witnesses; it serves the log's checkpoint with "
                 "the cosignatures it came with"
             )
+        asks_none = not args.witness and not isinstance(ledger, MirrorLedger)
+        if ledger.trust.witness_policy_text and asks_none:
+            # No witness is asked: no new checkpoint can meet the policy clients may require.
+            logging.getLogger("ceasefire.serve").warning(
+                "the trust root's witness policy %s asks for cosignatures, but no --witness "
+                "is given: new checkpoints will not meet it",
+                ledger.trust.witness_policy_text,
+            )
 
         def ready(port: int) -> None:
             host = args.listen.rsplit(":", 1)[0]
@@ -740,8 +748,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         def __init__(self, client: LedgerClient) -> None:
             self.client = client
 
-        def checkpoint(self) -> Any:
-            cp = self.client.checkpoint()
+        def checkpoint(self, witnessed: bool = False) -> Any:
+            cp = self.client.checkpoint(witnessed=witnessed)
             shown.start(cp.tree_size, "exported")
             return cp
 
@@ -756,7 +764,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         with _server(args) as client:
             counted: Any = Counted(client)
-            size = bundle.export_bundle(counted, args.out)
+            size = bundle.export_bundle(counted, args.out, witnessed=args.witnessed)
         shown.finish()
     finally:
         shown.close()
@@ -764,7 +772,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         note = bundle.checkpoint_note(args.out)
         _print_json({"out": str(args.out), "tree_size": size, "checkpoint": note})
     else:
-        print(f"wrote {args.out}: {size} entries and the checkpoint that signs them")
+        what = "the witnessed checkpoint" if args.witnessed else "the checkpoint"
+        print(f"wrote {args.out}: {size} entries and {what} that signs them")
     return 0
 
 
@@ -1012,6 +1021,14 @@ def build_parser() -> argparse.ArgumentParser:
     inc.add_argument("--size", type=int, default=0, help="tree size (default: latest checkpoint)")
     proof_json_opt(inc)
     server_opt_again(inc)
+    # After the subcommand too, as docs/witnesses.md writes it; SUPPRESS keeps the value
+    # given before the subcommand when not given here.
+    inc.add_argument(
+        "--require-witnesses",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="as before the subcommand",
+    )
     con = proof_sub.add_parser("consistency")
     con.add_argument("--old", type=int, help="the older tree size")
     con.add_argument(
@@ -1023,10 +1040,22 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--new", type=int, default=0, help="default: latest checkpoint")
     proof_json_opt(con)
     server_opt_again(con)
+    con.add_argument(
+        "--require-witnesses",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="as before the subcommand",
+    )
 
     sp = add("export", cmd_export, "write an offline audit bundle: all entries and the checkpoint")
     server_opt(sp)
     sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument(
+        "--witnessed",
+        action="store_true",
+        help="the newest checkpoint cosigned as the trust root's witness policy requires, "
+        "and the entries it covers (for `verify --bundle --require-witnesses`)",
+    )
     progress.add_option(sp)
     json_opt(sp)
 

@@ -35,9 +35,35 @@ def _iso(seconds: int) -> str:
     return to_iso(seconds * 1_000_000)
 
 
+RETIRE = (
+    "a witness whose state is lost must be retired (a new key in the trust root), never "
+    "restarted from size 0 under the same key"
+)
+
+
+def open_state(path: Path, *, new: bool) -> WitnessState:
+    """The witness state at `path`. The witness's promises live in this file: a witness
+    started on a missing one (a lost disk, a mistyped path) would start again from size 0
+    and cosign any history. So a new state file is made only when asked, never found
+    missing and silently created."""
+    if new and path.exists():
+        raise WitnessCliError(f"{path} exists: a new witness starts from a new state file")
+    if not new and not path.exists():
+        raise WitnessCliError(
+            f"{path}: no witness state file; {RETIRE}; to start a new witness, "
+            "give --new-state (or create it with `witness init --state`)"
+        )
+    try:
+        return WitnessState(path, create=new)
+    except StateError as e:
+        raise WitnessCliError(str(e)) from None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     if not valid_name(args.name):
         raise WitnessCliError(f"--name {args.name!r}: no spaces, no '+', e.g. witness.example/w1")
+    if args.state is not None and args.state.exists():  # before the key is written
+        raise WitnessCliError(f"{args.state} exists: a new witness starts from a new state file")
     key = keys.generate()
     try:
         keys.write_private(args.key, key, **{NAME_FIELD: args.name})
@@ -45,6 +71,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise WitnessCliError(f"{args.key} exists; refusing to overwrite a key") from None
     except OSError as e:
         raise WitnessCliError(f"{args.key}: {e.strerror}") from None
+    if args.state is not None:
+        open_state(args.state, new=True).close()
     verifier = CosignatureVerifier(args.name, keys.public_bytes(key))
     if args.json:
         doc = {
@@ -52,10 +80,13 @@ def cmd_init(args: argparse.Namespace) -> int:
             "name": args.name,
             "vkey": verifier.vkey,
             "public_key_hex": verifier.public_key.hex(),
+            "state": None if args.state is None else str(args.state),
         }
         print(json.dumps(doc, indent=2))
     else:
         print(f"wrote {args.key} (keep secret)")
+        if args.state is not None:
+            print(f"wrote {args.state} (the witness state: back it up; {RETIRE})")
         print(f"cosigner vkey  {verifier.vkey}")
         print(f"public key     {verifier.public_key.hex()}")
     return 0
@@ -106,10 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signer = load_signer(args.key, args.name)
     logs = parse_logs(args.log)
     host, port = _listen(args.listen)
-    try:
-        state = WitnessState(args.state)
-    except StateError as e:
-        raise WitnessCliError(str(e)) from None
+    state = open_state(args.state, new=args.new_state)
     try:
         server = serve(Witness(signer, logs, state), host, port, prefix=args.prefix)
     except OSError as e:
@@ -189,6 +217,9 @@ def add_parsers(sub: Any, json_opt: Callable[[argparse.ArgumentParser], None]) -
     sp = ws.add_parser("init", help="create a witness key file (0600) and print its vkey")
     sp.add_argument("--name", required=True, help="the witness's name, e.g. witness.example/w1")
     sp.add_argument("--key", type=Path, required=True, help="the key file to create")
+    sp.add_argument(
+        "--state", type=Path, help="also create the witness's state file (SQLite) for `serve`"
+    )
     json_opt(sp)
     sp.set_defaults(func=cmd_init)
 
@@ -196,7 +227,16 @@ def add_parsers(sub: Any, json_opt: Callable[[argparse.ArgumentParser], None]) -
     sp.add_argument("--key", type=Path, required=True, help="the witness key file (from init)")
     sp.add_argument("--name", help="the witness's name, if the key file holds none")
     sp.add_argument(
-        "--state", type=Path, required=True, help="SQLite file of what it cosigned (created)"
+        "--state",
+        type=Path,
+        required=True,
+        help="SQLite file of what it cosigned (from `init --state`); must exist",
+    )
+    sp.add_argument(
+        "--new-state",
+        action="store_true",
+        help="create --state, which must not exist: a new witness. Never for a witness "
+        "whose state was lost: retire that one (a new key in the trust root)",
     )
     sp.add_argument(
         "--log",

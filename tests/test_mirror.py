@@ -43,6 +43,15 @@ from ledger.service import Checked, Ledger, initialize
 from ledger.storage import LedgerStore, create_ledger_engine
 from tests.conftest import ORIGIN, Parties
 from tests.reports import report, signed
+from tests.test_witnessed import (  # noqa: F401 (fixture)
+    ARM_WITNESS,
+    AZE_WITNESS,
+    POLICY,
+    Witnessed,
+    _witnessed_size,
+    independent_cosigners,
+    witnessed,
+)
 
 PLACES = [(40.8811, 45.3875), (41.0933, 45.3661), (40.9650, 45.1700), (41.0300, 45.0500)]
 # The tables a mirror fills as the log's writer does, row for row.
@@ -501,3 +510,44 @@ def test_each_import_keeps_one_checkpoint_the_logs_note_verbatim(
             (11, note),
             (18, origin.client.checkpoint().signed_note),
         ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the log's; the mirror: SQLite
+def test_a_witnessed_bundle_seeds_a_mirror_that_serves_its_cosignatures(
+    witnessed: Witnessed,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real witnesses cosign the log's checkpoints (C2SP tlog-cosignature); the bundle of a
+    witnessed checkpoint seeds a mirror, which serves those cosignatures with the note, and
+    the clients that require the quorum accept the mirror as they accept the log."""
+    size = witnessed.submit(3)
+    witnessed.wait(lambda: _witnessed_size(witnessed.client) == size)
+    for w in witnessed.witnesses.values():
+        w.stop()  # newer entries: no witness cosigns them
+    assert witnessed.submit(2) > size
+    path = tmp_path / "witnessed.bundle"
+    target = witnessed.client.target
+    assert main(["export", "--witnessed", "--out", str(path), "--server", target]) == 0
+    note = bundle.checkpoint_note(path)
+    cosigners = witnessed.cosigners()
+    assert set(independent_cosigners(note, cosigners)) == {ARM_WITNESS, AZE_WITNESS}
+
+    db = f"sqlite:///{tmp_path / 'mirror.db'}"
+    assert main(["mirror", "init", "--bundle", str(path), "--db", db]) == 0
+    with _mirror(db, tmp_path) as (_served, m):
+        capsys.readouterr()
+        assert main(["checkpoint", "--witnessed", "--server", m.target]) == 0
+        served = capsys.readouterr().out
+        assert served == note  # the log's note and both cosignatures, verbatim
+        assert set(independent_cosigners(served, cosigners)) == {ARM_WITNESS, AZE_WITNESS}
+        argv = ["verify", "--json", "--require-witnesses", "--workers", "0", "--server", m.target]
+        assert main(argv) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["tree_size"] == size and doc["witnesses"]["policy_met"]
+        assert doc["witnesses"]["policy"] == POLICY
+        assert {c["name"] for c in doc["witnesses"]["cosigned_by"]} == set(cosigners)
+        argv = ["proof", "inclusion", "--index", "1", "--require-witnesses", "--server", m.target]
+        assert main(argv) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["verified"] and doc["tree_size"] == size and doc["witnesses"]["policy_met"]

@@ -168,9 +168,9 @@ def test_each_party_witness_cosigns_one_history_and_refuses_the_other(
     assert set(independent_cosigners(note_a, cosigners)) == {ARM_WITNESS}
     assert set(independent_cosigners(note_b, cosigners)) == {AZE_WITNESS}
 
-    # History A offered to AZE's witness: a conflict (it holds B's 5), then, proven from
-    # 5 with A's own tree, refused (422): B's root at 5 is not A's. And the reverse: ARM's
-    # witness holds 6 and will not hear of B's 5.
+    # History A offered to AZE's witness: a conflict (409: it holds B's 5), then, proven
+    # from 5 with A's own tree, refused (422): B's root at 5 is not A's. And the reverse:
+    # ARM's witness holds 6 and will not hear of B's 5.
     log_note = note_a.split("\n\n")[0] + "\n\n" + note_a.split("\n\n")[1].split("\n")[0] + "\n"
     first = witness_client.add_checkpoint(fork.aze.url, 0, [], log_note)
     assert (first.kind, first.size) == ("conflict", size_b)
@@ -179,6 +179,14 @@ def test_each_party_witness_cosigns_one_history_and_refuses_the_other(
     assert (second.kind, second.status) == ("refused", 422)
     (refusal, *_) = fork.aze.witness.state.refusals()
     assert log_note.encode() in refusal.body  # kept as evidence of the log's misbehaviour
+    # A's own checkpoint of B's size, from that size: the same size with another root is
+    # a conflict (tlog-witness: 409, with the size held), and kept as evidence too.
+    a_at_b = fork.a.ledger.store.checkpoint_at(size_b)
+    assert a_at_b is not None and a_at_b.root != fork.b.ledger.store.root_at(size_b)
+    same = witness_client.add_checkpoint(fork.aze.url, size_b, [], a_at_b.note)
+    assert (same.kind, same.status, same.size) == ("conflict", 409, size_b)
+    (refusal, *_) = fork.aze.witness.state.refusals()
+    assert (refusal.status, a_at_b.note.encode() in refusal.body) == (409, True)
     note_b_log = note_b.split("\n\n")[0] + "\n\n" + note_b.split("\n\n")[1].split("\n")[0] + "\n"
     back = witness_client.add_checkpoint(fork.arm.url, 0, [], note_b_log)
     assert (back.kind, back.size) == ("conflict", size_a)
@@ -189,9 +197,15 @@ def test_each_party_witness_cosigns_one_history_and_refuses_the_other(
     for side in (fork.a, fork.b):
         with pytest.raises(QuorumError):
             checkpoints.trusted_checkpoint(side.client, fork.trust, require_witnesses=True)
-        code = main(["proof", "--require-witnesses", "--server", side.client.target,
-                     "inclusion", "--index", "1"])  # fmt: skip
-        assert code == 1
+        for argv in (
+            ["proof", "--require-witnesses", "--server", side.client.target, "inclusion",
+             "--index", "1"],
+            ["proof", "inclusion", "--index", "1", "--require-witnesses", "--server",
+             side.client.target],
+            ["proof", "consistency", "--old", "1", "--require-witnesses", "--server",
+             side.client.target],
+        ):  # fmt: skip
+            assert main(argv) == 1, argv
 
     # A monitor that follows both writes the split down; the evidence stands on its own.
     state = tmp_path / "monitor"

@@ -469,12 +469,21 @@ def test_422_cases(served: Served) -> None:
     # The right proof, for another tree.
     other = Log(LOG_ORIGIN, log.key.signing_key, seed="fork ")
     assert served.add(8, 13, other).status == 422
-    # The same size with another root.
-    assert served.add(8, 8, other).status == 422
+    # The same size with another root: tlog-witness says 409 Conflict, with the size held.
+    r = served.add(8, 8, other)
+    assert (r.kind, r.status, r.size) == ("conflict", 409, 8)
+    status, content_type, body = served.post(
+        AddCheckpointRequest(8, [], other.checkpoint(8)).to_body()
+    )
+    assert (status, content_type, body) == (409, "text/x.tlog.size", b"8\n")
+    assert served.add(8, 8).accepted  # the same root again: cosigned again
     assert served.stored_size() == 8
     refused = served.witness.state.refusals()
-    assert [r.status for r in refused] == [422] * 5
-    assert refused[0].reason.startswith("not consistent") and b"old 8\n" in refused[0].body
+    # Each kept, as evidence: the two same-size ones are two roots signed for size 8.
+    assert [r.status for r in refused] == [409, 409] + [422] * 4
+    assert refused[0].reason == "another root for the cosigned size 8"
+    assert other.checkpoint(8).encode() in refused[0].body
+    assert refused[2].reason.startswith("not consistent") and b"old 8\n" in refused[2].body
     assert served.add(8, 13).accepted  # the real log carries on
 
 
@@ -722,10 +731,12 @@ class WitnessProcess:
 
 def test_cli_init_serve_show(tmp_path: Path) -> None:
     made = ceasefire(
-        "witness", "init", "--name", WITNESS_NAME, "--key", "w.key", "--json", cwd=tmp_path
-    )
+        "witness", "init", "--name", WITNESS_NAME, "--key", "w.key", "--state", "w.db", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
     doc = json.loads(made.stdout)
+    assert doc["state"] == "w.db" and (tmp_path / "w.db").is_file()
     key = keys.read_private(tmp_path / "w.key")
     pub = bytes(key.verify_key)
     assert doc["vkey"] == spec_vkey(WITNESS_NAME, pub) and doc["public_key_hex"] == pub.hex()
@@ -770,3 +781,40 @@ def test_cli_init_serve_show(tmp_path: Path) -> None:
         assert (tmp_path / other).read_bytes() == before
     bad_log = ceasefire("witness", "serve", *args[:4], "--log", "nope", cwd=tmp_path)
     assert bad_log.returncode == 2 and bad_log.stderr.startswith("error: --log")
+
+
+def test_serve_refuses_a_missing_state_file(tmp_path: Path) -> None:
+    """A witness started on a missing state (a lost disk, a mistyped --state) would start
+    from size 0 and cosign any history: refused, unless a new witness is asked for."""
+    made = ceasefire("witness", "init", "--name", WITNESS_NAME, "--key", "w.key", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    log = Log()
+    args = ("--key", "w.key", "--log", log.key.verifier.vkey, "--listen", "127.0.0.1:0")
+    missing = ceasefire("witness", "serve", *args, "--state", "typo.db", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: typo.db: no witness state file;")
+    assert "must be retired" in missing.stderr and "--new-state" in missing.stderr
+    assert not (tmp_path / "typo.db").exists()
+    # An init that makes the key may not clobber a state either.
+    (tmp_path / "kept.db").write_bytes(b"")
+    clobber = ceasefire(
+        "witness", "init", "--name", WITNESS_NAME, "--key", "w2.key", "--state", "kept.db",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert clobber.returncode == 2 and "kept.db exists" in clobber.stderr
+    assert not (tmp_path / "w2.key").exists()
+
+    # --new-state: a new witness, deliberately. It starts, and cosigns from size 0.
+    proc = WitnessProcess(tmp_path, *args, "--state", "new.db", "--new-state")
+    try:
+        assert wclient.add_checkpoint(proc.url, 0, [], log.checkpoint(3)).accepted
+    finally:
+        assert proc.stop() == 0
+    # ... and never over an existing state: that would be a witness starting again.
+    again = ceasefire("witness", "serve", *args, "--state", "new.db", "--new-state", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("error: new.db exists")
+    proc = WitnessProcess(tmp_path, *args, "--state", "new.db")  # as it holds it: size 3
+    try:
+        assert wclient.add_checkpoint(proc.url, 0, [], log.checkpoint(4)).size == 3
+    finally:
+        assert proc.stop() == 0

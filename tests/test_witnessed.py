@@ -267,19 +267,31 @@ def test_a_missing_quorum_is_shown_and_never_trusted(
         checkpoints.check(served.signed_note, witnessed.trust, require_witnesses=True)
     # Asked for a witnessed checkpoint, the log serves the newest the policy accepts.
     assert witnessed.client.checkpoint(witnessed=True).tree_size == before
-    code = main(
-        [
-            "proof",
-            "--require-witnesses",
-            "--server",
-            witnessed.client.target,
-            "inclusion",
-            "--index",
-            "1",
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0 and f'"tree_size": {before}' in out and '"policy_met": true' in out
+    # `proof` with --require-witnesses before the subcommand or after it (as
+    # docs/witnesses.md writes it): against the newest witnessed checkpoint, naming whose
+    # cosignatures it checked; without it, against the newest, which is NOT met.
+    target = witnessed.client.target
+    for argv in (
+        ["proof", "--require-witnesses", "--server", target, "inclusion", "--index", "1"],
+        ["proof", "inclusion", "--index", "1", "--require-witnesses", "--server", target],
+        ["proof", "consistency", "--old", "1", "--require-witnesses", "--server", target],
+        ["proof", "inclusion", "--index", "1", "--server", target],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 0, argv
+        doc = json.loads(capsys.readouterr().out)
+        required = "--require-witnesses" in argv
+        assert doc.get("tree_size", doc.get("new_size")) == (before if required else after)
+        assert doc["witnesses"]["policy_met"] is required, argv
+        cosigned = {(c["party"], c["name"]) for c in doc["witnesses"]["cosigned_by"]}
+        summary = doc["witnesses"]["summary"]
+        if required:
+            assert cosigned == {("ARM", ARM_WITNESS), ("AZE", AZE_WITNESS)}
+            assert f"ARM {ARM_WITNESS}" in summary and f"AZE {AZE_WITNESS}" in summary
+            assert summary.endswith(f"witness policy {POLICY}: met")
+        else:
+            assert cosigned == {("ARM", ARM_WITNESS)}
+            assert summary == f"cosigned by ARM {ARM_WITNESS}; witness policy {POLICY}: NOT met"
     code, doc = _verified(capsys, "--require-witnesses", "--server", witnessed.client.target)
     assert code == 0 and doc["tree_size"] == before  # the newest the quorum cosigned
     bundle = tmp_path / "ledger.bundle"  # exported now: its checkpoint lacks AZE's line
@@ -288,6 +300,16 @@ def test_a_missing_quorum_is_shown_and_never_trusted(
     assert code == 0 and not doc["witnesses"]["policy_met"]
     code, doc = _verified(capsys, "--require-witnesses", "--bundle", str(bundle))
     assert code == 1 and "NOT met" in doc["error"]
+    # `export --witnessed`: the newest checkpoint the policy accepts and the entries it
+    # covers, leaving out the newer ones the quorum has not cosigned yet.
+    capsys.readouterr()
+    witnessed_bundle = tmp_path / "witnessed.bundle"
+    argv = ["export", "--witnessed", "--json", "--out", str(witnessed_bundle), "--server", target]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["tree_size"] == before < after
+    code, doc = _verified(capsys, "--require-witnesses", "--bundle", str(witnessed_bundle))
+    assert code == 0 and doc["tree_size"] == before and doc["witnesses"]["policy_met"]
+    assert {c["name"] for c in doc["witnesses"]["cosigned_by"]} == {ARM_WITNESS, AZE_WITNESS}
     capsys.readouterr()
     code = main(["verify", "--require-witnesses", "--server", witnessed.client.target])
     assert code == 0 and "witness policy AND(ARM.witness, AZE.witness): met" in (
@@ -376,7 +398,7 @@ def test_a_cosignature_by_a_key_the_trust_root_does_not_name_is_not_kept(
 
 @pytest.mark.parametrize("witnessed", [""], indirect=True)
 def test_without_a_policy_nothing_is_witnessed_and_the_client_says_so(
-    witnessed: Witnessed,
+    witnessed: Witnessed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     size = witnessed.submit(1)
     witnessed.wait(lambda: len(witnessed.ledger.store.cosignatures(size)) == 2)
@@ -389,6 +411,13 @@ def test_without_a_policy_nothing_is_witnessed_and_the_client_says_so(
     assert {c.party for c in shown.witnessing.cosigned} == {"ARM", "AZE"}  # shown all the same
     with pytest.raises(QuorumError):
         checkpoints.trusted_checkpoint(witnessed.client, trust, require_witnesses=True)
+    # Nor is there a witnessed bundle to export: refused in one line, nothing written.
+    out = tmp_path / "witnessed.bundle"
+    capsys.readouterr()
+    argv = ["export", "--witnessed", "--out", str(out), "--server", witnessed.client.target]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not out.exists()
 
 
 def _root_with(parties: Parties, borders: BorderDataset, **change: object) -> pb.TrustRoot:
@@ -500,3 +529,34 @@ def test_a_party_adds_a_witness_by_its_cosigner_key(
     keys.write_public(pub, keys.public_bytes(SigningKey.generate()))
     assert main([*add, "--public-key", str(pub), "--server", target]) == 1
     assert "add[0].witness_name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_serve_warns_when_the_policy_has_no_witness_to_ask(
+    witnessed: Witnessed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`serve` of a log whose trust root names a witness policy, with no --witness: one
+    warning line at start (its new checkpoints would never be witnessed)."""
+    from ledger import runtime
+
+    def served(ledger: Ledger, *_args: object, **_kwargs: object) -> None:
+        ledger.close()
+        ledger.store.close()
+
+    monkeypatch.setattr(runtime, "serve_forever", served)
+    log_key = tmp_path / "log.key"
+    keys.write_private(log_key, witnessed.parties.log)
+    db = str(witnessed.ledger.store.engine.url)
+    serve = ["serve", "--db", db, "--log-key", str(log_key), "--listen", "127.0.0.1:0"]
+    assert main(serve) == 0
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.getMessage() == (
+        f"the trust root's witness policy {POLICY} asks for cosignatures, but no --witness "
+        "is given: new checkpoints will not meet it"
+    )
+    caplog.clear()
+    assert main([*serve, "--witness", witnessed.witnesses[ARM_WITNESS].url]) == 0
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []

@@ -113,6 +113,18 @@ class Witness:
             known = tx.current.size if tx.current is not None else 0
             if request.old_size != known:
                 return Response(409, conflict_body(known), CONTENT_TYPE_SIZE)
+            current = tx.current
+            if (
+                current is not None
+                and checkpoint.size == current.size != 0
+                and checkpoint.root_hash != current.root_hash
+            ):
+                # tlog-witness: the same size with another root is a 409 Conflict (as
+                # litewitness and transparency-dev/witness answer), with the size held.
+                # Two roots signed for one size: kept as evidence of a fork.
+                conflict = f"another root for the cosigned size {current.size}"
+                tx.refuse(now, 409, conflict, body)
+                return Response(409, conflict_body(known), CONTENT_TYPE_SIZE)
             reason = _inconsistency(request, checkpoint, tx.current)
             if reason is not None:
                 # The log signed it: kept as possible evidence of a fork, never cosigned.
