@@ -114,6 +114,16 @@ class WitnessFeed:
         old = self._status[url].cosigned_size
         for _ in range(2):  # a 409 tells the witness's size: once more from there
             if old > cp.size:
+                # Another replica may have fed it a newer checkpoint since `cp` was read;
+                # beyond this log's newest one, it was shown a history this log never
+                # signed in its database (a fork, or the database rolled back).
+                newest = self.ledger.checkpoint().size
+                if old > newest:
+                    return (
+                        f"it holds size {old}, beyond this log's newest checkpoint "
+                        f"({newest}): it was shown another history, or this log's "
+                        "database was rolled back"
+                    )
                 return ""  # it cosigned a newer checkpoint (fed by another replica)
             proof = self.ledger.store.consistency_proof(old, cp.size) if 0 < old < cp.size else []
             result = witness_client.add_checkpoint(url, old, proof, cp.note, timeout=self.timeout_s)

@@ -13,12 +13,13 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -352,6 +353,29 @@ def test_a_restarted_log_learns_each_witness_size_from_its_conflict(
         client.close()
     finally:
         server.stop(grace=None).wait()
+
+
+def test_a_witness_ahead_of_the_log_is_shown_as_an_error(witnessed: Witnessed) -> None:
+    """A witness that cosigned a size this log never reached was shown another history
+    (or the log's database was rolled back): the log says so, and keeps asking it, rather
+    than counting it as caught up."""
+    size = witnessed.submit(1)
+    witnessed.wait(lambda: _witnessed_size(witnessed.client) == size)
+    state = witnessed.witnesses[AZE_WITNESS].witness.state
+    with state.transaction(ORIGIN) as tx:  # as if a fork of 100 entries had been cosigned
+        assert tx.current is not None
+        tx.store(replace(tx.current, size=100, root_hash=bytes(32)))
+    after = witnessed.submit(1)
+
+    url = witnessed.witnesses[AZE_WITNESS].url
+
+    def aze() -> api.WitnessStatus:
+        (status,) = [w for w in witnessed.client.checkpoint().witnesses if w.url == url]
+        return status
+
+    witnessed.wait(lambda: aze().error != "")
+    assert "holds size 100, beyond this log's newest checkpoint" in aze().error, aze()
+    assert f"({after})" in aze().error and "rolled back" in aze().error
 
 
 def test_a_cosignature_by_a_key_the_trust_root_does_not_name_is_not_kept(
