@@ -200,13 +200,14 @@ def add_query_options(parser: argparse.ArgumentParser, *, paging: bool = True) -
     g.add_argument(
         "--near-border",
         metavar="METRES",
-        help="recorded within this distance of the border, e.g. 2000, 2km",
+        help="within this distance of the border (or of --segment), e.g. 2000, 2km; a line "
+        "crossing it or an area meeting it is at 0",
     )
     g.add_argument(
         "--segment",
         metavar="NAME",
-        help="the recorded nearest border segment (e.g. main, nakhchivan); with --near-border, "
-        "within that distance of it",
+        help="with --near-border: within that distance of this border segment (e.g. main, "
+        "nakhchivan), whichever segment is nearest",
     )
     g.add_argument("--text", metavar="TEXT", help="narrative contains TEXT (any case)")
     g.add_argument(
@@ -268,13 +269,12 @@ def query_from_args(args: argparse.Namespace, *, now: int | None = None) -> api.
         lat, lon = _numbers(args.near, 2, "--near", "LAT,LON")
         request.near.center.latitude, request.near.center.longitude = lat, lon
         request.near.within_m = parse_metres(args.within, "--within")
-    if args.near_border is not None or args.segment:
-        within = (
-            parse_metres(args.near_border, "--near-border")
-            if args.near_border is not None
-            else 500_000.0  # the segment alone: recorded nearest, at any distance allowed
-        )
-        request.near_border.within_m = within
+    if args.segment and args.near_border is None:
+        # A segment is a place to be near, not a property of the report: how near it must
+        # be is the question (whichever segment is nearest the report).
+        raise QueryArgsError("--segment NAME goes with --near-border METRES")
+    if args.near_border is not None:
+        request.near_border.within_m = parse_metres(args.near_border, "--near-border")
         request.near_border.segment = args.segment or ""
     if args.text:
         request.text = args.text

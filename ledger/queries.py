@@ -20,14 +20,23 @@ import math
 import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 
 from geo.geodesic import wgs84
 from ledger.clock import MAX_US, MIN_US, to_us
 from ledger.errors import InvalidArgument, shown
+from ledger.geofacts import DISTANCE_TOLERANCE_M
 
+if TYPE_CHECKING:  # the border geometry is loaded by a query near it, not by an import
+    from geo.borders import BorderDataset
+
+# Most reports' windows are at most a day (an hour, a day's date): the incident-time filter
+# searches those by their start, and the longer ones apart (storage._overlapping).
+SHORT_WINDOW_US = 86_400 * 1_000_000
 # Bounds of the filters a request may give.
 MAX_RADIUS_M = 500_000.0
 MAX_TEXT_CHARS = 200
@@ -150,6 +159,83 @@ class Query:
             self.as_of_index,
         )  # fmt: skip
         return hashlib.sha256(repr(key).encode()).digest()[:8]
+
+
+# -- distance to the border, or to one of its segments -----------------------------------
+
+
+def _to_segment_m(ds: BorderDataset, lat: float, lon: float, segment: str) -> float:
+    """Geodesic metres from (lat, lon) to the border's edges, or to those of one segment:
+    the data set's own branch and bound (BorderDataset._nearest, which searches every
+    edge for the nearest segment), over that segment's edges only."""
+    import numpy as np
+
+    lower = ds._lower_bounds(lat, lon)
+    if segment:
+        lower = np.where(ds._seg_feature == ds.segments.index(segment), lower, np.inf)
+    best = math.inf
+    for edge in np.argsort(lower):
+        if lower[edge] >= best:
+            break
+        best = min(best, ds._refine_edge(lat, lon, int(edge), float(lower[edge]))[0])
+    return best
+
+
+_EDGES: dict[tuple[str, str], Any] = {}
+
+
+def _edges(ds: BorderDataset, segment: str) -> Any:
+    """The border's edges (or one segment's), as one prepared shapely geometry in
+    longitude and latitude: the straight lon/lat edges BorderDataset measures along."""
+    key = (ds.sha256, segment)
+    if key not in _EDGES:
+        import numpy as np
+        import shapely
+
+        keep = np.ones(len(ds._seg_feature), dtype=bool)
+        if segment:
+            keep = ds._seg_feature == ds.segments.index(segment)
+        lines = [
+            shapely.LineString(list(zip(lons, lats, strict=True)))
+            for lons, lats in zip(ds._seg_lon[keep], ds._seg_lat[keep], strict=True)
+        ]
+        edges = shapely.MultiLineString(lines)
+        shapely.prepare(edges)
+        _EDGES[key] = edges
+    return _EDGES[key]
+
+
+def place_to_border_m(
+    ds: BorderDataset, report: pb.IncidentReport, geo: log_pb2.GeoFacts, segment: str
+) -> float:
+    """How far a report's place (as first logged) lies from the border, or from one of its
+    segments, in geodesic metres rounded to 0.1 m as geo facts record them: a point, or an
+    observation's observer, its own distance; a line the nearer of its ends, 0 where it
+    crosses that border (its recorded crossings); a polygon 0 when it meets that border,
+    else its nearest vertex. For a point or an observer nearest the segment asked for,
+    this is the distance its geo facts record."""
+    loc = report.location
+    kind = loc.WhichOneof("geometry")
+    if kind == "polygon":
+        import shapely
+
+        ring = [(p.longitude, p.latitude) for p in loc.polygon.points]
+        if shapely.intersects(_edges(ds, segment), shapely.Polygon(ring)):
+            return 0.0
+        points = [(p.latitude, p.longitude) for p in loc.polygon.points]
+    elif kind == "line":
+        for c in geo.line.crossings:  # on the border, to the recorded 1e-7 degree
+            if _to_segment_m(ds, c.latitude, c.longitude, segment) <= DISTANCE_TOLERANCE_M:
+                return 0.0
+        points = [
+            (loc.line.origin.latitude, loc.line.origin.longitude),
+            (loc.line.impact.latitude, loc.line.impact.longitude),
+        ]
+    elif kind == "observation":
+        points = [(loc.observation.observer.latitude, loc.observation.observer.longitude)]
+    else:
+        points = [(loc.point.latitude, loc.point.longitude)]
+    return round(min(_to_segment_m(ds, lat, lon, segment) for lat, lon in points), 1)
 
 
 def _time(request: api.TimelineRequest, field: str) -> int | None:

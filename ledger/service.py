@@ -1008,7 +1008,9 @@ class Ledger:
     ) -> list[TimelineKey]:
         """The keys of the first `want` reports after `after` that pass every filter: the
         store applies all but the near circle's exact geodesic distance (it searches the
-        circle's box), checked here on the rows it gives, a batch at a time."""
+        circle's box) and the exact distance to the border of an area, or to the segment
+        asked for (it gives those within the recorded distance to the border, which is never
+        more), checked here on the rows it gives, a batch at a time."""
         # The log time window as a range of indexes: entries' times never decrease.
         first, end = 0, None
         if query.logged_since_us is not None:
@@ -1016,23 +1018,47 @@ class Ledger:
         if query.logged_until_us is not None:
             end = self.store.first_index_at(query.logged_until_us + 1, before)
         near = query.near
+        exact = query.border_within_m is not None
         found: list[TimelineKey] = []
         while len(found) < want:
             need = want - len(found)
             # A circle fills pi/4 of its box: ask for a few more than are needed.
-            batch = need if near is None else need + need // 4 + 16
+            batch = need if near is None and not exact else need + need // 4 + 16
             keys = self.store.timeline(
                 query, before=before, after=after, limit=batch, first_index=first, end_index=end
             )
-            if near is None:
-                found += keys
-            else:
-                metres = near.distances_m([(k.latitude, k.longitude) for k in keys])
-                found += [k for k, m in zip(keys, metres, strict=True) if m <= near.within_m]
+            kept = keys
+            if near is not None:
+                metres = near.distances_m([(k.latitude, k.longitude) for k in kept])
+                kept = [k for k, m in zip(kept, metres, strict=True) if m <= near.within_m]
+            if exact:
+                kept = self._near_border(query, kept)
+            found += kept
             if len(keys) < batch:
                 break
             after = queries.Cursor(before, keys[-1].start_us, keys[-1].index)
         return found[:want]
+
+    def _near_border(self, query: queries.Query, keys: list[TimelineKey]) -> list[TimelineKey]:
+        """Those of `keys` within the query's distance of the border, or of its segment
+        (see queries.place_to_border_m), measured from their entries' reports as first
+        logged. Without a segment the store's check of the recorded distance stands; only
+        areas, which record none, are measured."""
+        assert query.border_within_m is not None
+        measure = [k.index for k in keys if query.segment or k.border_m is None]
+        if not measure:
+            return keys
+        stored = {e.index: e for e in self.store.get_entries(measure)}
+        ds, far = self.borders, set()
+        for index in measure:
+            if index not in stored:
+                raise Corrupt(f"incident report {index} is indexed but not stored")
+            entry, report = _logged(stored[index].entry)
+            assert isinstance(report, pb.IncidentReport)
+            metres = queries.place_to_border_m(ds, report, entry.validation.geo, query.segment)
+            if metres > query.border_within_m:
+                far.add(index)
+        return [k for k in keys if k.index not in far]
 
     def _links_by_target(
         self, reports: Sequence[StoredEntry], before: int | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -66,8 +68,7 @@ from ledger.incidents import (
 )
 from ledger.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.messages import NoticeArea
-from ledger.queries import Box, Cursor, Query
-from ledger.statements import MAX_WINDOW_US
+from ledger.queries import SHORT_WINDOW_US, Box, Cursor, Query
 
 _T = TypeVar("_T")
 
@@ -175,6 +176,13 @@ incidents = Table(
     Column("territory", String(16), nullable=False),
     Index("incidents_window", "window_start_us", "window_end_us"),
     Index("incidents_party", "party", "window_start_us"),
+    # The few windows longer than SHORT_WINDOW_US, by end: see _overlapping (migration 0008).
+    Index(
+        "incidents_long_window",
+        "window_end_us",
+        sqlite_where=text(f"window_end_us - window_start_us > {SHORT_WINDOW_US}"),
+        postgresql_where=text(f"window_end_us - window_start_us > {SHORT_WINDOW_US}"),
+    ),
 )
 
 # What the Timeline filters read of each incident report besides its incidents row, from
@@ -1051,23 +1059,21 @@ class LedgerStore:
     ) -> list[TimelineKey]:
         """The first `limit` incident reports logged before index `before` (and from
         `first_index` to before `end_index`) that pass every filter of `query` but the
-        near circle's exact distance (their box is applied), in its order after `after`:
+        near circle's exact distance (their box is applied) and the exact distance to the
+        border of areas, or to the segment asked for (those within the recorded distance to
+        the border, and the areas, are given), in its order after `after`:
         their keys only (the caller reads the entries of those it keeps). The place filters
         search the spatial index (SQLite R*Tree, PostgreSQL GiST), and the time, party and
         border filters their indexes; the rest are checked on the rows those give."""
         i, f = incidents, incident_facts
-        where: list[ColumnElement[bool]] = [i.c.idx < before]
+        sqlite = self.engine.dialect.name == "sqlite"
+        # Nearly every row is before the snapshot: told so, SQLite (which keeps no
+        # statistics) searches by a filter's index rather than read the rows in index order.
+        where: list[ColumnElement[bool]] = [_likely(i.c.idx < before, sqlite=sqlite)]
         if first_index:
             where.append(i.c.idx >= first_index)
         if end_index is not None:
             where.append(i.c.idx < end_index)
-        if query.since_us is not None:
-            # A window spans at most MAX_WINDOW_US (the rule every logged report passed):
-            # the bound on its start lets the search range over the window index.
-            where += [
-                i.c.window_end_us >= query.since_us,
-                i.c.window_start_us >= query.since_us - MAX_WINDOW_US,
-            ]
         if query.until_us is not None:
             where.append(i.c.window_start_us <= query.until_us)
         if query.parties:
@@ -1088,10 +1094,6 @@ class LedgerStore:
             facts.append(f.c.blamed.in_(query.blamed))
         if query.sides:
             facts.append(f.c.side.in_(query.sides))
-        if query.border_within_m is not None:
-            facts.append(f.c.border_m <= query.border_within_m)
-        if query.segment:
-            facts.append(f.c.segment == query.segment)
         if query.text:
             facts.append(f.c.narrative.contains(query.text, autoescape=True))
         if query.collapse_duplicates:
@@ -1106,13 +1108,24 @@ class LedgerStore:
                     i.c.window_start_us >= after.start_us,
                     or_(i.c.window_start_us > after.start_us, i.c.idx > after.index),
                 ]
-        found = select(i.c.idx, i.c.window_start_us, i.c.latitude, i.c.longitude)
-        if facts:
+        recorded = f.c.border_m if query.border_within_m is not None else literal_column("NULL")
+        found = select(i.c.idx, i.c.window_start_us, i.c.latitude, i.c.longitude, recorded)
+        if facts or query.border_within_m is not None:
             found = found.join(f, f.c.idx == i.c.idx)
         order = (i.c.idx,) if query.by_index else (i.c.window_start_us, i.c.idx)
         found = found.where(*where, *facts).order_by(*order).limit(limit)
+        keys: list[TimelineKey] = []
         with self.engine.connect() as conn:
-            return [TimelineKey(*r) for r in conn.execute(found)]
+            sqlite = conn.dialect.name == "sqlite"
+            for window, near in itertools.product(
+                _overlapping(query.since_us, sqlite=sqlite), _bordering(query)
+            ):
+                keys += [TimelineKey(*r) for r in conn.execute(found.where(*window, *near))]
+        if query.by_index:
+            keys.sort(key=lambda k: k.index)
+        else:
+            keys.sort(key=lambda k: (k.start_us, k.index))
+        return keys[:limit]
 
     def _in_box(self, box: Box) -> ColumnElement[bool]:
         """The spatial index's search for anchor points in `box` (with the R*Tree's
@@ -1183,6 +1196,52 @@ class TimelineKey:
     start_us: int
     latitude: float
     longitude: float
+    # With a near-border filter: the recorded distance to the border (None for an area).
+    border_m: float | None = None
+
+
+def _likely(term: ColumnElement[bool], *, sqlite: bool) -> ColumnElement[bool]:
+    # Untyped: as a Boolean, SQLAlchemy would compare it to 1, hiding the term.
+    return func.likely(term) if sqlite else term
+
+
+def _bordering(query: Query) -> list[list[ColumnElement[bool]]]:
+    """The reports that may lie within the query's distance of the border (or of its
+    segment), as searches of incident_facts_border: those whose recorded distance to the
+    border is within it (never more than the distance to one of its segments), and the
+    areas, which record none. The caller measures the areas, and all with a segment asked
+    for, exactly (queries.place_to_border_m). Two searches, as an OR of the two would lead
+    SQLite to read the table in order."""
+    if query.border_within_m is None:
+        return [[]]
+    f = incident_facts
+    return [[f.c.border_m <= query.border_within_m], [f.c.border_m.is_(None)]]
+
+
+def _overlapping(since_us: int | None, *, sqlite: bool) -> list[list[ColumnElement[bool]]]:
+    """The windows ending at or after `since_us`, as searches that each read about what
+    they find (none: every window). A window of at most SHORT_WINDOW_US that ends by then
+    starts at or after since - SHORT_WINDOW_US: a range of the window-start indexes. One
+    that starts before is longer, and is found through the partial index of long windows
+    (migration 0008), whose predicate is repeated verbatim so that the planners may use
+    it. The two searches are disjoint. (Bounding the start by the longest window allowed,
+    366 days, read a year of reports to answer for a day.)"""
+    if since_us is None:
+        return [[]]
+    i = incidents
+    edge = since_us - SHORT_WINDOW_US
+    long = (i.c.window_end_us - i.c.window_start_us) > literal_column(str(SHORT_WINDOW_US))
+    ends: ColumnElement[bool] = i.c.window_end_us >= since_us
+    if sqlite:
+        # SQLite keeps no statistics: it would rather read the party or window-start index
+        # in order than sort a few rows. likelihood() tells it that few rows pass, which
+        # makes the (small) partial index the cheaper search.
+        # (Untyped: as a Boolean, SQLAlchemy would compare it to 1, hiding the term.)
+        ends = func.likelihood(ends, literal_column("0.000000001"))
+    return [
+        [i.c.window_start_us >= edge, i.c.window_end_us >= since_us],
+        [long, i.c.window_start_us < edge, ends],
+    ]
 
 
 def _status_before(before: int) -> ColumnElement[int]:

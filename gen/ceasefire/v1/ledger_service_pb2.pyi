@@ -1073,8 +1073,10 @@ class TimelineRequest(_message.Message):
 
     @_builtins.property
     def near_border(self) -> Global___NearBorder:
-        """The place was recorded within `within_m` metres of the border (its geo facts'
-        distance_to_border_m), optionally with `segment` recorded as the nearest segment.
+        """The place lies within `within_m` geodesic metres of the border, or of `segment` when
+        given: a point's or an observer's own distance, a line's nearer end (0 where it
+        crosses), an area 0 where it meets the border, else its nearest vertex (as first
+        logged; docs/queries.md).
         """
 
     @_builtins.property
@@ -1176,12 +1178,10 @@ class NearBorder(_message.Message):
     WITHIN_M_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
     within_m: _builtins.float
-    """Metres, from 0 to 500,000. An area (a polygon) has no distance recorded: it never
-    matches.
-    """
+    """Metres, from 0 to 500,000."""
     segment: _builtins.str
-    """A segment id of the border data set in force (e.g. "main", "nakhchivan"); empty means
-    any segment.
+    """A segment id of the border data set in force (e.g. "main", "nakhchivan"): the distance
+    to that segment, whichever is nearest; empty means the whole border.
     """
     def __init__(
         self,
