@@ -3,9 +3,10 @@ data (PNG, and a self-contained HTML page with inline SVG that works offline) an
 of incidents per week by reporting party and category (PNG).
 
 On the map, colour is the reporting party, the marker shape is the category, and the
-status shows in the fill: a disputed incident is hollow, a retracted one hollow and
-crossed. Polygons and observation sectors are drawn whole, lines from origin to impact;
-the marker sits at the point, the observer, the impact or the polygon's inside point. The
+status shows in the fill and a ring around the marker (STATUS_STYLES): each derived status
+looks different, and the legend names each one drawn. Polygons and observation sectors are
+drawn whole, lines from origin to impact; the marker sits at the point, the observer, the
+impact or the polygon's inside point. The
 incident is shown as it stands (as last amended). Every picture states that the border
 data implies no position on any frontier, and the checkpoint it was read under.
 
@@ -43,10 +44,13 @@ __all__ = [
     "CATEGORY_MARKERS",
     "HOLLOW_STATUSES",
     "PARTY_COLOURS",
+    "STATUS_STYLES",
     "Incident",
+    "StatusStyle",
     "category_colour",
     "chart_png",
     "incidents_of",
+    "map_figure",
     "map_html",
     "map_png",
     "party_colours",
@@ -73,7 +77,39 @@ CATEGORY_MARKERS = {
     "other": "X",
     "unspecified": "X",
 }
-HOLLOW_STATUSES = frozenset({"disputed", "retracted"})
+RING_BLACK = "#000000"
+RING_GOLD = "#d4a000"  # a joint finding's colour: in no party's and on no territory
+
+
+@dataclass(frozen=True)
+class StatusStyle:
+    """How a derived status is drawn: every status differs from every other in at least
+    one of these, so none looks like a standing report (issue 14: "status visible")."""
+
+    hollow: bool  # the marker's outline only: one party's account is contested or void
+    ring: str | None  # a ring around the marker: the incident's process has moved on
+    ring_dashed: bool  # the process is open or ended without an answer
+    crossed: bool
+    label: str
+
+
+STATUS_STYLES: dict[str, StatusStyle] = {
+    "reported": StatusStyle(False, None, False, False, "filled: reported"),
+    "acknowledged": StatusStyle(False, RING_BLACK, False, False, "black ring: acknowledged"),
+    "disputed": StatusStyle(True, None, False, False, "hollow: disputed"),
+    "retracted": StatusStyle(True, None, False, True, "hollow, crossed: retracted"),
+    "under_investigation": StatusStyle(
+        False, RING_BLACK, True, False, "dashed black ring: under investigation"
+    ),
+    "jointly_confirmed": StatusStyle(
+        False, RING_GOLD, False, False, "gold ring: jointly confirmed"
+    ),
+    "jointly_not_confirmed": StatusStyle(
+        True, RING_GOLD, False, False, "hollow, gold ring: jointly not confirmed"
+    ),
+    "inconclusive": StatusStyle(False, RING_GOLD, True, False, "dashed gold ring: inconclusive"),
+}
+HOLLOW_STATUSES = frozenset(s for s, style in STATUS_STYLES.items() if style.hollow)
 CATEGORY_COLOURS = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
     "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6", "#d37295",
@@ -97,8 +133,12 @@ class Incident:
     marker_at: tuple[float, float]  # lon, lat
 
     @property
+    def style(self) -> StatusStyle:
+        return STATUS_STYLES.get(self.status, STATUS_STYLES["reported"])
+
+    @property
     def hollow(self) -> bool:
-        return self.status in HOLLOW_STATUSES
+        return self.style.hollow
 
     def title(self) -> str:
         blamed = f", blames {self.blamed}" if self.blamed else ""
@@ -208,6 +248,22 @@ def map_png(
     dpi: int = 100,
 ) -> dict[str, Any]:
     """Draws the map to `out` (a path or a binary file); returns what it drew."""
+    fig, drawn = map_figure(rows, checkpoint, borders, title=title, dpi=dpi)
+    fig.savefig(out, format="png", dpi=dpi, metadata=_png_metadata(title, borders, checkpoint))
+    return drawn
+
+
+def map_figure(
+    rows: Sequence[api.TimelineResponse],
+    checkpoint: Checkpoint,
+    borders: BorderDataset,
+    *,
+    title: str = "Incidents",
+    dpi: int = 100,
+) -> tuple[Figure, dict[str, Any]]:
+    """The map as a Figure on an Agg canvas, and what it drew. An incident's marker is the
+    artist with gid "incident-<index>", its status ring "ring-<index>", a retraction's
+    cross "crossed-<index>"."""
     items = incidents_of(rows)
     colours = party_colours(items, borders)
     box = _extent(items, borders)
@@ -237,11 +293,17 @@ def map_png(
             ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=4,
                         arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.5})  # fmt: skip
         x, y = i.marker_at
+        style = i.style
+        if style.ring:
+            ax.scatter([x], [y], s=330, marker="o", facecolors="none", edgecolors=style.ring,
+                       linewidths=1.8, linestyles=(0, (2.0, 2.0)) if style.ring_dashed else "-",
+                       zorder=5, gid=f"ring-{i.index}")  # fmt: skip
         ax.scatter([x], [y], s=90, marker=CATEGORY_MARKERS.get(i.category, "X"),
-                   facecolors="none" if i.hollow else colour, edgecolors=colour,
-                   linewidths=2.0, zorder=6)  # fmt: skip
-        if i.status == "retracted":
-            ax.scatter([x], [y], s=40, marker="x", color="black", linewidths=1.0, zorder=7)
+                   facecolors="none" if style.hollow else colour, edgecolors=colour,
+                   linewidths=2.0, zorder=6, gid=f"incident-{i.index}")  # fmt: skip
+        if style.crossed:
+            ax.scatter([x], [y], s=40, marker="x", color="black", linewidths=1.0, zorder=7,
+                       gid=f"crossed-{i.index}")  # fmt: skip
         if len(items) <= 20:  # beyond, the labels hide the markers
             ax.annotate(f"#{i.index}", (x, y), xytext=(6, 5), textcoords="offset points",
                         fontsize=7, color="#333333", zorder=8)  # fmt: skip
@@ -256,8 +318,7 @@ def map_png(
     _map_legend(fig, items, colours)
     fig.text(0.02, 0.02, "\n".join(textwrap.wrap(_footer(borders, checkpoint), 140)),
              fontsize=6.5, va="bottom", color="#222222")  # fmt: skip
-    fig.savefig(out, format="png", dpi=dpi, metadata=_png_metadata(title, borders, checkpoint))
-    return {
+    return fig, {
         "incidents": len(items),
         "parties": {p: colours[p] for p in sorted({i.party for i in items})},
         "extent": list(box),
@@ -271,13 +332,43 @@ def _map_legend(fig: Figure, items: Sequence[Incident], colours: dict[str, str])
     for category in sorted({i.category for i in items}):
         handles.append(Line2D([], [], ls="", marker=CATEGORY_MARKERS.get(category, "X"),
                               color="#555555", label=category.replace("_", " ")))  # fmt: skip
-    handles.append(Line2D([], [], ls="", marker="o", color="#555555", label="filled: standing"))
-    handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="#555555", mew=2,
-                          label="hollow: disputed"))  # fmt: skip
-    handles.append(Line2D([], [], ls="", marker="x", color="black", label="crossed: retracted"))
+    for status in _statuses_in(items):  # each status drawn, as it is drawn
+        handles.append(_StatusKey(STATUS_STYLES[status]))
     handles.append(Line2D([], [], color=BORDER_COLOUR, ls="--", label="border data (no position)"))
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.75, 0.93), fontsize=7,
-               frameon=False)  # fmt: skip
+               frameon=False, handler_map={_StatusKey: _StatusKeyHandler()},
+               labels=[h.style.label if isinstance(h, _StatusKey) else h.get_label()
+                       for h in handles])  # fmt: skip
+
+
+def _statuses_in(items: Sequence[Incident]) -> list[str]:
+    present = {i.status if i.status in STATUS_STYLES else "reported" for i in items}
+    return [s for s in STATUS_STYLES if s in present]
+
+
+class _StatusKey:
+    """A legend entry drawn as the map draws the status: a ring, a marker, a cross."""
+
+    def __init__(self, style: StatusStyle) -> None:
+        self.style = style
+
+
+class _StatusKeyHandler:
+    def legend_artist(self, legend: Any, orig: _StatusKey, fontsize: float, box: Any) -> Any:
+        x = box.width / 2 - box.xdescent  # as matplotlib's own handlers place a marker
+        y = box.height / 2 - box.ydescent
+        style, tr = orig.style, box.get_transform()
+        out = []
+        if style.ring:
+            out.append(Line2D([x], [y], ls="", marker="o", ms=13, mfc="none", mec=style.ring,
+                              mew=1.5, transform=tr))  # fmt: skip
+        out.append(Line2D([x], [y], ls="", marker="o", ms=6, mec="#555555", mew=2,
+                          mfc="none" if style.hollow else "#555555", transform=tr))  # fmt: skip
+        if style.crossed:
+            out.append(Line2D([x], [y], ls="", marker="x", ms=5, color="black", transform=tr))
+        for artist in out:
+            box.add_artist(artist)
+        return out[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,11 +502,15 @@ def map_html(
             d = proj.path(i.shape.coords, False)
             parts.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>')
         x, y = proj(*i.marker_at)
+        if i.style.ring:
+            parts.append(_svg_ring(i.style, x, y))
         fill = "none" if i.hollow else colour
         style = f'fill="{fill}" stroke="{colour}" stroke-width="2"'
         parts.append(_svg_marker(CATEGORY_MARKERS.get(i.category, "X"), x, y, style))
-        if i.status == "retracted":
-            parts.append(f'<path d="M{x - 4:.1f},{y - 4:.1f}l8,8m0,-8l-8,8" stroke="#000"/>')
+        if i.style.crossed:
+            parts.append(
+                f'<path class="cross" d="M{x - 4:.1f},{y - 4:.1f}l8,8m0,-8l-8,8" stroke="#000"/>'
+            )
         parts.append(f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" class="label">#{i.index}</text>')
         parts.append("</g>")
         svg.append("".join(parts))
@@ -432,10 +527,28 @@ def map_html(
     )
 
 
+def _svg_ring(style: StatusStyle, x: float, y: float, r: float = 11.0) -> str:
+    dash = ' stroke-dasharray="4,4"' if style.ring_dashed else ""
+    return (
+        f'<circle class="ring" cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="none" '
+        f'stroke="{style.ring}" stroke-width="1.8"{dash}/>'
+    )
+
+
 def _legend_swatch(marker: str, colour: str, hollow: bool = False) -> str:
     fill = "none" if hollow else colour
     shape = _svg_marker(marker, 10, 10, f'fill="{fill}" stroke="{colour}" stroke-width="2"')
     return f'<svg class="swatch" width="20" height="20" viewBox="0 0 20 20">{shape}</svg>'
+
+
+def _status_swatch(style: StatusStyle) -> str:
+    ring = _svg_ring(style, 12, 12, 10) if style.ring else ""
+    fill = "none" if style.hollow else "#555555"
+    shape = _svg_marker("o", 12, 12, f'fill="{fill}" stroke="#555555" stroke-width="2"')
+    cross = '<path d="M8,8l8,8m0,-8l-8,8" stroke="#000"/>' if style.crossed else ""
+    return (
+        f'<svg class="swatch" width="24" height="24" viewBox="0 0 24 24">{ring}{shape}{cross}</svg>'
+    )
 
 
 def _html_legend(items: Sequence[Incident], colours: dict[str, str]) -> str:
@@ -447,9 +560,10 @@ def _html_legend(items: Sequence[Incident], colours: dict[str, str]) -> str:
         f"<li>{_legend_swatch(CATEGORY_MARKERS.get(c, 'X'), '#555555')} {c.replace('_', ' ')}</li>"
         for c in sorted({i.category for i in items})
     ]
-    rows.append(f"<li>{_legend_swatch('o', '#555555')} filled: standing</li>")
-    rows.append(f"<li>{_legend_swatch('o', '#555555', True)} hollow: disputed</li>")
-    rows.append(f"<li>{_legend_swatch('o', '#555555', True)} hollow and crossed: retracted</li>")
+    rows += [
+        f'<li data-status="{s}">{_status_swatch(STATUS_STYLES[s])} {STATUS_STYLES[s].label}</li>'
+        for s in _statuses_in(items)
+    ]
     rows.append('<li><span class="dash"></span> border data (no position on any frontier)</li>')
     return "\n".join(rows)
 

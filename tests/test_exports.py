@@ -5,12 +5,15 @@ Pillow, and compared with the reports that were signed."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import math
 import os
 import re
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import shapely
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
+from matplotlib.markers import MarkerStyle
 from nacl.signing import SigningKey
 from PIL import Image
 
@@ -33,12 +37,13 @@ from clients.exports import COLUMNS, Checkpoint
 from clients.exports_cli import read_query
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, merkle, statements
-from ledger.clock import now_us, to_timestamp
+from ledger import dsse, incidents, merkle, statements
+from ledger.clock import now_us, to_timestamp, to_us
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 
 FRONTIER = "implies no position on any frontier"
+DAY_US = 86_400 * 1_000_000
 
 
 @pytest.fixture
@@ -56,9 +61,54 @@ def _submit(running: RunningLedger, kind: str, statement: Message, key: SigningK
     return running.client.submit(envelope.to_json()).receipt.index
 
 
-def _reports() -> list[pb.IncidentReport]:
+@dataclass(frozen=True)
+class Want:
+    """What a report's row must say, worked out by hand from docs/investigators.md (the
+    crosswalk) and from where the place is: not computed by the code under test."""
+
+    side: str
+    time_precision: int  # ACLED
+    date_prec: int  # UCDP GED
+    where_prec: int  # UCDP GED
+    event_day: int  # ACLED event_date: days after the window's start date
+
+
+class Logged(dict[int, pb.IncidentReport]):
+    """The reports logged by index, with what each row must say and the history made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.want: dict[int, Want] = {}
+        self.status: dict[int, str] = {}
+        self.retracted_at: dict[int, int] = {}
+
+
+def _on_one_day(r: pb.IncidentReport) -> pb.IncidentReport:
+    """A short window moved an hour back if it straddles midnight (UTC), so that its
+    crosswalk codes are those of one day whatever the hour the test runs at."""
+    if to_us(r.window.start) // DAY_US != to_us(r.window.end) // DAY_US:
+        r.window.start.seconds -= 3600
+        r.window.end.seconds -= 3600
+    return r
+
+
+def _window(
+    r: pb.IncidentReport, start: datetime, end: datetime, precision: pb.TimePrecision.ValueType
+) -> pb.IncidentReport:
+    r.window.CopyFrom(
+        pb.TimeWindow(
+            start=to_timestamp(int(start.timestamp() * 1e6)),
+            end=to_timestamp(int(end.timestamp() * 1e6)),
+            precision=precision,
+        )
+    )
+    return r
+
+
+def _reports() -> list[tuple[pb.IncidentReport, Want]]:
     """Points on both sides, a polygon (given clockwise), a line, an observation sector;
-    several categories, casualties, precisions and weeks."""
+    several categories, casualties, precisions and weeks; a window of one week and two of
+    several days, so that every crosswalk code differs from a report's to another's."""
     berd = report("ARM", blames="AZE", hours_ago=5)
     berd.casualties.CopyFrom(
         pb.Casualties(civilians_killed=_counts(1, 2, 3), military_injured=_counts(0, 1, 4))
@@ -108,16 +158,52 @@ def _reports() -> list[pb.IncidentReport]:
         )
     )
     sector.weapons.extend(["AK-74", "PKM"])
-    return [berd, gazakh, sadarak, kapan, polygon, line, sector]
+    sector.fire_from_bearing_deg = 95.5
+    sector.evidence_sha256.extend(["ab" * 32, "cd" * 32])
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    monday = today - timedelta(days=today.weekday() + 14)
+    # Known to the week only: Monday to Monday (7 days), ACLED 2, UCDP 3, dated Thursday.
+    week = _window(
+        report("ARM", lat=39.77, lon=44.80, category=pb.INCIDENT_CATEGORY_TROOP_MOVEMENT),
+        monday, monday + timedelta(days=7), pb.TIME_PRECISION_WEEK,
+    )  # fmt: skip
+    # A day known, but the window spans three nights: ACLED 2, UCDP 2, dated a day on.
+    nights = today - timedelta(days=20)
+    days = _window(
+        report("AZE", lat=39.45, lon=45.60, blames="ARM", category=pb.INCIDENT_CATEGORY_DETENTION),
+        nights + timedelta(hours=18), nights + timedelta(days=3, hours=6), pb.TIME_PRECISION_DAY,
+    )  # fmt: skip
+    days.casualties.civilians_injured.CopyFrom(_counts(1, 1, 2))
+    days.casualties.military_killed.CopyFrom(_counts(0, 1, 3))
+    # Twelve days, the month known: ACLED 3, UCDP 4, dated six days on.
+    month = today - timedelta(days=40)
+    works = _window(
+        report("AZE", lat=41.0933, lon=45.3661, category=pb.INCIDENT_CATEGORY_ENGINEERING_WORKS),
+        month, month + timedelta(days=12), pb.TIME_PRECISION_MONTH,
+    )  # fmt: skip
+    works.location.precision = pb.LOCATION_PRECISION_EXACT
+    return [
+        (_on_one_day(berd), Want("ARM", 1, 1, 2, 0)),
+        (_on_one_day(gazakh), Want("AZE", 1, 1, 1, 0)),
+        (_on_one_day(sadarak), Want("AZE", 1, 1, 2, 0)),
+        (_on_one_day(kapan), Want("ambiguous", 1, 1, 4, 0)),  # 20 km reach the border
+        (_on_one_day(polygon), Want("ARM", 1, 1, 2, 0)),  # an area: by its shares
+        (_on_one_day(line), Want("ARM", 1, 1, 5, 0)),
+        (_on_one_day(sector), Want("ARM", 1, 1, 2, 0)),
+        (week, Want("ARM", 2, 3, 2, 3)),
+        (days, Want("AZE", 2, 2, 2, 1)),
+        (works, Want("AZE", 3, 4, 1, 6)),
+    ]
 
 
-def populate(running: RunningLedger) -> dict[int, pb.IncidentReport]:
+def populate(running: RunningLedger) -> Logged:
     """The reports logged, one disputed (AZE denies Berd) and one retracted (Kapan)."""
     p = running.parties
     key = {"ARM": p.arm_monitor, "AZE": p.aze_monitor}
-    logged = {}
-    for r in _reports():
-        logged[running.client.submit(signed(r, key[r.reporting_party])).receipt.index] = r
+    logged = Logged()
+    for r, want in _reports():
+        index = running.client.submit(signed(r, key[r.reporting_party])).receipt.index
+        logged[index], logged.want[index], logged.status[index] = r, want, "reported"
     berd, kapan = next(iter(logged)), list(logged)[3]
     now = to_timestamp(now_us())
     denial = pb.CounterClaim(
@@ -128,7 +214,10 @@ def populate(running: RunningLedger) -> dict[int, pb.IncidentReport]:
     retraction = pb.IncidentRetraction(
         incident_index=kapan, created_time=now, party="ARM", reason="double-counted"
     )
-    _submit(running, statements.RETRACTION, retraction, p.arm_authority)
+    logged.retracted_at[kapan] = _submit(
+        running, statements.RETRACTION, retraction, p.arm_authority
+    )
+    logged.status[berd], logged.status[kapan] = "disputed", "retracted"
     return logged
 
 
@@ -150,35 +239,183 @@ def expected_shape(r: pb.IncidentReport) -> shapely.Geometry:
     return exports.sector_polygon(loc.observation)
 
 
-def check_fields(index: int, props: Any, r: pb.IncidentReport, status: str) -> None:
-    """One exported row against the report that was signed."""
-    assert int(props["ledger_index"]) == index
-    assert props["reporting_party"] == r.reporting_party
-    assert props["status"] == status
-    assert props["category"] == pb.IncidentCategory.Name(r.category).split("CATEGORY_")[1].lower()
-    assert float(props["uncertainty_m"]) == r.location.uncertainty_m
-    precision = pb.LocationPrecision.Name(r.location.precision).split("PRECISION_")[1].lower()
-    assert props["location_precision"] == precision
-    assert props["geo_precision"] in (1, 2, 3, "1", "2", "3")
-    assert int(props["geo_precision"]) == {"exact": 1, "near": 2, "region": 3}[precision]
-    for kind in exports.CASUALTY_KINDS:
-        got = [int(props[f"{kind}_{e}"]) for e in ("low", "best", "high")]
-        want = getattr(r.casualties, kind)
-        assert got == [want.low, want.best, want.high], kind
-    killed_best = r.casualties.civilians_killed.best + r.casualties.military_killed.best
-    assert int(props["fatalities"]) == killed_best == int(props["best"])
-    assert int(props["deaths_civilians"]) == r.casualties.civilians_killed.best
-    assert int(props["low"]) == r.casualties.civilians_killed.low + r.casualties.military_killed.low
-    assert (
-        props["actor1"]
-        == props["side_a"]
-        == {"ARM": "Armenia", "AZE": "Azerbaijan", "": ""}[r.alleged_responsible_party]
-    )
-    start = datetime.fromtimestamp(r.window.start.seconds, UTC)
-    assert str(props["date_start"])[:10] == start.date().isoformat()  # a date, or its text
-    assert props["weapons"] == "; ".join(r.weapons)
-    assert props["narrative"] == r.narrative
-    assert FRONTIER in props["disclaimer"]
+NAMES = {"ARM": "Armenia", "AZE": "Azerbaijan", "": ""}
+# docs/investigators.md's table, for the categories logged here.
+ACLED_TYPES = {
+    "small_arms_fire": ("Battles", "Armed clash"),
+    "sniper": ("Battles", "Armed clash"),
+    "mortar_or_artillery": ("Explosions/Remote violence", "Shelling/artillery/missile attack"),
+    "rocket": ("Explosions/Remote violence", "Shelling/artillery/missile attack"),
+    "drone_strike": ("Explosions/Remote violence", "Air/drone strike"),
+    "property_damage": ("Strategic developments", "Looting/property destruction"),
+    "troop_movement": ("Strategic developments", "Change to group/activity"),
+    "detention": ("Strategic developments", "Arrests"),
+    "engineering_works": ("Strategic developments", "Other"),
+}
+
+
+def _short(enum: Any, value: int) -> str:
+    return str(enum.Name(value)).split("_", 2)[2].lower()
+
+
+def _when(ts: Any) -> datetime:
+    return datetime.fromtimestamp(ts.seconds, UTC) + timedelta(microseconds=ts.nanos // 1000)
+
+
+def _rfc3339(ts: Any) -> str:
+    return _when(ts).isoformat().replace("+00:00", "Z")
+
+
+def expected_row(
+    t: api.TimelineResponse, logged: Logged, checkpoint: Checkpoint, borders: BorderDataset
+) -> dict[str, Any]:
+    """Every column of the row of `t`, from the report that was signed, the hand-made
+    `Want`, the history made by populate() and the geo facts the server recorded."""
+    index = t.index
+    r, want = logged[index], logged.want[index]
+    loc = r.location
+    kind = loc.WhichOneof("geometry")
+    anchor = {
+        "point": loc.point, "line": loc.line.origin, "observation": loc.observation.observer,
+    }.get(kind or "") or loc.polygon.points[0]  # fmt: skip
+    obs = loc.observation if kind == "observation" else None
+    cas = r.casualties
+    killed = {
+        e: getattr(cas.civilians_killed, e) + getattr(cas.military_killed, e)
+        for e in ("low", "best", "high")
+    }
+    start, end = _when(r.window.start).date(), _when(r.window.end).date()
+    category = _short(pb.IncidentCategory, r.category)
+    geo = t.current.geo
+    blamed, reporter = r.alleged_responsible_party, r.reporting_party
+    row: dict[str, Any] = {
+        "ledger_index": index,
+        "leaf_hash": hashlib.sha256(b"\x00" + t.entry).hexdigest(),
+        "checkpoint_origin": checkpoint.signed_note.split("\n")[0],
+        "checkpoint_size": checkpoint.size,
+        "checkpoint_root": checkpoint.root.hex(),
+        "version": "current",
+        "reporting_party": reporter,
+        "status": logged.status[index],
+        "category": category,
+        "observation_mode": _short(pb.ObservationMode, r.observation_mode),
+        "alleged_responsible_party": blamed,
+        "window_start": _rfc3339(r.window.start),
+        "window_end": _rfc3339(r.window.end),
+        "window_precision": _short(pb.TimePrecision, r.window.precision),
+        "geometry_kind": kind,
+        "anchor_latitude": anchor.latitude,
+        "anchor_longitude": anchor.longitude,
+        "uncertainty_m": loc.uncertainty_m,
+        "location_precision": _short(pb.LocationPrecision, loc.precision),
+        "observer_bearing_from_deg": obs.bearing_from_deg if obs else None,
+        "observer_bearing_to_deg": obs.bearing_to_deg if obs else None,
+        "observer_distance_min_m": obs.distance_min_m if obs else None,
+        "observer_distance_max_m": obs.distance_max_m if obs else None,
+        "casualties_reported": r.HasField("casualties"),
+        **{
+            f"{k}_{e}": getattr(getattr(cas, k), e)
+            for k in exports.CASUALTY_KINDS
+            for e in ("low", "best", "high")
+        },
+        "weapons": "; ".join(r.weapons),
+        "fire_from_bearing_deg": (
+            r.fire_from_bearing_deg if r.HasField("fire_from_bearing_deg") else None
+        ),
+        "evidence_sha256": " ".join(r.evidence_sha256),
+        "narrative": r.narrative,
+        "narrative_language": r.narrative_language,
+        "territory": geo.territory,
+        "side": want.side,
+        "distance_to_border_m": geo.distance_to_border_m,
+        "nearest_segment": geo.nearest_segment,
+        "ambiguous": geo.ambiguous,
+        "border_dataset_sha256": borders.sha256,
+        "amendments": 0,
+        "amended_at_index": 0,
+        "retracted_at_index": logged.retracted_at.get(index, 0),
+        "likely_duplicate_of": " ".join(str(d.index) for d in t.current.likely_duplicate_of),
+        "event_date": (start + timedelta(days=want.event_day)).isoformat(),
+        "time_precision": want.time_precision,
+        "event_type": ACLED_TYPES[category][0],
+        "sub_event_type": ACLED_TYPES[category][1],
+        "actor1": NAMES[blamed],
+        "country": NAMES[geo.territory],
+        "latitude": anchor.latitude,
+        "longitude": anchor.longitude,
+        "geo_precision": {"exact": 1, "near": 2, "region": 3}[
+            _short(pb.LocationPrecision, loc.precision)
+        ],
+        "fatalities": killed["best"],
+        "date_start": start.isoformat(),
+        "date_end": end.isoformat(),
+        "date_prec": want.date_prec,
+        "where_prec": want.where_prec,
+        "side_a": NAMES[blamed],
+        "side_b": NAMES[reporter] if reporter != blamed else "",
+        "deaths_civilians": cas.civilians_killed.best,
+        "deaths_unknown": cas.military_killed.best,
+        "low": killed["low"],
+        "best": killed["best"],
+        "high": killed["high"],
+        "disclaimer": exports.disclaimer(borders),
+    }
+    assert list(row) == list(COLUMNS)  # every column, none left unchecked
+    assert FRONTIER in row["disclaimer"] and geo.dataset_sha256 == borders.sha256
+    if kind in ("point", "line") and not geo.ambiguous:  # a place's side: its territory
+        assert geo.territory == want.side
+    return row
+
+
+def expected_rows(
+    rows: list[api.TimelineResponse], logged: Logged, checkpoint: Checkpoint, borders: BorderDataset
+) -> dict[int, dict[str, Any]]:
+    """The rows by index, checked first against what exports.records() gives."""
+    want = {t.index: expected_row(t, logged, checkpoint, borders) for t in rows}
+    got = {props["ledger_index"]: props for _, props in exports.records(rows, checkpoint, borders)}
+    assert sorted(got) == sorted(want) == sorted(logged)
+    for index, props in got.items():
+        for column in COLUMNS:
+            assert props[column] == want[index][column], (index, column)
+            assert type(props[column]) is type(want[index][column]), (index, column)
+    return want
+
+
+def csv_text(value: Any) -> str:
+    """A value as the CSV export must write it (docs/investigators.md)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def read_back(column: str, got: Any, want: Any, milliseconds: bool = False) -> None:
+    """A value read back by geopandas (from GeoJSON or a GeoPackage) against the one
+    written: numbers and text as they are; an empty number as NaN; a date or a time that
+    GDAL parsed, as the same day or instant (to the millisecond)."""
+    if isinstance(got, np.generic):
+        got = got.item()
+    if isinstance(got, float) and math.isnan(got):
+        got = None
+    if hasattr(got, "to_pydatetime"):  # a pandas Timestamp
+        got = got.to_pydatetime()
+    if isinstance(got, datetime) and isinstance(want, str):
+        if len(want) == 10:  # a date
+            assert got.date().isoformat() == want, column
+            return
+        instant = datetime.fromisoformat(want.replace("Z", "+00:00"))
+        got = got.replace(tzinfo=got.tzinfo or UTC)
+        if milliseconds:  # the GeoPackage's field keeps them, cut
+            assert got == instant.replace(microsecond=instant.microsecond // 1000 * 1000), column
+        else:  # GDAL parses an RFC 3339 text to the nearest millisecond
+            assert abs(got - instant) <= timedelta(microseconds=500), column
+        return
+    assert got == want, (column, got, want)
+    if isinstance(want, bool):
+        assert isinstance(got, bool), (column, got)
+    elif isinstance(want, str):
+        assert isinstance(got, str), (column, got)
 
 
 def statuses(rows: list[api.TimelineResponse]) -> dict[int, str]:
@@ -201,9 +438,11 @@ def test_geojson_reads_back_and_follows_rfc_7946(
     assert doc["ledger_checkpoint"]["tree_size"] == checkpoint.size
     assert doc["ledger_checkpoint"]["signed_note"] == running.client.checkpoint().signed_note
     types = Counter(f["geometry"]["type"] for f in doc["features"])
-    assert types == {"Point": 4, "Polygon": 2, "LineString": 1}
+    assert types == {"Point": 7, "Polygon": 2, "LineString": 1}
+    want = expected_rows(rows, logged, checkpoint, borders)
     for f in doc["features"]:
         r = logged[f["id"]]
+        assert f["properties"] == want[f["id"]]  # every column, its JSON type too
         g = f["geometry"]
         if g["type"] == "Point":  # [longitude, latitude]
             assert g["coordinates"] == [r.location.point.longitude, r.location.point.latitude]
@@ -216,11 +455,12 @@ def test_geojson_reads_back_and_follows_rfc_7946(
 
     frame = gpd.read_file(path)
     assert frame.crs.to_epsg() == 4326
-    status = statuses(rows)
-    assert status[next(iter(logged))] == "disputed" and status[list(logged)[3]] == "retracted"
+    assert list(frame.columns) == [*COLUMNS, "geometry"]
+    assert statuses(rows) == logged.status
     for _, row in frame.iterrows():
         index = int(row["ledger_index"])
-        check_fields(index, row, logged[index], status[index])
+        for column in COLUMNS:
+            read_back(column, row[column], want[index][column])
         assert row.geometry.equals_exact(expected_shape(logged[index]).normalize(), 1e-9) or (
             row.geometry.normalize().equals_exact(expected_shape(logged[index]).normalize(), 1e-9)
         )
@@ -265,20 +505,13 @@ def test_csv_reads_back(running: RunningLedger, borders: BorderDataset) -> None:
     table = list(csv.DictReader(lines[1:]))
     assert list(table[0]) == [*COLUMNS, "wkt"]
     assert len(table) == len(logged)
-    status = statuses(rows)
+    want = expected_rows(rows, logged, checkpoint, borders)
     for row in table:
         index = int(row["ledger_index"])
-        check_fields(index, row, logged[index], status[index])
+        for column in COLUMNS:  # every column, as text
+            assert row[column] == csv_text(want[index][column]), (index, column)
         shape = shapely.from_wkt(row["wkt"])
         assert shape.normalize().equals_exact(expected_shape(logged[index]).normalize(), 1e-9)
-    berd = next(r for r in table if r["reporting_party"] == "ARM" and r["geometry_kind"] == "point"
-                and r["category"] == "small_arms_fire")  # fmt: skip
-    assert (berd["time_precision"], berd["date_prec"], berd["where_prec"]) == ("1", "1", "2")
-    gazakh = next(r for r in table if r["category"] == "mortar_or_artillery")
-    assert gazakh["event_type"] == "Explosions/Remote violence" and gazakh["where_prec"] == "1"
-    assert gazakh["deaths_unknown"] == "2" and gazakh["side_b"] == "Azerbaijan"
-    line = next(r for r in table if r["geometry_kind"] == "line")
-    assert line["where_prec"] == "5"
 
     plain = io.StringIO()
     exports.write_csv(plain, rows, checkpoint, borders, comment=False)
@@ -300,17 +533,19 @@ def test_geopackage_opens_with_pyogrio(
     assert info["features"] == len(logged)
     assert FRONTIER in info["layer_metadata"]["DISCLAIMER"]
     frame = gpd.read_file(path, layer="incidents")
-    status = statuses(rows)
+    assert list(frame.columns) == [*COLUMNS, "geometry"]
+    want = expected_rows(rows, logged, checkpoint, borders)
     for _, row in frame.iterrows():
         index = int(row["ledger_index"])
-        check_fields(index, row, logged[index], status[index])
-        start = logged[index].window.start  # a GeoPackage keeps milliseconds
-        want_start = datetime.fromtimestamp(start.seconds, UTC)
-        assert row["window_start"].to_pydatetime() == want_start + timedelta(
-            milliseconds=start.nanos // 1_000_000
-        )
-        want = expected_shape(logged[index]).normalize()
-        assert row.geometry.normalize().equals_exact(want, 1e-9)
+        for column in COLUMNS:  # window times to the millisecond: the GeoPackage's precision
+            read_back(column, row[column], want[index][column], milliseconds=True)
+        for column in ("window_start", "window_end"):  # datetimes, not text
+            assert hasattr(row[column], "to_pydatetime"), column
+        shape = expected_shape(logged[index]).normalize()
+        assert row.geometry.normalize().equals_exact(shape, 1e-9)
+    # pyogrio alone (no geopandas): the same rows.
+    _, _, _, fields = pyogrio.raw.read(path, layer="incidents")
+    assert [int(i) for i in fields[0]] == list(frame["ledger_index"])
     meta = pyogrio.read_info(path, layer="ledger_checkpoint")["layer_metadata"]
     assert FRONTIER in meta["DISCLAIMER"] and meta["CHECKPOINT_SIZE"] == str(checkpoint.size)
     about = gpd.read_file(path, layer="ledger_checkpoint")
@@ -361,23 +596,157 @@ def test_map_png_draws_each_party(
     assert np.all(pixels == _rgb("#1f77b4"), axis=-1).sum() == 0
 
 
+# How docs/investigators.md says a status is drawn: (hollow, ring colour, dashed ring,
+# crossed), hand-written here; and the marker of each category logged.
+STATUS_LOOKS = {
+    "reported": (False, None, False, False),
+    "acknowledged": (False, "#000000", False, False),
+    "disputed": (True, None, False, False),
+    "retracted": (True, None, False, True),
+    "under_investigation": (False, "#000000", True, False),
+    "jointly_confirmed": (False, "#d4a000", False, False),
+    "jointly_not_confirmed": (True, "#d4a000", False, False),
+    "inconclusive": (False, "#d4a000", True, False),
+}
+MARKERS = {
+    "small_arms_fire": "o", "sniper": "^", "mortar_or_artillery": "s", "rocket": "D",
+    "drone_strike": "*", "property_damage": "P", "troop_movement": ">", "detention": "h",
+    "engineering_works": "p",
+}  # fmt: skip
+SVG_CORNERS = {"^": 3, "s": 4, "D": 4, ">": 3, "p": 5, "h": 6, "*": 10, "P": 12}
+
+
+def one_per_status(rows: list[api.TimelineResponse]) -> list[api.TimelineResponse]:
+    """Berd's row once per derived status, on a grid of points 0.06 degrees apart: the
+    pictures take the status a row carries, whatever entries made it."""
+    berd = next(
+        t
+        for t in rows
+        if t.current.report.location.WhichOneof("geometry") == "point"
+        and t.current.report.reporting_party == "ARM"
+        and t.current.report.category == pb.INCIDENT_CATEGORY_SMALL_ARMS_FIRE
+    )
+    out = []
+    for k, status in enumerate(STATUS_LOOKS):
+        t = api.TimelineResponse()
+        t.CopyFrom(berd)
+        t.index = 100 + k
+        t.status = api.IncidentStatus.Value(f"INCIDENT_STATUS_{status.upper()}")
+        t.current.report.location.point.longitude = 45.30 + 0.06 * (k % 4)
+        t.current.report.location.point.latitude = 40.85 + 0.06 * (k // 4)
+        out.append(t)
+    return out
+
+
+def _near(pixel: Any, colour: str, tolerance: int = 50) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - _rgb(colour)) < tolerance))
+
+
+def _artist(fig: Any, gid: str) -> Any:
+    (found,) = fig.findobj(lambda a: a.get_gid() == gid)
+    return found
+
+
+def test_map_png_draws_category_and_every_status(
+    running: RunningLedger, borders: BorderDataset
+) -> None:
+    logged = populate(running)
+    rows, checkpoint = read(running)
+    assert len(set(STATUS_LOOKS.values())) == len(STATUS_LOOKS)  # no two look alike
+    # The marker of each incident is its category's.
+    fig, _ = pictures.map_figure(rows, checkpoint, borders)
+    for index, r in logged.items():
+        marker = _artist(fig, f"incident-{index}")
+        style = MarkerStyle(MARKERS[_short(pb.IncidentCategory, r.category)])
+        want = np.asarray(style.get_path().transformed(style.get_transform()).vertices)
+        got = marker.get_paths()[0].vertices
+        assert got.shape == want.shape and np.allclose(got, want), index
+
+    # Each status as the picture shows it: the fill at the marker's centre, the ring's
+    # colour and dashes on the lower half of a circle around it (the label is above), the
+    # cross.
+    variants = one_per_status(rows)
+    fig, drawn = pictures.map_figure(variants, checkpoint, borders)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]  # type: ignore[attr-defined]
+    ax, height = fig.axes[0], pixels.shape[0]
+    party = drawn["parties"]["ARM"]
+    for t, (status, (hollow, ring, dashed, crossed)) in zip(
+        variants, STATUS_LOOKS.items(), strict=True
+    ):
+        point = t.current.report.location.point
+        x, y = ax.transData.transform((point.longitude, point.latitude))
+        col, row = round(x), round(height - y)
+        centre = pixels[row - 1 : row + 2, col - 1 : col + 2].reshape(-1, 3)
+        filled = any(tuple(p) == _rgb(party) for p in centre)
+        assert filled is not hollow, status
+        assert any(p.sum() < 150 for p in centre) is crossed, status
+        on_ring = []
+        for angle in np.linspace(0.1, math.pi - 0.1, 60):  # below the centre
+            band = [
+                pixels[round(row + r * math.sin(angle)), round(col + r * math.cos(angle))]
+                for r in np.arange(10.5, 15.0, 0.5)
+            ]
+            on_ring.append(any(_near(p, ring or "#000000") for p in band))
+        share = sum(on_ring) / len(on_ring)
+        if ring is None:
+            around = pixels[row - 16 : row + 17, col - 16 : col + 17].reshape(-1, 3)
+            assert not any(_near(p, "#d4a000") for p in around)
+            assert share < 0.1, (status, share)
+        elif dashed:
+            assert 0.25 < share < 0.8, (status, share)
+        else:
+            assert share > 0.95, (status, share)
+    # A legend entry for each status, named as the statuses are.
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    for status in STATUS_LOOKS:
+        assert sum(text.split(": ")[-1] == status.replace("_", " ") for text in texts) == 1, status
+
+
 def test_map_html_is_offline_with_a_feature_per_incident(
     running: RunningLedger, borders: BorderDataset
 ) -> None:
-    populate(running)
+    logged = populate(running)
     rows, checkpoint = read(running)
     page = pictures.map_html(rows, checkpoint, borders)
-    assert len(re.findall(r'<g class="incident"', page)) == len(rows) == 7
+    assert len(re.findall(r'<g class="incident"', page)) == len(rows) == 10
     assert "http" not in page and "src=" not in page and "<script" not in page
     assert FRONTIER in page
     for t in rows:
         title = re.search(rf'data-index="{t.index}".*?<title>(.*?)</title>', page)
         assert title and f"#{t.index} {t.report.reporting_party}" in title.group(1)
-    disputed = re.search(r'data-status="disputed".*?</g>', page)
-    assert disputed and 'fill="none"' in disputed.group(0)
-    standing = re.search(r'data-status="reported".*?</g>', page)
-    assert standing and 'fill="none" stroke' not in standing.group(0)
     assert page.count('class="territory"') == 2 and 'class="border"' in page
+    # Each feature: its category's shape, its status's fill, ring and cross, as the PNG.
+    variants = one_per_status(rows)
+    page = pictures.map_html([*rows, *variants], checkpoint, borders)
+    features = re.findall(
+        r'<g class="incident" data-index="(\d+)" data-party="\w+" data-category="(\w+)" '
+        r'data-status="(\w+)">(.*?)</g>',
+        page,
+    )
+    assert len(features) == len(rows) + len(STATUS_LOOKS)
+    want_status = {**statuses(rows), **{t.index: incidents.status_name(t.status) for t in variants}}
+    for index, category, status, body in features:
+        r = logged.get(int(index)) or variants[int(index) - 100].current.report
+        assert category == _short(pb.IncidentCategory, r.category)
+        assert status == want_status[int(index)]
+        hollow, ring, dashed, crossed = STATUS_LOOKS[status]
+        marker = re.search(r'<(circle|polygon) (?!class="ring")[^>]*>', body)
+        assert marker, body
+        if MARKERS[category] == "o":
+            assert marker.group(1) == "circle", index
+        else:
+            corners = re.search(r'points="([^"]*)"', marker.group(0))
+            assert corners and len(corners.group(1).split()) == SVG_CORNERS[MARKERS[category]]
+        assert ('fill="none"' in marker.group(0)) is hollow, (index, status)
+        rings = re.findall(r'<circle class="ring"[^>]*>', body)
+        assert len(rings) == (ring is not None), (index, status)
+        if ring:
+            assert f'stroke="{ring}"' in rings[0]
+            assert ("stroke-dasharray" in rings[0]) is dashed, (index, status)
+        assert ('class="cross"' in body) is crossed, (index, status)
+    legend = re.findall(r'<li data-status="(\w+)">', page)
+    assert legend == list(STATUS_LOOKS)  # an entry each, in the same order
 
 
 def test_chart_counts_weeks_by_party_and_category(
@@ -426,11 +795,11 @@ def test_cli_commands(running: RunningLedger, tmp_path: Path, capsys: Any) -> No
         main(["export-incidents", "--out", "-", "--format", "csv", *server, "--party", "AZE"]) == 0
     )
     printed = capsys.readouterr().out.splitlines()
-    assert FRONTIER in printed[0] and len(printed) == 2 + 3  # comment, header, AZE's three
+    assert FRONTIER in printed[0] and len(printed) == 2 + 5  # comment, header, AZE's five
 
     assert main(["map", "--out", str(tmp_path / "m.html"), *server, "--party", "ARM"]) == 0
     page = (tmp_path / "m.html").read_text()
-    assert page.count('<g class="incident"') == 4
+    assert page.count('<g class="incident"') == 5
     argv = ["map", "--out", str(tmp_path / "m.html"), *server, "--category", "drone_strike,rocket"]
     assert main([*argv, "--since", "30d"]) == 0  # the filters of `ceasefire timeline`
     assert (tmp_path / "m.html").read_text().count('<g class="incident"') == 2

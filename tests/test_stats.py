@@ -296,3 +296,131 @@ def test_cli_stats_tables_and_json(
     assert main(["stats", *server, "--since", "900d"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "731 days" in err and "Traceback" not in err
+
+
+def test_amendments_joint_findings_and_several_answers_counted_by_hand(
+    running: RunningLedger, log_clock: LogClock
+) -> None:
+    """The rules docs/following-and-stats.md gives, on a harder scenario: an amended report
+    is counted once, under its reporting party and in the bucket of its start as first
+    logged, with the category and border segment of its last amendment; the jointly_*
+    and inconclusive statuses; medians over several answers."""
+    p, client = running.parties, running.client
+    since = now_us() - 10 * DAY_US
+
+    logged: dict[int, pb.IncidentReport] = {}
+
+    def log(
+        party: str,
+        place: tuple[float, float],
+        hours: float,
+        category: pb.IncidentCategory.ValueType,
+    ) -> int:
+        r = report(party, lat=place[0], lon=place[1], hours_ago=hours, category=category)
+        key = p.arm_monitor if party == "ARM" else p.aze_monitor
+        index = client.submit(signed(r, key)).receipt.index
+        logged[index] = r
+        return index
+
+    small, sniper = pb.INCIDENT_CATEGORY_SMALL_ARMS_FIRE, pb.INCIDENT_CATEGORY_SNIPER
+    amended = log("ARM", ARM_MAIN, 20, small)
+    confirmed = log("AZE", AZE_MAIN, 44, sniper)
+    not_confirmed = log("ARM", ARM_MAIN, 68, pb.INCIDENT_CATEGORY_ROCKET)
+    inconclusive = log("AZE", AZE_NAKHCHIVAN, 92, sniper)
+    acknowledged = log("ARM", ARM_MAIN, 150, small)
+
+    # ARM corrects its report: artillery, at Nakhchivan, four days earlier.
+    corrected = pb.IncidentReport()
+    corrected.CopyFrom(logged[amended])
+    corrected.category = pb.INCIDENT_CATEGORY_MORTAR_OR_ARTILLERY
+    corrected.location.point.latitude, corrected.location.point.longitude = ARM_NAKHCHIVAN
+    corrected.window.start.seconds -= 4 * 86_400
+    corrected.window.end.seconds -= 4 * 86_400
+    amendment = pb.IncidentAmendment(
+        incident_index=amended, created_time=to_timestamp(now_us()), party="ARM",
+        corrected=corrected, reason="wrong post",
+    )  # fmt: skip
+    submit(running, statements.AMENDMENT, amendment, p.arm_monitor)
+    ack_claim = pb.CounterClaim(
+        incident_index=acknowledged, created_time=to_timestamp(now_us()), party="AZE",
+        kind=pb.RESPONSE_KIND_ACKNOWLEDGEMENT,
+    )  # fmt: skip
+    submit(running, statements.COUNTER_CLAIM, ack_claim, p.aze_authority)
+    # Three findings, each attested by both parties.
+    for incidents, outcome in (
+        ([confirmed], pb.FINDING_OUTCOME_CONFIRMED),
+        ([not_confirmed], pb.FINDING_OUTCOME_NOT_CONFIRMED),
+        ([inconclusive], pb.FINDING_OUTCOME_INCONCLUSIVE),
+    ):
+        finding, payload = submit(running, statements.FINDING, draft(incidents, outcome),
+                                  p.arm_authority)  # fmt: skip
+        for party, key in (("ARM", p.arm_authority), ("AZE", p.aze_authority)):
+            submit(running, statements.ATTESTATION, attestation(finding, payload, party), key)
+
+    # ARM asks three times and AZE answers each, after 1, 5 and 2 minutes of log time; AZE
+    # asks twice and ARM answers after 3 and 7 minutes. Each request about an incident a
+    # joint finding settled, so the statuses above stand.
+    ahead = 0
+    delays: dict[str, list[int]] = {"ARM": [], "AZE": []}
+    plan = [
+        ("ARM", [confirmed], 1, pb.INVESTIGATION_DECISION_ACCEPT),
+        ("ARM", [inconclusive], 5, pb.INVESTIGATION_DECISION_DECLINE),
+        ("ARM", [confirmed, inconclusive], 2, pb.INVESTIGATION_DECISION_ACCEPT),
+        ("AZE", [not_confirmed], 3, pb.INVESTIGATION_DECISION_ACCEPT),
+        ("AZE", [not_confirmed], 7, pb.INVESTIGATION_DECISION_DECLINE),
+    ]
+    for asker, about, minutes, decision in plan:
+        answerer = "AZE" if asker == "ARM" else "ARM"
+        keys = {"ARM": p.arm_authority, "AZE": p.aze_authority}
+        asked, _ = submit(running, statements.INVESTIGATION_REQUEST,
+                          request(about, party=asker, hours=48), keys[asker])  # fmt: skip
+        ahead += minutes * 60 * 1_000_000
+        log_clock.ahead_us = ahead
+        answered, _ = submit(running, statements.INVESTIGATION_RESPONSE,
+                             answer(asked, decision, party=answerer), keys[answerer])  # fmt: skip
+        delays[answerer].append(_time(running, answered) - _time(running, asked))
+
+    status = {
+        amended: "reported",
+        confirmed: "jointly_confirmed",
+        not_confirmed: "jointly_not_confirmed",
+        inconclusive: "inconclusive",
+        acknowledged: "acknowledged",
+    }
+    for index, name in status.items():  # as the dossier derives it
+        assert api.IncidentStatus.Name(client.dossier(index).status).endswith(name.upper())
+    first_logged = {i: to_us(logged[i].window.start) for i in status}
+    segment_of = {amended: "nakhchivan", confirmed: "main", not_confirmed: "main",
+               inconclusive: "nakhchivan", acknowledged: "main"}  # fmt: skip
+    category_of = {amended: "mortar_or_artillery", confirmed: "sniper", not_confirmed: "rocket",
+                inconclusive: "sniper", acknowledged: "small_arms_fire"}  # fmt: skip
+    reporter = {amended: "ARM", confirmed: "AZE", not_confirmed: "ARM", inconclusive: "AZE",
+             acknowledged: "ARM"}  # fmt: skip
+    reports = [
+        Logged(i, reporter[i], category_of[i], segment_of[i], first_logged[i]) for i in status
+    ]
+    s = Scenario(since, reports, status, {}, (0, 0), (0, 0), (0, 0))
+
+    got = client.stats(since, bucket=api.STATS_BUCKET_DAY)
+    assert counts_of(got.totals) == by_hand(s, reports)
+    assert counts_of(got.totals)["by_category"] == {
+        "mortar_or_artillery": 1, "sniper": 2, "rocket": 1, "small_arms_fire": 1,
+    }  # fmt: skip
+    for b in got.buckets:  # the amended report in its first-logged start's day only
+        mine = [r for r in reports if day_label(r.start_us) == b.label]
+        assert counts_of(b.counts) == (
+            by_hand(s, mine) if mine else counts_of(api.IncidentCounts())
+        )
+    moved_to = day_label(first_logged[amended] - 4 * DAY_US)
+    assert next(b for b in got.buckets if b.label == moved_to).counts.by_party["ARM"] == 0
+
+    rows = {r.party: r for r in got.participation}
+    arm, aze = rows["ARM"], rows["AZE"]
+    assert (arm.requests_made, aze.requests_received, aze.accepted, aze.declined) == (3, 3, 2, 1)
+    assert (aze.requests_made, arm.requests_received, arm.accepted, arm.declined) == (2, 2, 1, 1)
+    assert arm.unanswered == aze.unanswered == arm.awaiting == aze.awaiting == 0
+    # By hand: the middle one of AZE's three delays, the mean of ARM's two.
+    assert aze.median_answer_s == pytest.approx(sorted(delays["AZE"])[1] / 1e6)
+    assert arm.median_answer_s == pytest.approx(sum(delays["ARM"]) / 2 / 1e6)
+    assert 120 <= aze.median_answer_s < 180 and 300 <= arm.median_answer_s < 360
+    assert (arm.findings_attested, aze.findings_attested) == (3, 3)
