@@ -41,8 +41,9 @@ from clients import bundle
 from clients.audit import audit
 from clients.client import LedgerClient
 from geo.borders import DEFAULT_DATASET_DIR, load_default
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize

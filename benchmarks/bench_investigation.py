@@ -25,8 +25,9 @@ from nacl.signing import SigningKey
 
 from clients.reports import sign_report
 from geo.borders import load_default
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore

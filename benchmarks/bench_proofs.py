@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger import merkle
+from ledger.formats import merkle
 from ledger.storage import Built, LedgerStore, NewEntry
 
 BATCH = 1000

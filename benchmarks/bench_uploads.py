@@ -44,8 +44,9 @@ from grpc_status import rpc_status
 
 from clients.client import LedgerClient
 from geo.borders import load_default
-from ledger import dsse, keys, sealing, statements
+from ledger import keys, sealing, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.log_key import LogKey
 from ledger.service import initialize
 from ledger.storage import LedgerStore

@@ -35,12 +35,13 @@ from clients.client import LedgerClient
 from clients.monitor import Monitor, Options
 from clients.progress import Progress
 from geo.borders import load_default
-from ledger import dsse, statements
-from ledger.cosignature import CosignatureSigner
+from ledger import statements
+from ledger.formats import dsse
+from ledger.formats.cosignature import CosignatureSigner
+from ledger.formats.merkle import LeafTree, consistency_proof
+from ledger.formats.note import Checkpoint, NoteSigner, sign_note
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
-from ledger.merkle import LeafTree, consistency_proof
-from ledger.note import Checkpoint, NoteSigner, sign_note
 from ledger.service import Ledger, initialize
 from ledger.storage import LedgerStore
 from ledger.witness import client as witness_client

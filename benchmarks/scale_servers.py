@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from geo.borders import BorderDataset
 from ledger import keys
-from ledger.log_entry import parse_entry
+from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import initialize
 from ledger.storage import LedgerStore, normalize_url

@@ -35,11 +35,12 @@ from clients.client import LedgerClient
 from clients.progress import Progress
 from geo import datasets
 from geo.borders import BorderDataset, DatasetError
-from ledger import incidents, investigations, merkle
+from ledger import incidents, investigations
 from ledger.clock import to_us
+from ledger.formats import merkle
+from ledger.formats.note import Checkpoint
 from ledger.incidents import IncidentInfo, Link
 from ledger.investigations import InvestigationInfo
-from ledger.note import Checkpoint
 from ledger.trust import DatasetInfo
 from ledger.verifier import (
     Replay,

@@ -28,10 +28,11 @@ from clients.audit import load_dataset
 from clients.client import LedgerClient
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, statements
+from ledger import statements
 from ledger.errors import LedgerError
-from ledger.log_entry import parse_entry
-from ledger.note import Checkpoint
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
+from ledger.formats.note import Checkpoint
 from ledger.trust import DatasetInfo
 from ledger.verifier import (
     Replay,

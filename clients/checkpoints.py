@@ -2,7 +2,7 @@
 cosignatures judged by the trust root's policy, and a receipt's entry included in one.
 
 Verification policy (whether the witnesses must have cosigned) is the caller's choice;
-the mechanics are ledger/note.py, ledger/cosignature.py and ledger/merkle.py.
+the mechanics are ledger/formats/note.py, ledger/formats/cosignature.py and ledger/formats/merkle.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
 
 from clients.client import LedgerClient
-from ledger import merkle
-from ledger.note import Checkpoint
+from ledger.formats import merkle
+from ledger.formats.note import Checkpoint
 from ledger.trust import TrustState
 from ledger.verifier import VerificationError, open_checkpoint
 from ledger.witnesses import QuorumError, Witnessing, witnessing

@@ -53,12 +53,13 @@ from clients.client import (
 from clients.describe import describe_entry
 from clients.extras import loaded
 from geo.defaults import DEFAULT_DATASET_DIR
-from ledger import dsse, keys, merkle, statements
+from ledger import keys, statements
 from ledger.clock import to_iso, to_us
 from ledger.errors import LedgerError
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
+from ledger.formats.note import NoteError
 from ledger.log_key import LogKey
-from ledger.note import NoteError
 from ledger.witnesses import QuorumError, Witnessing
 
 if TYPE_CHECKING:

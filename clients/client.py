@@ -31,8 +31,9 @@ from nacl.signing import SigningKey
 
 from clients import errors, retrying
 from clients.retrying import OnRetry, RetryEvent, RetryPolicy
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import to_timestamp
+from ledger.formats import dsse
 from ledger.tls import TlsFileError, read_certificates, read_key_pair
 from ledger.trust import TrustState
 
@@ -474,7 +475,7 @@ class LedgerClient:
         for up to `timeout_s` until one covers the entry) and the inclusion proof checked
         against its root. `trust`: from `trust_state` (by default, entry 0 unpinned).
         Raises VerificationError when the proof fails: evidence against the log."""
-        from ledger import merkle
+        from ledger.formats import merkle
 
         served = self.entry(index)
         leaf = merkle.leaf_hash(served.entry)

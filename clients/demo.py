@@ -22,10 +22,11 @@ from clients.cli import main as cli
 from clients.client import LedgerClient, describe_error
 from clients.reports import sign_report
 from geo.borders import load_default
-from ledger import dsse, investigations, keys, sealing, statements
+from ledger import investigations, keys, sealing, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.grpc_server import build_server
-from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore

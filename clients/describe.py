@@ -9,10 +9,11 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from ledger import dsse, merkle, statements
+from ledger import statements
 from ledger.clock import to_iso, to_us
 from ledger.errors import LedgerError
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
 
 
 def describe_entry(data: bytes) -> dict[str, Any]:

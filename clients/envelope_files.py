@@ -13,7 +13,8 @@ from pathlib import Path
 from google.protobuf import json_format
 from nacl.signing import SigningKey
 
-from ledger import dsse, statements
+from ledger import statements
+from ledger.formats import dsse
 
 
 class EnvelopeFileError(ValueError):

@@ -31,8 +31,9 @@ from shapely.geometry.polygon import orient
 
 from clients.describe import enum_name
 from geo.borders import BorderDataset
-from ledger import geofacts, incidents, merkle
+from ledger import geofacts, incidents
 from ledger.clock import to_us
+from ledger.formats import merkle
 
 __all__ = [
     "ACLED_EVENT_TYPES",

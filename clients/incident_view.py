@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from clients.describe import enum_name
 from ledger import geofacts, incidents
 from ledger.clock import to_iso, to_us
-from ledger.log_entry import parse_entry
+from ledger.formats.log_entry import parse_entry
 
 if TYPE_CHECKING:
     from pyproj import Geod

@@ -23,10 +23,11 @@ from clients import envelope_files, incident_view, keys_cli, reports, signing
 from clients.client import LedgerClient, connect
 from clients.describe import answer_facts, describe_entry, entry_line, statement_of
 from clients.party_option import add_party_option, party_of
-from ledger import dsse, incidents, keys, sealing, statements
+from ledger import incidents, keys, sealing, statements
 from ledger.clock import now_us, parse_iso, to_timestamp
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.investigations import InvestigationInfo
-from ledger.log_entry import parse_entry
 from ledger.trust import SHA256_HEX
 
 

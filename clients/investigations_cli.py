@@ -34,9 +34,10 @@ from clients.describe import (
 )
 from clients.party_option import add_party_option, party_of
 from clients.query_args import RELATIVE_HELP, parse_time
-from ledger import dsse, investigations, keys, policy, statements
+from ledger import investigations, keys, policy, statements
 from ledger.clock import now_us, parse_iso, to_iso, to_timestamp, to_us
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.trust import SHA256_HEX
 
 HOUR_US = 3600 * 1_000_000

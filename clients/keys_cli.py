@@ -20,8 +20,8 @@ from clients.client import LedgerClient, connect
 from clients.party_option import add_party_option, party_of
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
-from ledger.cosignature import parse_cosigner_vkey
-from ledger.note import NoteError
+from ledger.formats.cosignature import parse_cosigner_vkey
+from ledger.formats.note import NoteError
 from ledger.trust import TrustState
 
 if TYPE_CHECKING:

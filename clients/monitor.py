@@ -54,11 +54,12 @@ from clients.client import LedgerClient, describe_error
 from clients.progress import Progress
 from clients.split_evidence import Consistency, Evidence, LeafAt, LeafConflict, Seen, now_iso
 from geo.borders import BorderDataset
-from ledger import dsse, merkle, trust
+from ledger import trust
 from ledger.clock import to_iso, to_us
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
+from ledger.formats.note import Checkpoint, NoteVerifier
 from ledger.kinds import KEY_EVENTS, KINDS
-from ledger.log_entry import parse_entry
-from ledger.note import Checkpoint, NoteVerifier
 from ledger.trust import TrustState
 from ledger.verifier import Replay, VerificationError, check_root, default_workers
 from ledger.witnesses import QuorumError

@@ -21,8 +21,9 @@ from clients import exit_codes, split_evidence
 from clients.client import connect
 from clients.progress import Progress
 from geo.defaults import DEFAULT_DATASET_DIR
-from ledger import dsse, statements
-from ledger.note import NoteError, NoteVerifier, parse_vkey
+from ledger import statements
+from ledger.formats import dsse
+from ledger.formats.note import NoteError, NoteVerifier, parse_vkey
 
 if TYPE_CHECKING:
     from clients.monitor import RunResult

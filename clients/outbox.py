@@ -33,9 +33,10 @@ from nacl.signing import SigningKey
 
 from clients.client import LedgerClient, Refused, batches
 from clients.user_files import UserFileError
-from ledger import dsse, merkle, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp, to_us
 from ledger.errors import LedgerError
+from ledger.formats import dsse, merkle
 
 if TYPE_CHECKING:
     from ceasefire.v1 import ledger_service_pb2 as api

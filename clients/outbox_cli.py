@@ -14,8 +14,9 @@ import grpc
 
 from clients import exit_codes, outbox, signing
 from clients.client import connect
-from ledger import dsse, keys
+from ledger import keys
 from ledger.clock import to_iso
+from ledger.formats import dsse
 
 if TYPE_CHECKING:
     from clients.client import LedgerClient

@@ -22,8 +22,9 @@ from google.protobuf.message_factory import GetMessageClass
 from nacl.signing import SigningKey
 
 from clients import user_files
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 
 
 class ReportFileError(user_files.UserFileError):

@@ -28,8 +28,9 @@ from google.protobuf.message import Message
 
 from clients import envelope_files, outbox
 from clients.client import connect
-from ledger import dsse, keys
+from ledger import keys
 from ledger.errors import LedgerError
+from ledger.formats import dsse
 
 
 class StatementRefused(LedgerError):

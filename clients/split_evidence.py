@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import merkle
-from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
+from ledger.formats import merkle
+from ledger.formats.note import Checkpoint, NoteError, NoteVerifier, open_note
 
 FORMAT = "ceasefire-split-evidence/v1"
 KINDS = ("same_size", "older_not_prefix", "inconsistent_advance")

@@ -21,10 +21,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from clients.client import connect
 from clients.describe import describe_entry, summary
 from clients.query_args import TIME_HELP, parse_time
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_iso, to_us
 from ledger.errors import LedgerError
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 
 Adder = Callable[[argparse.ArgumentParser], None]
 

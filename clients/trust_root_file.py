@@ -38,8 +38,8 @@ from ceasefire.v1 import statements_pb2 as pb
 from clients import user_files
 from ledger import keys
 from ledger.clock import now_us, to_timestamp
-from ledger.cosignature import parse_cosigner_vkey
-from ledger.note import NoteError
+from ledger.formats.cosignature import parse_cosigner_vkey
+from ledger.formats.note import NoteError
 
 TOP_KEYS = (
     "origin",

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger import merkle
-from ledger.note import Checkpoint
+from ledger.formats import merkle
+from ledger.formats.note import Checkpoint
 from ledger.trust import TrustState
 from ledger.verifier import VerificationError, open_checkpoint
 

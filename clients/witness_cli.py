@@ -19,8 +19,8 @@ from typing import Any
 
 from ledger import keys
 from ledger.clock import to_iso
-from ledger.cosignature import CosignatureSigner, CosignatureVerifier
-from ledger.note import NoteError, NoteVerifier, parse_vkey, valid_name
+from ledger.formats.cosignature import CosignatureSigner, CosignatureVerifier
+from ledger.formats.note import NoteError, NoteVerifier, parse_vkey, valid_name
 from ledger.witness.server import Witness, serve
 from ledger.witness.state import REFUSALS_KEPT, StateError, WitnessState
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
-from ledger import dsse, policy
+from ledger import policy
 from ledger.errors import InvalidArgument, PermissionDenied, Unauthenticated, shown
+from ledger.formats import dsse
 from ledger.trust import KeyInfo, TrustState
 
 

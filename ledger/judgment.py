@@ -23,13 +23,14 @@ from ceasefire.v1 import log_pb2
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
-from ledger import dsse, duplicates, findings, statements
+from ledger import duplicates, findings, statements
 from ledger.authz import authenticate, authorize
 from ledger.context import Context, Lookup, Subject
 from ledger.errors import AlreadyExists, InvalidArgument, shown
+from ledger.formats import dsse
+from ledger.formats.log_entry import leaf_builder
 from ledger.incidents import LIKELY_DUPLICATE, Link
 from ledger.kinds import KINDS, Kind
-from ledger.log_entry import leaf_builder
 from ledger.subjects import MET, Followed
 from ledger.trust import KeyInfo, TrustState
 

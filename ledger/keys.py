@@ -43,7 +43,7 @@ import nacl.utils
 from ceasefire.v1 import statements_pb2 as pb
 from nacl.signing import SigningKey
 
-from ledger.dsse import key_id
+from ledger.formats.dsse import key_id
 from ledger.trust import PARTY_CODE
 
 PRIVATE, PUBLIC = "ed25519-private", "ed25519-public"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ceasefire.v1 import log_pb2
 from nacl.signing import SigningKey
 
-from ledger import dsse, statements
-from ledger.note import Checkpoint, NoteSigner, NoteVerifier, sign_note
+from ledger import statements
+from ledger.formats import dsse
+from ledger.formats.note import Checkpoint, NoteSigner, NoteVerifier, sign_note
 
 
 class LogKey:

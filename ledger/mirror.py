@@ -37,13 +37,14 @@ from sqlalchemy import (
 )
 
 from geo.borders import BorderDataset
-from ledger import dsse, duplicates, merkle, statements, witnesses
+from ledger import duplicates, statements, witnesses
 from ledger.clock import to_us
 from ledger.errors import Corrupt, FailedPrecondition, LedgerError
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
+from ledger.formats.note import Checkpoint, NoteVerifier
 from ledger.incidents import Link
-from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
-from ledger.note import Checkpoint, NoteVerifier
 from ledger.service import Accepted, Checked, Ledger, Queued, entry_rows, read_trust_root
 from ledger.storage import (
     Appended,

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ledger import dsse, policy, statements
+from ledger import policy, statements
 from ledger.clock import to_us
 from ledger.context import Context
 from ledger.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from ledger.findings import parties_named
+from ledger.formats import dsse
 from ledger.investigations import InvestigationInfo, Terms
 from ledger.messages import MessageInfo
 from ledger.trust import KeyInfo, TrustState

@@ -17,7 +17,7 @@ from nacl.public import SealedBox
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 
-from ledger.dsse import key_id
+from ledger.formats.dsse import key_id
 
 
 class SealingError(ValueError):

@@ -21,7 +21,6 @@ from geo import datasets
 from geo.borders import BorderDataset, DatasetError
 from ledger import (
     context,
-    dsse,
     duplicates,
     geofacts,
     incidents,
@@ -47,8 +46,9 @@ from ledger.errors import (
     Overloaded,
     shown,
 )
+from ledger.formats import dsse
+from ledger.formats.log_entry import leaf_builder, parse_entry
 from ledger.investigations import InvestigationInfo
-from ledger.log_entry import leaf_builder, parse_entry
 from ledger.log_key import LogKey
 from ledger.messages import MessageInfo
 from ledger.sequencer import Sequencer

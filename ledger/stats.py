@@ -31,8 +31,8 @@ from ledger import incidents
 from ledger import statements as kinds_of
 from ledger.clock import MAX_US, MIN_US, to_timestamp
 from ledger.errors import Corrupt, InvalidArgument
+from ledger.formats.log_entry import parse_entry
 from ledger.investigations import InvestigationInfo
-from ledger.log_entry import parse_entry
 from ledger.messages import HOTLINE, MessageInfo
 
 if TYPE_CHECKING:

@@ -51,10 +51,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement, Exists
 
-from ledger import merkle
 from ledger.defaults import POOL_OVERFLOW
 from ledger.duplicates import LONG_WINDOWS, Search
 from ledger.errors import Corrupt, LedgerError, OutOfRange
+from ledger.formats import merkle
+from ledger.formats.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.incidents import (
     COUNTER_CLAIM,
     DISPUTING,
@@ -66,7 +67,6 @@ from ledger.incidents import (
     IncidentInfo,
     Link,
 )
-from ledger.log_entry import GENESIS_PREVIOUS_HASH
 from ledger.messages import NoticeArea
 from ledger.queries import SHORT_WINDOW_US, Box, Cursor, Query
 

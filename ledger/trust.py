@@ -17,8 +17,8 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from geo.manifest import dataset_digest
 from ledger import policy
-from ledger.dsse import key_id
 from ledger.errors import InvalidArgument, PermissionDenied
+from ledger.formats.dsse import key_id
 
 PARTY_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 # The origin doubles as the log's signed-note key name: printable ASCII, no space, no "+".

@@ -31,24 +31,23 @@ from google.protobuf.message import DecodeError
 
 from ledger import (
     context,
-    dsse,
     duplicates,
     geofacts,
     incidents,
     investigations,
     judgment,
-    merkle,
     rules,
     subjects,
 )
 from ledger.clock import to_us
 from ledger.errors import LedgerError
 from ledger.findings import FindingInfo
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import GENESIS_PREVIOUS_HASH, leaf_builder, parse_entry
+from ledger.formats.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.incidents import IncidentInfo, Link, derive_status
 from ledger.investigations import InvestigationInfo
 from ledger.kinds import KINDS
-from ledger.log_entry import GENESIS_PREVIOUS_HASH, leaf_builder, parse_entry
-from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.trust import DatasetInfo, TrustState
 
 if TYPE_CHECKING:  # geometry is loaded when a report's facts are recomputed

@@ -1,7 +1,7 @@
 """Whose cosignatures make a checkpoint trusted: the trust state's witnesses and policy.
 
 The mechanics (is this line a valid C2SP cosignature by that key?) are in
-ledger/cosignature.py; this is the policy, shared by the log (which serves the newest
+ledger/formats/cosignature.py; this is the policy, shared by the log (which serves the newest
 checkpoint that meets it), the client library and the auditors. Pure: no I/O.
 
 A witness is a party's key of role witness with a C2SP key name. The trust root's
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from ceasefire.v1 import statements_pb2 as pb
 
 from ledger import policy
-from ledger.cosignature import CosignatureVerifier, cosignatures
-from ledger.note import split_note
+from ledger.formats.cosignature import CosignatureVerifier, cosignatures
+from ledger.formats.note import split_note
 from ledger.trust import KeyInfo, TrustState
 
 

@@ -24,8 +24,9 @@ from sqlalchemy.engine import make_url
 
 from clients.client import LedgerClient
 from geo.borders import BorderDataset, load_default
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us
+from ledger.formats import dsse
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize

@@ -24,9 +24,10 @@ from clients.cli import main
 from clients.client import LedgerClient
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, geofacts, judgment, keys, merkle, statements, verifier
+from ledger import geofacts, judgment, keys, statements, verifier
 from ledger.clock import now_us, to_timestamp, to_us
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
 from ledger.verifier import Replay, VerificationError
 from tests.conftest import RunningLedger
 from tests.reports import report, signed

@@ -25,7 +25,8 @@ from clients.client import (
     batches,
     field_violations,
 )
-from ledger import dsse, grpc_server, keys, merkle, service, statements
+from ledger import grpc_server, keys, service, statements
+from ledger.formats import dsse, merkle
 from ledger.tls import TlsConfig
 from tests.conftest import Parties, RunningLedger
 from tests.reports import report, signed

@@ -17,10 +17,11 @@ from clients.client import field_violations
 from clients.reports import sign_report
 from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import InvalidArgument
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore

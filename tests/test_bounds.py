@@ -26,9 +26,10 @@ from clients.client import field_violations
 from geo import datasets
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset, DatasetError
 from geo.manifest import dataset_digest, file_digests
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import InvalidArgument, shown
+from ledger.formats import dsse
 from ledger.grpc_status import MAX_TEXT_BYTES, MAX_TEXT_CHARS, bounded, to_status
 from ledger.service import Ledger, default_dataset_dir
 from tests.conftest import RunningLedger

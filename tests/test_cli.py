@@ -24,7 +24,8 @@ import pytest
 
 from clients.cli import main
 from geo.borders import BorderDataset
-from ledger import dsse, keys
+from ledger import keys
+from ledger.formats import dsse
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root

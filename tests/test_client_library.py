@@ -36,7 +36,8 @@ from clients.client import (
     sign_statement,
 )
 from geo.borders import BorderDataset
-from ledger import dsse, keys, kinds
+from ledger import keys, kinds
+from ledger.formats import dsse
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize

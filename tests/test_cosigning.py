@@ -22,9 +22,10 @@ from nacl.signing import SigningKey
 from clients.cli import main
 from clients.client import LedgerClient
 from geo.borders import BorderDataset
-from ledger import dsse, incidents, keys, statements
+from ledger import incidents, keys, statements
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.grpc_server import build_server
-from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
 from ledger.storage import LedgerStore

@@ -20,7 +20,8 @@ import grpc
 from clients.cli import main
 from clients.client import LedgerClient
 from clients.retrying import RetryPolicy
-from ledger import keys, merkle
+from ledger import keys
+from ledger.formats import merkle
 from ledger.verifier import open_checkpoint, replay
 from tests.reports import report, signed
 from tests.test_cli import Server, initialised, workdir  # noqa: F401 (fixtures)

@@ -10,7 +10,7 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from ledger.dsse import (
+from ledger.formats.dsse import (
     MAX_SIGNATURES,
     Envelope,
     EnvelopeError,

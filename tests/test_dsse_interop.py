@@ -9,8 +9,9 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
 from clients.reports import sign_report
-from ledger import dsse, keys
-from ledger.log_entry import parse_entry
+from ledger import keys
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from tests.conftest import RunningLedger
 from tests.reports import report
 

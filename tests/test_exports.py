@@ -37,8 +37,9 @@ from clients.exports import COLUMNS, Checkpoint
 from clients.exports_cli import read_query
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, incidents, merkle, statements
+from ledger import incidents, statements
 from ledger.clock import now_us, to_timestamp, to_us
+from ledger.formats import dsse, merkle
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 

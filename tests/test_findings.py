@@ -12,9 +12,10 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.findings import FindingInfo
+from ledger.formats import dsse
 from ledger.verifier import replay
 from tests.conftest import RunningLedger
 from tests.reports import report, signed

@@ -45,8 +45,9 @@ from nacl.signing import SigningKey
 
 from geo.borders import DEFAULT_DATASET_DIR
 from geo.manifest import dataset_digest, file_digests
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import MAX_MESSAGE_BYTES
 from tests.conftest import RunningLedger
 from tests.reports import report, signed

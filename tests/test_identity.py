@@ -9,9 +9,10 @@ import grpc
 import pytest
 from ceasefire.v1 import statements_pb2 as pb
 
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger
 from ledger.storage import LedgerStore

@@ -13,8 +13,9 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
 
-from ledger import dsse, sealing, statements
+from ledger import sealing, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.verifier import replay
 from tests.conftest import RunningLedger
 from tests.reports import report, signed

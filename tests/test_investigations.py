@@ -15,9 +15,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nacl.signing import SigningKey
 
 from geo.borders import BorderDataset
-from ledger import dsse, sealing, statements
+from ledger import sealing, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.findings import FindingInfo
+from ledger.formats import dsse
 from ledger.service import Ledger
 from ledger.verifier import replay
 from tests.conftest import LogClock, RunningLedger

@@ -23,7 +23,8 @@ import pytest
 from nacl.signing import SigningKey, VerifyKey
 
 from clients import envelope_files
-from ledger import dsse, keys
+from ledger import keys
+from ledger.formats import dsse
 from tests import cli_runner
 
 ROOT = Path(__file__).parent.parent

@@ -18,11 +18,12 @@ from clients.cli import main
 from clients.client import LedgerClient, batches, field_violations
 from clients.reports import sign_report
 from geo.borders import BorderDataset
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import PermissionDenied, Unauthenticated
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.grpc_server import build_server
-from ledger.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore

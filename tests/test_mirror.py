@@ -32,12 +32,13 @@ from clients.cli import main
 from clients.client import LedgerClient
 from clients.mirror_cli import verify
 from geo.borders import BorderDataset
-from ledger import dsse, keys, mirror, statements, storage
+from ledger import keys, mirror, statements, storage
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import Corrupt, FailedPrecondition
+from ledger.formats import dsse
+from ledger.formats.note import NoteSigner, add_signatures
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
-from ledger.note import NoteSigner, add_signatures
 from ledger.runtime import open_ledger
 from ledger.service import Checked, Ledger, initialize
 from ledger.storage import LedgerStore, create_ledger_engine

@@ -35,8 +35,9 @@ from clients.client import LedgerClient
 from clients.monitor import Monitor, Options, RunResult
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger

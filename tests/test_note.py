@@ -9,7 +9,7 @@ import nacl.bindings
 import nacl.signing
 import pytest
 
-from ledger.note import (
+from ledger.formats.note import (
     MAX_SIGNATURES,
     Checkpoint,
     CheckpointError,
@@ -150,7 +150,8 @@ def test_c2sp_examples_parse() -> None:
 
 
 def independent_verify(note: str, name: str, pub: bytes) -> str:
-    """Check a signed note straight from the C2SP text, without ledger.note. Returns the text."""
+    """Check a signed note straight from the C2SP text, without ledger.formats.note.
+    Returns the text."""
     raw = note.encode("utf-8")
     split = raw.rindex(b"\n\n")
     text, block = raw[: split + 1], raw[split + 2 :]

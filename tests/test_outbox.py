@@ -20,8 +20,9 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from clients import incident_view, outbox, reports
 from clients.client import LedgerClient
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from tests import cli_runner
 from tests.test_cli import Server, initialised, workdir  # noqa: F401 (fixtures)
 

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ledger import statements
 from ledger.clock import now_us, to_timestamp
-from ledger.log_entry import parse_entry
+from ledger.formats.log_entry import parse_entry
 from ledger.messages import MessageInfo
 from ledger.verifier import replay
 from tests.conftest import RunningLedger

@@ -38,10 +38,11 @@ from clients import query_args
 from clients.cli import main
 from clients.client import LedgerClient, field_violations
 from geo.borders import BorderDataset
-from ledger import dsse, incidents, statements
+from ledger import incidents, statements
 from ledger.clock import now_us, to_timestamp, to_us
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.incidents import Link
-from ledger.log_entry import parse_entry
 from ledger.queries import Query, _to_segment_m
 from ledger.service import Ledger
 from ledger.storage import LedgerStore, migrate

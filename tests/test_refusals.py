@@ -12,7 +12,8 @@ import pytest
 from ceasefire.v1 import statements_pb2 as pb
 
 from clients.client import field_violations
-from ledger import dsse, statements
+from ledger import statements
+from ledger.formats import dsse
 from tests.conftest import Parties, RunningLedger
 from tests.reports import report, signed
 

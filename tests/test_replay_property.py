@@ -24,10 +24,11 @@ from nacl.signing import SigningKey
 
 from clients.reports import sign_report
 from geo.borders import BorderDataset, load_default
-from ledger import dsse, judgment, keys, statements
+from ledger import judgment, keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import LedgerError
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
 from ledger.storage import LedgerStore

@@ -33,10 +33,11 @@ from clients.cli import main
 from clients.client import LedgerClient
 from clients.retrying import RetryPolicy
 from geo.borders import BorderDataset
-from ledger import dsse, keys, merkle, statements
+from ledger import keys, statements
 from ledger.clock import to_us
 from ledger.defaults import POOL_OVERFLOW, WORKERS
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
 from ledger.runtime import pool_size
 from ledger.service import Ledger, initialize

@@ -13,7 +13,7 @@ from ceasefire.v1 import statements_pb2 as pb
 from clients.cli import main
 from clients.client import field_violations
 from ledger.duplicates import MAX_LINKED
-from ledger.log_entry import parse_entry
+from ledger.formats.log_entry import parse_entry
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 from tests.test_sequencer import wait_for, writer_lock

@@ -13,10 +13,11 @@ from ceasefire.v1 import statements_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ledger import dsse, merkle, statements
+from ledger import statements
 from ledger.clock import now_us
-from ledger.log_entry import parse_entry
-from ledger.note import Checkpoint, open_note
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
+from ledger.formats.note import Checkpoint, open_note
 from tests.conftest import ORIGIN, RunningLedger
 from tests.reports import report, signed
 

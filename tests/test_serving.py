@@ -26,8 +26,9 @@ from nacl.signing import SigningKey
 
 from clients.client import LedgerClient, describe_error
 from geo.borders import BorderDataset
-from ledger import dsse, grpc_server, statements
+from ledger import grpc_server, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import SERVICE_NAME, LedgerServer, Limits, build_server, check_free
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize

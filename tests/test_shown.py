@@ -18,9 +18,10 @@ from nacl.signing import SigningKey
 from pyproj import Geod
 
 from clients.cli import main
-from ledger import dsse, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse
+from ledger.formats.log_entry import parse_entry
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 from tests.test_findings import attestation, draft, submit

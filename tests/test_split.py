@@ -27,8 +27,9 @@ from clients.client import LedgerClient
 from clients.monitor import Monitor, Options
 from clients.progress import Progress
 from geo.borders import BorderDataset
-from ledger import dsse, keys, statements
-from ledger.cosignature import CosignatureSigner
+from ledger import keys, statements
+from ledger.formats import dsse
+from ledger.formats.cosignature import CosignatureSigner
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.rules import admit_trust_root

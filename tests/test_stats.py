@@ -56,7 +56,7 @@ class Scenario:
 
 
 def _time(running: RunningLedger, index: int) -> int:
-    from ledger.log_entry import parse_entry
+    from ledger.formats.log_entry import parse_entry
 
     return to_us(parse_entry(running.client.entry(index).entry).integrated_time)
 

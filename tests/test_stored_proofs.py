@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from ledger import merkle
+from ledger.formats import merkle
 from ledger.storage import Built, LedgerStore, NewEntry
 from tests.conftest import sqlite_plans
 from tests.test_merkle import CONSISTENCY, INCLUSION, LEAVES, build, getter

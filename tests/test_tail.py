@@ -30,8 +30,9 @@ from ceasefire.v1 import statements_pb2 as pb
 from clients.client import LedgerClient, batches
 from clients.stats_cli import entry_line
 from geo.borders import BorderDataset
-from ledger import dsse, grpc_server, statements
+from ledger import grpc_server, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import TAIL_PAGE, Limits, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger

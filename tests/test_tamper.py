@@ -15,9 +15,10 @@ from ceasefire.v1 import statements_pb2 as pb
 from google.protobuf.message import Message
 
 from geo.borders import BorderDataset
-from ledger import dsse, merkle, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
-from ledger.log_entry import parse_entry
+from ledger.formats import dsse, merkle
+from ledger.formats.log_entry import parse_entry
 from ledger.verifier import VerificationError, replay
 from tests.conftest import RunningLedger
 from tests.reports import report, signed

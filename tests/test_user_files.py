@@ -16,8 +16,9 @@ from ceasefire.v1 import statements_pb2 as pb
 
 from clients.cli import main
 from geo.borders import BorderDataset
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.errors import InvalidArgument
+from ledger.formats import dsse
 from ledger.log_key import LogKey
 from ledger.service import dataset_files, initialize
 from ledger.storage import LedgerStore

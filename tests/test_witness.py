@@ -32,15 +32,14 @@ from nacl.signing import SigningKey, VerifyKey
 
 from geo.borders import BorderDataset
 from ledger import keys
-from ledger.cosignature import (
+from ledger.formats.cosignature import (
     CosignatureSigner,
     CosignatureVerifier,
     cosignatures,
     parse_cosigner_vkey,
 )
-from ledger.log_key import LogKey
-from ledger.merkle import EMPTY_ROOT, LeafTree, consistency_proof, leaf_hash
-from ledger.note import (
+from ledger.formats.merkle import EMPTY_ROOT, LeafTree, consistency_proof, leaf_hash
+from ledger.formats.note import (
     Checkpoint,
     NoteError,
     NoteSignature,
@@ -49,6 +48,7 @@ from ledger.note import (
     sign_note,
     split_note,
 )
+from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
 from ledger.storage import LedgerStore
 from ledger.witness import client as wclient

@@ -28,9 +28,10 @@ from clients import checkpoints
 from clients.cli import main
 from clients.client import LedgerClient
 from geo.borders import BorderDataset
-from ledger import dsse, keys, statements
-from ledger.cosignature import CosignatureSigner
+from ledger import keys, statements
 from ledger.errors import InvalidArgument
+from ledger.formats import dsse
+from ledger.formats.cosignature import CosignatureSigner
 from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.rules import admit_trust_root

@@ -18,8 +18,9 @@ from clients.cli import main as cli
 from clients.client import LedgerClient
 from clients.reports import sign_report
 from geo.borders import load_default
-from ledger import dsse, keys, statements
+from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize

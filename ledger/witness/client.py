@@ -1,7 +1,7 @@
 """What a log calls: add-checkpoint and the monitoring GET, over urllib.
 
 The cosignatures in an accepted result are parsed, not verified: keep only those of the
-witnesses you trust, with ledger.cosignature.cosignatures() (the spec: ignore unknown keys).
+witnesses you trust, with ledger.formats.cosignature.cosignatures() (the spec: ignore unknown keys).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ledger.note import NoteSignature
+from ledger.formats.note import NoteSignature
 from ledger.witness.protocol import (
     CONTENT_TYPE_SIZE,
     MAX_BODY,

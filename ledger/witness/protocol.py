@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ledger.merkle import HASH_SIZE
-from ledger.note import Checkpoint, NoteError, NoteSignature, b64decode, split_note
+from ledger.formats.merkle import HASH_SIZE
+from ledger.formats.note import Checkpoint, NoteError, NoteSignature, b64decode, split_note
 
 __all__ = [
     "CONTENT_TYPE_SIZE",

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ledger.cosignature import MAX_TIMESTAMP, CosignatureSigner, CosignatureVerifier
-from ledger.merkle import EMPTY_ROOT, ProofError, verify_consistency
-from ledger.note import Checkpoint, NoteError, NoteVerifier, open_note
+from ledger.formats.cosignature import MAX_TIMESTAMP, CosignatureSigner, CosignatureVerifier
+from ledger.formats.merkle import EMPTY_ROOT, ProofError, verify_consistency
+from ledger.formats.note import Checkpoint, NoteError, NoteVerifier, open_note
 from ledger.witness.protocol import (
     CONTENT_TYPE_SIZE,
     MAX_BODY,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import nacl.exceptions
 import nacl.signing
 
-from ledger.note import (
+from ledger.formats.note import (
     Checkpoint,
     NoteError,
     NoteSignature,
