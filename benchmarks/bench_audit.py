@@ -44,9 +44,9 @@ from geo.borders import DEFAULT_DATASET_DIR, load_default
 from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from tests.conftest import ORIGIN, Parties
 from tests.reports import HOUR_US, signed

@@ -21,9 +21,9 @@ from nacl.signing import SigningKey
 
 from clients.client import LedgerClient
 from geo.borders import load_default
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from tests.conftest import ORIGIN, Parties
 from tests.reports import report, signed

@@ -40,9 +40,9 @@ from ledger.formats import dsse
 from ledger.formats.cosignature import CosignatureSigner
 from ledger.formats.merkle import LeafTree, consistency_proof
 from ledger.formats.note import Checkpoint, NoteSigner, sign_note
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from ledger.witness import client as witness_client
 from ledger.witness.server import Witness, serve

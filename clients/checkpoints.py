@@ -2,7 +2,7 @@
 cosignatures judged by the trust root's policy, and a receipt's entry included in one.
 
 Verification policy (whether the witnesses must have cosigned) is the caller's choice;
-the mechanics are ledger/formats/note.py, ledger/formats/cosignature.py and ledger/formats/merkle.py.
+the mechanics are ledger/formats/: note.py, cosignature.py and merkle.py.
 """
 
 from __future__ import annotations

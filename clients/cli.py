@@ -216,9 +216,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ledger.grpc_server import AddressInUse, ListenError, check_free, default_spool_dir
     from ledger.mirror import MirrorLedger
-    from ledger.runtime import open_ledger, serve_forever
+    from ledger.serving.grpc_server import AddressInUse, ListenError, check_free, default_spool_dir
+    from ledger.serving.runtime import open_ledger, serve_forever
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -57,7 +57,7 @@ T = TypeVar("T")
 DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK_BYTES = 60_000
 # SubmitBatch's bounds, as the API states them: envelopes in one call, and the bytes of the
-# request (the server's largest message; ledger.grpc_server.MAX_MESSAGE_BYTES).
+# request (the server's largest message; ledger.serving.grpc_server.MAX_MESSAGE_BYTES).
 MAX_BATCH = 256
 MAX_BATCH_REQUEST_BYTES = 64_096
 # The kinds that change the key state (ledger.kinds.KEY_EVENTS, which a test holds this to),

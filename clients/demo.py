@@ -26,9 +26,9 @@ from ledger import investigations, keys, sealing, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
 from ledger.formats.log_entry import parse_entry
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 
 HOUR_US = 3600 * 1_000_000

@@ -5,7 +5,7 @@ Every error LedgerClient raises for a call the server (or the link) refused is a
 against gRPC (`except grpc.RpcError as e: e.code(), e.details()`, `describe_error`,
 `field_violations`, `rpc_status.from_call`) keeps working unchanged.
 
-The server maps its domain errors to status codes in one place (ledger/grpc_status.py);
+The server maps its domain errors to status codes in one place (ledger/serving/grpc_status.py);
 `from_status` maps them back, in one place, to the classes below.
 """
 

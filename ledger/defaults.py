@@ -1,6 +1,6 @@
-"""The server's sizing defaults, kept apart from the modules that use them (ledger.grpc_server,
-ledger.storage) so that `ceasefire serve --help` can state them without importing SQLAlchemy
-or the gRPC server."""
+"""The server's sizing defaults, kept apart from the modules that use them
+(ledger.serving.grpc_server, ledger.storage) so that `ceasefire serve --help` can state
+them without importing SQLAlchemy or the gRPC server."""
 
 from __future__ import annotations
 

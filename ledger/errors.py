@@ -1,4 +1,4 @@
-"""Domain errors. The gRPC layer maps each class to one status code (ledger.grpc_status)."""
+"""Domain errors. The gRPC layer maps each class to one status code (ledger.serving.grpc_status)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,9 @@ from geo.borders import BorderDataset, load_default
 from ledger import keys, statements
 from ledger.clock import now_us
 from ledger.formats import dsse
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore, normalize_url
 
 

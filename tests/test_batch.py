@@ -25,8 +25,9 @@ from clients.client import (
     batches,
     field_violations,
 )
-from ledger import grpc_server, keys, service, statements
+from ledger import keys, service, statements
 from ledger.formats import dsse, merkle
+from ledger.serving import grpc_server
 from ledger.tls import TlsConfig
 from tests.conftest import Parties, RunningLedger
 from tests.reports import report, signed

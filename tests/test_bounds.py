@@ -30,8 +30,8 @@ from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.errors import InvalidArgument, shown
 from ledger.formats import dsse
-from ledger.grpc_status import MAX_TEXT_BYTES, MAX_TEXT_CHARS, bounded, to_status
 from ledger.service import Ledger, default_dataset_dir
+from ledger.serving.grpc_status import MAX_TEXT_BYTES, MAX_TEXT_CHARS, bounded, to_status
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 from tests.test_borders import registration, shifted_dataset

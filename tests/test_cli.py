@@ -26,9 +26,9 @@ from clients.cli import main
 from geo.borders import BorderDataset
 from ledger import keys
 from ledger.formats import dsse
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from tests import cli_runner
 from tests.conftest import RunningLedger

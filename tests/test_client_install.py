@@ -115,7 +115,7 @@ def test_starting_the_command_loads_no_server_module(tmp_path: Path) -> None:
         *sorted(_extra_modules()),
         "ledger.storage",
         "ledger.service",
-        "ledger.grpc_server",
+        "ledger.serving.grpc_server",
         "geo.borders",
         "geo.validate",
     ]

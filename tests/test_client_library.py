@@ -38,9 +38,9 @@ from clients.client import (
 from geo.borders import BorderDataset
 from ledger import keys, kinds
 from ledger.formats import dsse
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore
 from ledger.verifier import VerificationError
 from tests.conftest import ORIGIN, Parties, RunningLedger

@@ -25,9 +25,9 @@ from geo.borders import BorderDataset
 from ledger import incidents, keys, statements
 from ledger.formats import dsse
 from ledger.formats.log_entry import parse_entry
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from ledger.verifier import replay
 from tests.conftest import ORIGIN

@@ -48,7 +48,7 @@ from geo.manifest import dataset_digest, file_digests
 from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import MAX_MESSAGE_BYTES
+from ledger.serving.grpc_server import MAX_MESSAGE_BYTES
 from tests.conftest import RunningLedger
 from tests.reports import report, signed
 

@@ -23,9 +23,9 @@ from ledger.clock import now_us, to_timestamp
 from ledger.errors import PermissionDenied, Unauthenticated
 from ledger.formats import dsse
 from ledger.formats.log_entry import parse_entry
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from ledger.verifier import replay
 from tests.conftest import ORIGIN

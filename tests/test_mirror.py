@@ -37,10 +37,10 @@ from ledger.clock import now_us, to_timestamp
 from ledger.errors import Corrupt, FailedPrecondition
 from ledger.formats import dsse
 from ledger.formats.note import NoteSigner, add_signatures
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
-from ledger.runtime import open_ledger
 from ledger.service import Checked, Ledger, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
+from ledger.serving.runtime import open_ledger
 from ledger.storage import LedgerStore, create_ledger_engine
 from tests.conftest import ORIGIN, Parties
 from tests.reports import report, signed

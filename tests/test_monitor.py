@@ -38,9 +38,9 @@ from geo.borders import BorderDataset
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore
 from tests.conftest import ORIGIN, RunningLedger
 from tests.reports import report, signed

@@ -39,8 +39,8 @@ from ledger.defaults import POOL_OVERFLOW, WORKERS
 from ledger.formats import dsse, merkle
 from ledger.formats.log_entry import parse_entry
 from ledger.log_key import LogKey
-from ledger.runtime import pool_size
 from ledger.service import Ledger, initialize
+from ledger.serving.runtime import pool_size
 from ledger.storage import LedgerStore, normalize_url
 from tests.conftest import ORIGIN, PG_ADMIN_URL, Parties
 from tests.reports import report, signed

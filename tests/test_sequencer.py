@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from clients.client import LedgerClient, describe_error
 from geo.borders import BorderDataset
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore, tree_state
 from tests.conftest import ORIGIN, Parties
 from tests.reports import report, signed

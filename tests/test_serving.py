@@ -26,12 +26,13 @@ from nacl.signing import SigningKey
 
 from clients.client import LedgerClient, describe_error
 from geo.borders import BorderDataset
-from ledger import grpc_server, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import SERVICE_NAME, LedgerServer, Limits, build_server, check_free
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving import grpc_server
+from ledger.serving.grpc_server import SERVICE_NAME, LedgerServer, Limits, build_server, check_free
 from ledger.storage import LedgerStore
 from tests.conftest import ORIGIN, Parties, RunningLedger
 from tests.reports import report, signed

@@ -30,10 +30,10 @@ from geo.borders import BorderDataset
 from ledger import keys, statements
 from ledger.formats import dsse
 from ledger.formats.cosignature import CosignatureSigner
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.rules import admit_trust_root
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore
 from ledger.trust import TrustState
 from ledger.witness import client as witness_client

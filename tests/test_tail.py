@@ -30,12 +30,13 @@ from ceasefire.v1 import statements_pb2 as pb
 from clients.client import LedgerClient, batches
 from clients.stats_cli import entry_line
 from geo.borders import BorderDataset
-from ledger import grpc_server, statements
+from ledger import statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import TAIL_PAGE, Limits, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger
+from ledger.serving import grpc_server
+from ledger.serving.grpc_server import TAIL_PAGE, Limits, build_server
 from ledger.storage import LedgerStore
 from tests.conftest import ORIGIN, RunningLedger
 from tests.reports import report, signed

@@ -22,9 +22,9 @@ from clients.cli import UsageError, build_parser, main, tls_from_args
 from clients.client import ClientTls, LedgerClient
 from geo.borders import BorderDataset
 from ledger import errors, keys
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore
 from ledger.tls import TlsConfig, TlsFileError, peer_name
 from tests.conftest import ORIGIN, Parties

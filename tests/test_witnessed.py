@@ -32,10 +32,10 @@ from ledger import keys, statements
 from ledger.errors import InvalidArgument
 from ledger.formats import dsse
 from ledger.formats.cosignature import CosignatureSigner
-from ledger.grpc_server import LedgerServer, build_server
 from ledger.log_key import LogKey
 from ledger.rules import admit_trust_root
 from ledger.service import Ledger, initialize
+from ledger.serving.grpc_server import LedgerServer, build_server
 from ledger.storage import LedgerStore
 from ledger.trust import TrustState
 from ledger.witness.server import Witness, WitnessHTTPServer, serve
@@ -565,7 +565,7 @@ def test_serve_warns_when_the_policy_has_no_witness_to_ask(
 ) -> None:
     """`serve` of a log whose trust root names a witness policy, with no --witness: one
     warning line at start (its new checkpoints would never be witnessed)."""
-    from ledger import runtime
+    from ledger.serving import runtime
 
     def served(ledger: Ledger, *_args: object, **_kwargs: object) -> None:
         ledger.close()

@@ -21,9 +21,9 @@ from geo.borders import load_default
 from ledger import keys, statements
 from ledger.clock import now_us, to_timestamp
 from ledger.formats import dsse
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, dataset_files, initialize
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 
 HERE = Path(__file__).parent

@@ -13,9 +13,9 @@ from pathlib import Path
 from geo.borders import DEFAULT_DATASET_DIR, BorderDataset
 from ledger import keys, mirror
 from ledger.defaults import WORKERS
-from ledger.grpc_server import build_server
 from ledger.log_key import LogKey
 from ledger.service import Ledger, read_trust_root
+from ledger.serving.grpc_server import build_server
 from ledger.storage import LedgerStore
 from ledger.tls import TlsConfig
 

@@ -38,7 +38,6 @@ from ledger import geofacts
 from ledger.clock import to_timestamp, to_us
 from ledger.defaults import WORKERS
 from ledger.errors import Corrupt, DeadlineExceeded, InvalidArgument, LedgerError, NotFound
-from ledger.grpc_status import abort, status_message, streaming, unary
 from ledger.service import (
     MAX_ENVELOPE_BYTES,
     SUBMIT_TIMEOUT_S,
@@ -48,11 +47,12 @@ from ledger.service import (
     in_tree,
     not_committed,
 )
+from ledger.serving.grpc_status import abort, status_message, streaming, unary
+from ledger.serving.tailing import SizeWatch
+from ledger.serving.witness_feed import WitnessFeed
 from ledger.storage import StoredEntry
-from ledger.tailing import SizeWatch
 from ledger.tls import TlsConfig
 from ledger.uploads import DEFAULT_BUDGET_BYTES, Budget, Receiver, spool_folder
-from ledger.witness_feed import WitnessFeed
 
 log = logging.getLogger(__name__)
 
@@ -873,7 +873,7 @@ def build_server(
     threads do the blocking ledger work; uploads are spooled in `spool_dir` (mode 0700;
     by default beside a SQLite database, else a private temporary folder). Raises
     AddressInUse or ListenError when it cannot listen. `witnesses`: the C2SP tlog-witness
-    URL prefixes asked to cosign each new checkpoint (see ledger/witness_feed.py)."""
+    URL prefixes asked to cosign each new checkpoint (see ledger/serving/witness_feed.py)."""
     server = LedgerServer(
         ledger,
         address,
