@@ -3,22 +3,37 @@ cosignatures judged by the trust root's policy, and a receipt's entry included i
 
 Verification policy (whether the witnesses must have cosigned) is the caller's choice;
 the mechanics are ledger/formats/: note.py, cosignature.py and merkle.py.
+
+Whose cosignatures count is the given TrustState's: the witness keys it holds in force.
+The trust root (entry 0) alone knows only the witnesses it names: a witness revoked since
+would still count, one added since would not. `key_state` gives `proof` and `outbox
+check` the key state a monitor replayed instead (`--monitor-state DIR`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
 
 from clients.client import LedgerClient
+from clients.verified_state import StateError
 from ledger.formats import merkle
 from ledger.formats.note import Checkpoint
 from ledger.trust import TrustState
-from ledger.verifier import VerificationError, open_checkpoint
+from ledger.verifier import Replay, VerificationError, open_checkpoint
 from ledger.witnesses import QuorumError, Witnessing, witnessing
+
+ENTRY_0_WITNESSES_WARNING = (
+    "warning: the witnesses counted are those the trust root (entry 0) names: a witness "
+    "added or revoked since is not known; give --monitor-state DIR (the key state of "
+    "`ceasefire monitor --state-dir DIR`) or run a full `ceasefire verify --require-witnesses`"
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,35 @@ class TrustedCheckpoint:
     checkpoint: Checkpoint
     signed_note: str  # the log's signature and the cosignatures, as served
     witnessing: Witnessing
+
+
+def key_state(
+    client: LedgerClient,
+    *,
+    pinned_trust_root: str | None = None,
+    monitor_state: Path | None = None,
+    require_witnesses: bool = False,
+    err: TextIO | None = None,
+) -> TrustState:
+    """The key state a command judges the log's checkpoints with: the trust root (entry 0,
+    checked against `pinned_trust_root` if given) or, with `monitor_state`, the key state
+    that `ceasefire monitor --state-dir DIR` replayed as of its last run (refused with a
+    StateError if DIR holds none, or one of another trust root than this log's). Without
+    it and with `require_witnesses`, one warning line on `err` (default stderr): entry 0
+    knows no witness added or revoked since."""
+    root = Replay(pinned_trust_root=pinned_trust_root)
+    root.add(0, client.entry(0).entry)
+    assert root.trust is not None
+    if monitor_state is None:
+        if require_witnesses:
+            print(ENTRY_0_WITNESSES_WARNING, file=err or sys.stderr, flush=True)
+        return root.trust
+    from clients.monitor import MonitorStateError, trust_state
+
+    try:
+        return trust_state(monitor_state, trust_root=root.trust_root_digest)
+    except MonitorStateError as e:
+        raise StateError(f"--monitor-state: {e}") from None
 
 
 def trusted_checkpoint(

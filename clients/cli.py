@@ -600,15 +600,19 @@ def require_witnesses_opt(sp: argparse.ArgumentParser) -> None:
 
 
 def cmd_proof(args: argparse.Namespace) -> int:
-    from ledger.verifier import Replay, open_checkpoint
+    from ledger.verifier import open_checkpoint
 
     with _server(args) as client:
+        # Whose cosignatures count: entry 0's witnesses, or with --monitor-state those in
+        # force as a monitor replayed them (a witness revoked since no more).
+        trust = checkpoints.key_state(
+            client,
+            monitor_state=args.monitor_state,
+            require_witnesses=args.require_witnesses,
+        )
         served = client.checkpoint(witnessed=args.require_witnesses)
-        state = Replay()
-        state.add(0, client.entry(0).entry)
-        assert state.trust is not None
         trusted = checkpoints.check(
-            served.signed_note, state.trust, require_witnesses=args.require_witnesses
+            served.signed_note, trust, require_witnesses=args.require_witnesses
         )
         cp = trusted.checkpoint
         doc: dict[str, Any] = {"kind": args.kind, "witnesses": _witnessing_json(trusted.witnessing)}
@@ -628,7 +632,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
         else:
             old = None
             if args.old_checkpoint:
-                old = open_checkpoint(args.old_checkpoint.read_text(encoding="utf-8"), state.trust)
+                old = open_checkpoint(args.old_checkpoint.read_text(encoding="utf-8"), trust)
                 args.old = old.size
             if args.old is None:
                 raise UsageError("give --old SIZE or --old-checkpoint FILE")
@@ -1012,24 +1016,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="the newest checkpoint cosigned as the trust root's witness policy requires",
     )
 
+    def proof_opts_again(sp: argparse.ArgumentParser) -> None:
+        # After the subcommand too, as docs/witnesses.md writes them; SUPPRESS keeps the
+        # value given before the subcommand when not given here.
+        server_opt_again(sp)
+        again: dict[str, Any] = {"default": argparse.SUPPRESS, "help": "as before the subcommand"}
+        sp.add_argument("--require-witnesses", action="store_true", **again)
+        sp.add_argument("--monitor-state", type=Path, metavar="DIR", **again)
+
     sp = add("proof", cmd_proof, "print an inclusion or consistency proof as JSON")
     sp.epilog = exit_codes.HELP
     server_opt(sp)
     require_witnesses_opt(sp)
+    monitor_state_help = (
+        "count the witness keys in force as `ceasefire monitor --state-dir DIR` replayed "
+        "them at its last run (default: those the trust root, entry 0, names)"
+    )
+    sp.add_argument("--monitor-state", type=Path, metavar="DIR", help=monitor_state_help)
     proof_sub = sp.add_subparsers(dest="kind", required=True)
     inc = proof_sub.add_parser("inclusion")
     inc.add_argument("--index", type=int, required=True)
     inc.add_argument("--size", type=int, default=0, help="tree size (default: latest checkpoint)")
     proof_json_opt(inc)
-    server_opt_again(inc)
-    # After the subcommand too, as docs/witnesses.md writes it; SUPPRESS keeps the value
-    # given before the subcommand when not given here.
-    inc.add_argument(
-        "--require-witnesses",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="as before the subcommand",
-    )
+    proof_opts_again(inc)
     con = proof_sub.add_parser("consistency")
     con.add_argument("--old", type=int, help="the older tree size")
     con.add_argument(
@@ -1040,13 +1049,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     con.add_argument("--new", type=int, default=0, help="default: latest checkpoint")
     proof_json_opt(con)
-    server_opt_again(con)
-    con.add_argument(
-        "--require-witnesses",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="as before the subcommand",
-    )
+    proof_opts_again(con)
 
     sp = add("export", cmd_export, "write an offline audit bundle: all entries and the checkpoint")
     server_opt(sp)

@@ -473,7 +473,10 @@ class LedgerClient:
         """Proof that entry `index`, as served, is in the log: a checkpoint signed by the
         log key (cosigned as the witness policy requires, with `require_witnesses`; waited
         for up to `timeout_s` until one covers the entry) and the inclusion proof checked
-        against its root. `trust`: from `trust_state` (by default, entry 0 unpinned).
+        against its root. `trust`: from `trust_state` (by default, entry 0 unpinned),
+        whose witnesses are those entry 0 names; with `require_witnesses`, give
+        `clients.monitor.trust_state(DIR)` instead (the witness keys in force as a monitor
+        replayed them: a witness revoked since does not count, one added since does).
         Raises VerificationError when the proof fails: evidence against the log."""
         from ledger.formats import merkle
 
@@ -492,7 +495,9 @@ class LedgerClient:
         timeout_s: float = 30.0,
     ) -> Proof:
         """A kept receipt checked: signed by the log key, and its entry included in a
-        checkpoint that covers it (as `prove_inclusion`). VerificationError if not."""
+        checkpoint that covers it (as `prove_inclusion`, and `trust` as there: entry 0's
+        witnesses, or those in force with `clients.monitor.trust_state(DIR)`).
+        VerificationError if not."""
         trust = trust or self.trust_state()
         receipt = receipt_of(response.signed_receipt, trust)
         return self._proof(receipt.index, receipt.leaf_hash, trust, require_witnesses, timeout_s)

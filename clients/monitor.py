@@ -524,6 +524,43 @@ class Monitor:
         return _State(replay, accepted)
 
 
+def trust_state(state_dir: Path, *, trust_root: str | None = None) -> TrustState:
+    """The key state a `ceasefire monitor --state-dir DIR` replayed, as of its last run
+    (after the last entry it verified): the witness keys IN FORCE, a witness revoked since
+    entry 0 no more, one added since counted. Give it as `trust` to `checkpoints.check`,
+    `LedgerClient.prove_inclusion` or `verify_receipt` to judge cosignatures as the full
+    audit does. With `trust_root` (the SHA-256 hex of the log's entry 0 envelope), a state
+    of another log is refused. MonitorStateError when DIR holds no state of this version,
+    or another log's. Read only: no lock is taken (the monitor replaces the file whole)."""
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        raise MonitorStateError(
+            f"{state_dir} holds no monitor state ({STATE_FILE}): run "
+            f"`ceasefire monitor --state-dir {state_dir}` first"
+        )
+    try:
+        with path.open("rb") as f:
+            doc = pickle.load(f)
+    except Exception as e:  # as in Monitor._load: any unpickling failure
+        raise MonitorStateError(f"{path} cannot be read ({e})") from e
+    found = (doc.get("format"), doc.get("schema")) if isinstance(doc, dict) else None
+    if found != (STATE_FORMAT, _schema()):
+        raise MonitorStateError(
+            f"{path} was written by another version of ceasefire ({found}, this one reads "
+            f"{(STATE_FORMAT, _schema())}): run the monitor of this version on a new DIR"
+        )
+    kept = doc["replay"]
+    state, digest = kept.get("trust"), kept.get("trust_root_digest", "")
+    if not isinstance(state, TrustState):
+        raise MonitorStateError(f"{path} holds no key state (the monitor verified no entry)")
+    if trust_root is not None and digest != trust_root.lower():
+        raise MonitorStateError(
+            f"{state_dir} is the monitor state of another log (trust root {digest}, not "
+            f"{trust_root.lower()})"
+        )
+    return state
+
+
 def _changes(state: TrustState, index: int) -> dict[str, Any]:
     """What the entry at `index` changed in the key state (read back from the state)."""
     changes: dict[str, Any] = {

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -17,10 +17,6 @@ from clients.client import connect
 from ledger import keys
 from ledger.clock import to_iso
 from ledger.formats import dsse
-
-if TYPE_CHECKING:
-    from clients.client import LedgerClient
-    from ledger.trust import TrustState
 
 SYNC_HELP = (
     "exit codes: 0 every pending statement logged, 1 some refused (kept with the reason: "
@@ -171,18 +167,8 @@ def _statement(envelope: dsse.Envelope) -> Any:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def trust_of(client: LedgerClient, pinned: str | None) -> TrustState:
-    """The trust root (entry 0) the log serves, checked against `pinned` if given."""
-    from ledger.verifier import Replay
-
-    state = Replay(pinned_trust_root=pinned)
-    state.add(0, client.entry(0).entry)
-    assert state.trust is not None
-    return state.trust
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from clients.checkpoints import trusted_checkpoint
+    from clients.checkpoints import key_state, trusted_checkpoint
 
     with _open(args) as box:
         rows = box.rows(outbox.LOGGED)
@@ -191,7 +177,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 0
         try:
             with connect(args) as client:
-                trust = trust_of(client, args.trust_root)
+                # The trust root (pinned if asked), or with --monitor-state the witness
+                # keys in force as a monitor replayed them.
+                trust = key_state(
+                    client,
+                    pinned_trust_root=args.trust_root,
+                    monitor_state=args.monitor_state,
+                    require_witnesses=args.require_witnesses,
+                )
                 trusted = trusted_checkpoint(
                     client, trust, require_witnesses=args.require_witnesses
                 )
@@ -301,6 +294,13 @@ def add_parsers(sub: Any, server_opt: Any, json_opt: Any) -> None:
         "--require-witnesses",
         action="store_true",
         help="check against the newest checkpoint cosigned as the witness policy requires",
+    )
+    sp.add_argument(
+        "--monitor-state",
+        type=Path,
+        metavar="DIR",
+        help="count the witness keys in force as `ceasefire monitor --state-dir DIR` "
+        "replayed them at its last run (default: those the trust root, entry 0, names)",
     )
     signing.add_outbox_path_option(sp)
     server_opt(sp)
