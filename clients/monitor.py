@@ -492,18 +492,7 @@ class Monitor:
         path = self.dir / STATE_FILE
         if not path.exists():
             return None
-        again = f"move {self.dir} aside to start again from entry 0"
-        try:
-            with path.open("rb") as f:
-                doc = pickle.load(f)
-        except Exception as e:  # any unpickling failure: classes moved, a torn file ...
-            raise MonitorStateError(f"{path} cannot be read ({e}); {again}") from e
-        found = (doc.get("format"), doc.get("schema")) if isinstance(doc, dict) else None
-        if found != (STATE_FORMAT, _schema()):
-            raise MonitorStateError(
-                f"{path} was written by another version of ceasefire "
-                f"({found}, this one reads {(STATE_FORMAT, _schema())}); {again}"
-            )
+        doc = _read_state(path, f"move {self.dir} aside to start again from entry 0")
         replay = Replay(
             **doc["replay"],
             borders={b.sha256: b for b in self.options.borders},
@@ -538,17 +527,7 @@ def trust_state(state_dir: Path, *, trust_root: str | None = None) -> TrustState
             f"{state_dir} holds no monitor state ({STATE_FILE}): run "
             f"`ceasefire monitor --state-dir {state_dir}` first"
         )
-    try:
-        with path.open("rb") as f:
-            doc = pickle.load(f)
-    except Exception as e:  # as in Monitor._load: any unpickling failure
-        raise MonitorStateError(f"{path} cannot be read ({e})") from e
-    found = (doc.get("format"), doc.get("schema")) if isinstance(doc, dict) else None
-    if found != (STATE_FORMAT, _schema()):
-        raise MonitorStateError(
-            f"{path} was written by another version of ceasefire ({found}, this one reads "
-            f"{(STATE_FORMAT, _schema())}): run the monitor of this version on a new DIR"
-        )
+    doc = _read_state(path, "run the monitor of this version on a new DIR")
     kept = doc["replay"]
     state, digest = kept.get("trust"), kept.get("trust_root_digest", "")
     if not isinstance(state, TrustState):
@@ -559,6 +538,22 @@ def trust_state(state_dir: Path, *, trust_root: str | None = None) -> TrustState
             f"{trust_root.lower()})"
         )
     return state
+
+
+def _read_state(path: Path, remedy: str) -> dict[str, Any]:
+    """The monitor state document at `path`, of this version's format and schema."""
+    try:
+        with path.open("rb") as f:
+            doc: dict[str, Any] = pickle.load(f)
+    except Exception as e:  # any unpickling failure: classes moved, a torn file ...
+        raise MonitorStateError(f"{path} cannot be read ({e}); {remedy}") from e
+    found = (doc.get("format"), doc.get("schema")) if isinstance(doc, dict) else None
+    if found != (STATE_FORMAT, _schema()):
+        raise MonitorStateError(
+            f"{path} was written by another version of ceasefire "
+            f"({found}, this one reads {(STATE_FORMAT, _schema())}); {remedy}"
+        )
+    return doc
 
 
 def _changes(state: TrustState, index: int) -> dict[str, Any]:
