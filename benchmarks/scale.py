@@ -10,7 +10,8 @@ Measured (see README.md, "Development"):
 - ingest (pre-signed reports, signing not timed) in windows at each size, unary Submit from
   16 client processes; at the first size also from 1 and 4, and SubmitBatch (64-256
   envelopes a call, cut further to fit the server's 64 KiB message) from 4 when the client
-  has it; the ledger grows between sizes through the faster of the two at the first size;
+  has it, and unary from 16 over two `ceasefire serve` on the same SQLite file; the ledger
+  grows between sizes through the faster of unary and batch at the first size;
 - PostgreSQL: two `ceasefire serve` on one database, 16 client processes split across
   them, unary, and the connections the servers open during the window;
 - the audit at the largest size: `ceasefire verify` against the server, `ceasefire
@@ -564,6 +565,7 @@ def sqlite_phase(run: Run, parties: Parties, borders: BorderDataset) -> None:
                         )  # fmt: skip
                     except ClientFailed as e:
                         run.notes.append(f"batch window failed: {e}")
+                run.windows["unary16x2"] = two_servers_window(run, server, home, plan, seeds)
                 # Seed the rest through whichever path was faster here.
                 batch4, unary16 = run.windows.get("batch4"), run.windows[f"unary16@{label}"]
                 run.seed_batch = batch4 is not None and batch4.rate > unary16.rate
@@ -584,6 +586,28 @@ def sqlite_phase(run: Run, parties: Parties, borders: BorderDataset) -> None:
         audit_phase(run, server, digest)
     finally:
         server.stop()
+
+
+def two_servers_window(
+    run: Run, server: Server, home: Path, plan: ReportPlan, seeds: dict[str, bytes]
+) -> Window:
+    """16 clients over `server` and a second `ceasefire serve` on the same SQLite file:
+    replicas sequence in turn through the database's write lock, but each checks the
+    submissions it takes (signatures, rules, geo facts) in its own process, on its own
+    core."""
+    from benchmarks import scale_servers as ss
+
+    second = ss.Server(server.db_url, home, "serve-sqlite-b", run.serve_extra)
+    run.logs.append(second.log_file)
+    second.start()
+    try:
+        label = size_text(run.settings.sizes[0])
+        return run_window(
+            f"SQLite unary, 16 clients over 2 servers on one file, at {label}",
+            [server.address, second.address], plan.take(run.settings.window), 16, seeds,
+        )  # fmt: skip
+    finally:
+        second.stop()
 
 
 def audit_phase(run: Run, server: Server, digest: str) -> None:
@@ -692,6 +716,12 @@ def build_rows(run: Run) -> list[Row]:
         ok = base16.rate >= UNARY_SHARE * c
         ingest(base16, f"SQLite unary, 16 client processes, at {f}",
                f">= {UNARY_SHARE:.0%} of ceiling", ok)  # fmt: skip
+    two = run.windows.get("unary16x2")
+    if two is not None and base16 is not None:
+        ratio = two.rate / base16.rate if base16.rate else 0.0
+        rows.append(Row(f"SQLite unary, 2 servers on one file, 16 processes, at {f}",
+                        rate_text(two.rate), share(two.rate, c), f"{ratio:.2f}x 1 server",
+                        "", "", two.record()))  # fmt: skip
     batch = run.windows.get("batch4")
     if batch is not None:
         per_call = batch.outcome.sent / batch.outcome.calls if batch.outcome.calls else 0
