@@ -48,6 +48,18 @@ def refused(result: subprocess.CompletedProcess[str], code: str, text: str) -> N
     assert "Traceback" not in result.stderr
 
 
+def write_trust_root_with_investigators(folder: Path) -> None:
+    """FOLDER/trust-root.yaml: the example trust root with an investigator key per party
+    (keys/<party>-investigator.pub)."""
+    root = yaml.safe_load((EXAMPLES / "trust-root.yaml").read_text())
+    for party in root["parties"]:
+        code = party["code"].lower()
+        party["keys"].append(
+            {"role": "investigator", "public_key_file": f"keys/{code}-investigator.pub"}
+        )
+    (folder / "trust-root.yaml").write_text(yaml.safe_dump(root))
+
+
 @pytest.fixture
 def ledger(
     tmp_path: Path, db_url: str, borders: BorderDataset
@@ -58,13 +70,7 @@ def ledger(
         assert main(["keygen", name, "--dir", str(tmp_path / "keys"), "--no-passphrase"]) == 0
     for name in ("incident-arm.yaml", "incident-aze.json"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    root = yaml.safe_load((EXAMPLES / "trust-root.yaml").read_text())
-    for party in root["parties"]:
-        code = party["code"].lower()
-        party["keys"].append(
-            {"role": "investigator", "public_key_file": f"keys/{code}-investigator.pub"}
-        )
-    (tmp_path / "trust-root.yaml").write_text(yaml.safe_dump(root))
+    write_trust_root_with_investigators(tmp_path)
     k = tmp_path / "keys"
     founders = ("arm-authority-1", "arm-authority-2", "aze-authority-1")
     init = ["init", "--db", db_url, "--trust-root", str(tmp_path / "trust-root.yaml")]

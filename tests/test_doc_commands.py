@@ -53,41 +53,39 @@ def sh_commands(text: str) -> list[tuple[int, list[str]]]:
     return commands
 
 
-def parse(argv: list[str], where: str = "") -> argparse.Namespace:
-    """argv as `ceasefire` parses it; a usage error fails with argparse's own message."""
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            return build_parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"{where}`ceasefire {shlex.join(argv)}`: {err.getvalue().strip()}")
-
-
 def is_placeholder(word: str) -> bool:
     """A value the reader fills in: `<sha256>`, `$DIGEST`."""
     return word.startswith(("<", "$"))
 
 
-def parses(argv: list[str], where: str) -> None:
-    """As `parse`, except that a placeholder may fail its option's type check (only the
+def parse(argv: list[str], where: str = "") -> argparse.Namespace | None:
+    """argv as `ceasefire` parses it; a usage error fails with argparse's own message,
+    except that a placeholder may fail its option's type check (None then: only the
     options and the commands are checked for it)."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            build_parser().parse_args(argv)
+            return build_parser().parse_args(argv)
     except SystemExit:
         bad = re.search(r"argument (--[\w-]+):", err.getvalue())
         option = bad.group(1) if bad else None
         if option in argv[:-1] and is_placeholder(argv[argv.index(option) + 1]):
-            return
+            return None
         pytest.fail(f"{where}`ceasefire {shlex.join(argv)}`: {err.getvalue().strip()}")
+
+
+def parsed(argv: list[str]) -> argparse.Namespace:
+    """As `parse`, for a command with no placeholder."""
+    args = parse(argv)
+    assert args is not None, argv
+    return args
 
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_documented_command_parses(doc: str) -> None:
     commands = sh_commands((ROOT / doc).read_text(encoding="utf-8"))
     for line, argv in commands:
-        parses(argv, f"{doc}:{line}: ")
+        parse(argv, f"{doc}:{line}: ")
 
 
 def test_the_commands_of_the_docs_are_found() -> None:
@@ -101,15 +99,15 @@ def test_the_documented_options_do_what_the_docs_say() -> None:
     documented spellings set what the commands read."""
     text = (ROOT / "docs/witnesses.md").read_text(encoding="utf-8")
     by_line = {shlex.join(argv): argv for _, argv in sh_commands(text)}
-    proof = parse(by_line["proof inclusion --index 5 --require-witnesses"])
+    proof = parsed(by_line["proof inclusion --index 5 --require-witnesses"])
     assert (proof.kind, proof.index, proof.require_witnesses) == ("inclusion", 5, True)
-    assert parse(["proof", "inclusion", "--index", "5"]).require_witnesses is False
-    assert parse(["proof", "consistency", "--old", "2", "--require-witnesses"]).require_witnesses
-    assert parse(by_line["export --witnessed --out ledger.bundle"]).witnessed is True
+    assert parsed(["proof", "inclusion", "--index", "5"]).require_witnesses is False
+    assert parsed(["proof", "consistency", "--old", "2", "--require-witnesses"]).require_witnesses
+    assert parsed(by_line["export --witnessed --out ledger.bundle"]).witnessed is True
     serve = next(argv for argv in by_line.values() if argv[:2] == ["witness", "serve"])
-    assert parse(serve).new_state is False  # as documented: a state `witness init` made
+    assert parsed(serve).new_state is False  # as documented: a state `witness init` made
     init = next(argv for argv in by_line.values() if argv[:2] == ["witness", "init"])
-    assert parse(init).state == Path("arm-witness.db") == parse(serve).state
+    assert parsed(init).state == Path("arm-witness.db") == parsed(serve).state
 
 
 def test_sh_commands_reads_blocks_as_a_shell_would() -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests import cli_runner
 from tests.test_cli import EXAMPLES, Server
+from tests.test_cli_investigations import write_trust_root_with_investigators
 
 # Name -> (party, role), as each key file says.
 KEYS = {
@@ -79,13 +79,7 @@ def ledger(tmp_path: Path, db_url: str) -> Iterator[Ledger]:
         assert made.returncode == 0, made.stderr
     for name in ("incident-arm.yaml", "incident-aze.json"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
-    root = yaml.safe_load((EXAMPLES / "trust-root.yaml").read_text())
-    for party in root["parties"]:
-        code = party["code"].lower()
-        party["keys"].append(
-            {"role": "investigator", "public_key_file": f"keys/{code}-investigator.pub"}
-        )
-    (tmp_path / "trust-root.yaml").write_text(yaml.safe_dump(root))
+    write_trust_root_with_investigators(tmp_path)
     founders = ("arm-authority-1", "arm-authority-2", "aze-authority-1")
     init = ["init", "--db", db_url, "--trust-root", "trust-root.yaml"]
     init += ["--log-key", "keys/log.key"]
