@@ -593,9 +593,20 @@ class LedgerStore:
 
     @classmethod
     def open(cls, url: str, *, create: bool = True, pool_size: int | None = None) -> LedgerStore:
+        """The store at `url`, its schema migrated if `create`. With `pool_size` (a
+        server's), that many connections are opened now, so that none is opened while it
+        serves: a pool filled only as load rises opens its connections mid-load."""
         engine = create_ledger_engine(url, pool_size=pool_size)
-        if create:
-            migrate(engine)
+        try:
+            if create:
+                migrate(engine)
+            if pool_size is not None:
+                with contextlib.ExitStack() as held:  # all checked out at once: all opened
+                    for _ in range(pool_size):
+                        held.enter_context(engine.connect())
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine)
 
     def close(self) -> None:

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from clients.client import LedgerClient, describe_error
 from geo.borders import BorderDataset
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
 from ledger.serving.grpc_server import build_server
+from ledger.serving.runtime import pool_size
 from ledger.storage import LedgerStore, tree_state
 from tests.conftest import ORIGIN, Parties
 from tests.reports import report, signed
@@ -28,13 +29,21 @@ from tests.reports import report, signed
 
 @contextmanager
 def serving(
-    db_url: str, parties: Parties, borders: BorderDataset, **options: int
+    db_url: str,
+    parties: Parties,
+    borders: BorderDataset,
+    *,
+    workers: int = 32,
+    pool_size: int | None = None,
+    **options: int,
 ) -> Iterator[tuple[Ledger, LedgerClient]]:
-    store = LedgerStore.open(db_url)
+    if pool_size is not None:  # the pool is filled when opened: initialize on another
+        LedgerStore.open(db_url).close()
+    store = LedgerStore.open(db_url, pool_size=pool_size)
     log_key = LogKey(ORIGIN, parties.log)
     initialize(store, parties.founding_envelope(borders), log_key, borders)
     ledger = Ledger(store, log_key, borders, **options)  # type: ignore[arg-type]
-    server, port = build_server(ledger, "127.0.0.1:0", max_workers=32)
+    server, port = build_server(ledger, "127.0.0.1:0", max_workers=workers)
     server.start()
     client = LedgerClient(f"127.0.0.1:{port}")
     try:
@@ -99,3 +108,23 @@ def test_full_queue_answers_unavailable_with_retry_hint(
             assert sorted(f.result().receipt.index for f in futures) == [1, 2, 3]
         # Once the queue drains, the refused submission goes through on retry.
         assert client.submit(envelopes[3]).receipt.index == 4
+
+
+def test_a_server_opens_its_connections_at_start_and_none_under_load(
+    db_url: str, parties: Parties, borders: BorderDataset
+) -> None:
+    """A pool filled as load rises opens connections mid-load (on PostgreSQL a backend
+    each: a fork and an authentication). A server's pool is opened whole at start, so
+    calls from more clients than it has workers open none."""
+    workers = 4
+    opening = {"workers": workers, "pool_size": pool_size(workers)}
+    with serving(db_url, parties, borders, **opening) as (ledger, client):
+        engine = ledger.store.engine
+        assert engine.pool.checkedin() == pool_size(workers)  # type: ignore[attr-defined]
+        opened: list[object] = []
+        event.listen(engine, "connect", lambda *_: opened.append(1))
+        envelopes = [signed(report("ARM", hours_ago=i + 1), parties.arm_monitor) for i in range(48)]
+        with ThreadPoolExecutor(16) as pool:
+            receipts = list(pool.map(client.submit, envelopes))
+        assert sorted(r.receipt.index for r in receipts) == list(range(1, 49))
+        assert not opened, f"{len(opened)} connections opened while serving 48 submissions"
