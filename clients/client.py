@@ -245,10 +245,11 @@ class LedgerClient:
         while start < end:
             stop = min(end, start + page)
             got = 0
-            request = api.GetEntriesRequest(start=start, end=stop)
-            for e in self._stream("GetEntries", self.stub.GetEntries, request, self.timeout_s * 10):
-                got += 1
-                yield e
+            request = api.GetEntryBatchesRequest(range=api.GetEntriesRequest(start=start, end=stop))
+            rpc = self.stub.GetEntryBatches
+            for batch in self._stream("GetEntryBatches", rpc, request, self.timeout_s * 10):
+                got += len(batch.entries)
+                yield from batch.entries
             if got == 0:
                 return
             start += got
@@ -299,7 +300,10 @@ class LedgerClient:
         """One page of a Timeline query (clients/query_args.py builds one from the command
         line): each response's next_page_token continues after it, and the last one's
         `more` tells whether another page has more."""
-        yield from self._stream("Timeline", self.stub.Timeline, request, self.timeout_s * 10)
+        batches = api.TimelineBatchesRequest(query=request)
+        rpc = self.stub.TimelineBatches
+        for batch in self._stream("TimelineBatches", rpc, batches, self.timeout_s * 10):
+            yield from batch.incidents
 
     def timeline_all(self, request: api.TimelineRequest) -> Iterator[api.TimelineResponse]:
         """Every incident a Timeline query matches, page after page (each of at most its

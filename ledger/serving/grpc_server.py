@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
 from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
+from google.protobuf.message import Message
 from grpc import aio
 from grpc_health.v1 import _async as health_aio  # health.aio, which the stubs lack
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -65,6 +66,9 @@ BLOB_CHUNK_BYTES = 60_000
 BLOB_WINDOW_BYTES = 1024 * 1024
 # Items a server stream takes from the ledger per trip to the thread pool.
 STREAM_BATCH = 128
+# What one message of GetEntryBatches or TimelineBatches holds at most (an item larger
+# than this goes alone): a quarter of what a message may be sent.
+PACKED_BYTES = 1024 * 1024
 # Entries a Tail stream reads from the database at a time: with the reader's flow-control
 # window, all it holds for a slow reader.
 TAIL_PAGE = 64
@@ -289,6 +293,19 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     async def GetEntries(
         self, request: api.GetEntriesRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[api.GetEntriesResponse]:
+        async for response in self._entries(request):
+            yield response
+
+    @streaming
+    async def GetEntryBatches(
+        self, request: api.GetEntryBatchesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[api.GetEntryBatchesResponse]:
+        async for packed in _packed(self._entries(request.range)):
+            yield api.GetEntryBatchesResponse(entries=packed)
+
+    async def _entries(
+        self, request: api.GetEntriesRequest
+    ) -> AsyncIterator[api.GetEntriesResponse]:
         entries = await self._run(self.ledger.entries, request.start, request.end)
         async for e in self._drain(entries):
             yield api.GetEntriesResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
@@ -384,6 +401,17 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     async def Timeline(
         self, request: api.TimelineRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[api.TimelineResponse]:
+        async for response in self._timeline(request):
+            yield response
+
+    @streaming
+    async def TimelineBatches(
+        self, request: api.TimelineBatchesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[api.TimelineBatchesResponse]:
+        async for packed in _packed(self._timeline(request.query)):
+            yield api.TimelineBatchesResponse(incidents=packed)
+
+    async def _timeline(self, request: api.TimelineRequest) -> AsyncIterator[api.TimelineResponse]:
         page = await self._run(self.ledger.timeline, request)
         last = len(page.items) - 1
         for n, (s, token) in enumerate(zip(page.items, page.tokens, strict=True)):
@@ -551,6 +579,25 @@ async def _decoded(request: Any, context: aio.ServicerContext[Any, Any], method:
             InvalidArgument(f"the request bytes are not a {request.message_type} message"),
             method,
         )
+
+
+M = TypeVar("M", bound=Message)
+
+
+async def _packed(responses: AsyncIterator[M]) -> AsyncIterator[list[M]]:
+    """`responses` in groups of at most PACKED_BYTES (or one larger response), each to be
+    sent as one message."""
+    group: list[M] = []
+    held = 0
+    async for response in responses:
+        size = response.ByteSize()
+        if group and held + size > PACKED_BYTES:
+            yield group
+            group, held = [], 0
+        group.append(response)
+        held += size
+    if group:
+        yield group
 
 
 async def _within(

@@ -96,6 +96,17 @@ class LedgerServiceStub:
     (naming the field) for a period over 731 days, more than 400 buckets, or a period
     holding more than 20,000 incident reports or 10,000 participation statements.
     """
+    GetEntryBatches: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.GetEntryBatchesRequest, _ledger_service_pb2.GetEntryBatchesResponse]
+    """GetEntries' responses, many to a message (at most 1 MiB of entries, or one larger
+    entry): a message costs each side ~0.1 ms whatever it holds, so reading 100,000
+    entries one to a message spends ~10 s on messages alone. What the client library
+    reads entries with.
+    """
+    TimelineBatches: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineBatchesRequest, _ledger_service_pb2.TimelineBatchesResponse]
+    """Timeline's responses, many to a message, as GetEntryBatches packs GetEntries': a day
+    of 1,000 incidents in a few messages rather than 1,000. What the client library reads
+    timelines with.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -158,6 +169,17 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
     (naming the field) for a period over 731 days, more than 400 buckets, or a period
     holding more than 20,000 incident reports or 10,000 participation statements.
+    """
+    GetEntryBatches: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.GetEntryBatchesRequest, _ledger_service_pb2.GetEntryBatchesResponse]  # type: ignore[assignment]
+    """GetEntries' responses, many to a message (at most 1 MiB of entries, or one larger
+    entry): a message costs each side ~0.1 ms whatever it holds, so reading 100,000
+    entries one to a message spends ~10 s on messages alone. What the client library
+    reads entries with.
+    """
+    TimelineBatches: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.TimelineBatchesRequest, _ledger_service_pb2.TimelineBatchesResponse]  # type: ignore[assignment]
+    """Timeline's responses, many to a message, as GetEntryBatches packs GetEntries': a day
+    of 1,000 incidents in a few messages rather than 1,000. What the client library reads
+    timelines with.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -314,6 +336,29 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         hotline messages sent, received and acknowledged, and how fast. INVALID_ARGUMENT
         (naming the field) for a period over 731 days, more than 400 buckets, or a period
         holding more than 20,000 incident reports or 10,000 participation statements.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEntryBatches(
+        self,
+        request: _ledger_service_pb2.GetEntryBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.GetEntryBatchesResponse], _abc.AsyncIterator[_ledger_service_pb2.GetEntryBatchesResponse]]:
+        """GetEntries' responses, many to a message (at most 1 MiB of entries, or one larger
+        entry): a message costs each side ~0.1 ms whatever it holds, so reading 100,000
+        entries one to a message spends ~10 s on messages alone. What the client library
+        reads entries with.
+        """
+
+    @_abc_1.abstractmethod
+    def TimelineBatches(
+        self,
+        request: _ledger_service_pb2.TimelineBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.TimelineBatchesResponse], _abc.AsyncIterator[_ledger_service_pb2.TimelineBatchesResponse]]:
+        """Timeline's responses, many to a message, as GetEntryBatches packs GetEntries': a day
+        of 1,000 incidents in a few messages rather than 1,000. What the client library reads
+        timelines with.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
