@@ -223,3 +223,19 @@ def test_the_wheel_installs_and_runs_without_the_extras(
     )
     assert submitted.returncode == 0, submitted.stderr
     assert running.client.checkpoint().tree_size == 2
+
+
+def test_the_installed_libraries_are_compiled_to_bytecode() -> None:
+    """`uv sync` compiles what it installs (pyproject.toml, [tool.uv]): with
+    PYTHONDONTWRITEBYTECODE set, as on CI, nothing else would, and every process (each
+    `ceasefire` command, each audit worker) compiled geopandas, pandas, grpc ... anew."""
+    import importlib.util
+
+    import geopandas
+    import grpc as grpc_module
+    import sqlalchemy
+
+    for module in (geopandas, grpc_module, sqlalchemy):
+        assert module.__file__ is not None
+        cached = Path(importlib.util.cache_from_source(module.__file__))
+        assert cached.is_file(), f"{module.__name__} is not compiled: {cached} is missing"
