@@ -208,15 +208,21 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         self, request: api.SubmitRequest, context: aio.ServicerContext[Any, Any]
     ) -> api.SubmitResponse:
         self._check_writer(context)
-        checked = await self._run(self.ledger.check, request.envelope)
-        if not isinstance(checked, Accepted):
-            queued = await self._run(self.ledger.enqueue, checked, {})
-            checked = await self._committed(queued)
+        # Checked and queued in one trip to the pool: each trip costs the event loop and
+        # the pool's thread a hand-over of the GIL.
+        checked = await self._run(self._check_and_queue, request.envelope)
+        if isinstance(checked, Queued):
+            checked = await self._committed(checked)
         return api.SubmitResponse(
             signed_receipt=checked.signed_receipt,
             receipt=checked.receipt,
             duplicate=checked.duplicate,
         )
+
+    def _check_and_queue(self, envelope: bytes) -> Accepted | Queued:
+        """The first receipt of a statement logged already, else the statement queued."""
+        checked = self.ledger.check(envelope)
+        return checked if isinstance(checked, Accepted) else self.ledger.enqueue(checked, {})
 
     @unary
     async def SubmitBatch(
