@@ -935,8 +935,8 @@ class Ledger:
             self._size_or_latest(tree_size), "tree_size", self.store.tree_size(), end=True
         )
         in_tree(index, "index", size)
-        proof = self.store.inclusion_proof(index, size)
-        return size, proof, self.entry(index).leaf_hash
+        proof, leaf_hash = self.store.inclusion(index, size)
+        return size, proof, leaf_hash
 
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[int, list[bytes]]:
         size = in_tree(self._size_or_latest(new_size), "new_size", self.store.tree_size(), end=True)

@@ -1161,9 +1161,16 @@ class LedgerStore:
     # -- proofs ----------------------------------------------------------------------------
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self.inclusion(index, size)[0]
+
+    def inclusion(self, index: int, size: int) -> tuple[list[bytes], bytes]:
+        """Entry `index`'s inclusion proof in the tree of `size`, and its leaf hash (the
+        node at level 0), read in one query."""
         if not 0 <= index < size <= self.tree_size():
             raise OutOfRange(f"no entry {index} in a tree of size {size}")
-        return self._from_nodes(lambda get: merkle.inclusion_proof(get, index, size))
+        return self._from_nodes(
+            lambda get: (merkle.inclusion_proof(get, index, size), get(0, index))
+        )
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         if not 0 < old_size <= new_size <= self.tree_size():
