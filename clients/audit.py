@@ -154,7 +154,10 @@ def _check_statuses(client: LedgerClient, state: Replay) -> None:
     shown: set[int] = set()
     # A server before paging sends no page tokens: then only its first page can be checked.
     paged = True
-    query = api.TimelineRequest(as_of_index=state.size, limit=TIMELINE_PAGE)
+    # The status view: what the links give, without the entries the replay has just read.
+    query = api.TimelineRequest(
+        as_of_index=state.size, limit=TIMELINE_PAGE, view=api.TIMELINE_VIEW_STATUS
+    )
     for row in client.timeline_all(query):
         paged = paged and bool(row.next_page_token)
         if row.index not in replayed:

@@ -839,6 +839,7 @@ class Ledger:
         incidents = self.timeline(request).items  # checks the filters
         ds = self.dataset(dataset_sha256)
         for incident in incidents:
+            assert isinstance(incident, ShownIncident)  # the full view, by default
             # The place as last amended, with the facts recorded for it.
             index, report = incident.stored.index, incident.current.report
             recorded = incident.current.geo
@@ -971,14 +972,19 @@ class Ledger:
         limit = min(request.limit or self.MAX_TIMELINE, self.MAX_TIMELINE)
         keys = self._matching(query, before, after, limit + 1)
         more, keys = len(keys) > limit, keys[:limit]
-        found = {e.index: e for e in self.store.get_entries([k.index for k in keys])}
-        missing = [k.index for k in keys if k.index not in found]
-        if missing:
-            raise Corrupt(f"incident reports {missing} are indexed but not stored")
-        reports = [found[k.index] for k in keys]
+        indexes = [k.index for k in keys]
+        items: list[ShownIncident] | list[Marked]
+        if request.view == api.TIMELINE_VIEW_STATUS:
+            items = self._marked(indexes, self._links_by_target(indexes, before))
+        else:
+            found = {e.index: e for e in self.store.get_entries(indexes)}
+            missing = [i for i in indexes if i not in found]
+            if missing:
+                raise Corrupt(f"incident reports {missing} are indexed but not stored")
+            items = self.shown_incidents([found[i] for i in indexes], before)
         return TimelinePage(
-            self._shown(reports, self._links_by_target(reports, before)),
-            [queries.token(query, queries.Cursor(before, k.start_us, k.index)) for k in keys],
+            items,
+            queries.tokens(query, [queries.Cursor(before, k.start_us, k.index) for k in keys]),
             more,
             before,
         )
@@ -1061,56 +1067,72 @@ class Ledger:
         return [k for k in keys if k.index not in far]
 
     def _links_by_target(
-        self, reports: Sequence[StoredEntry], before: int | None
+        self, indexes: Sequence[int], before: int | None
     ) -> dict[int, list[incidents.Link]]:
-        by_target: dict[int, list[incidents.Link]] = {s.index: [] for s in reports}
+        by_target: dict[int, list[incidents.Link]] = {i: [] for i in indexes}
         if by_target:
             for link in self.store.links_to(list(by_target), before=before):
                 by_target[link.target].append(link)
         return by_target
 
-    def _shown(
-        self, reports: Sequence[StoredEntry], links: Mapping[int, Sequence[incidents.Link]]
-    ) -> list[ShownIncident]:
-        """Each incident report with the status and the current form its links give: the
-        newest amendment's corrected report and the geo facts recorded in its entry."""
+    def _marked(
+        self, indexes: Sequence[int], links: Mapping[int, Sequence[incidents.Link]]
+    ) -> list[Marked]:
+        """Each incident's status and what its links mark it with (amendments, retraction,
+        likely duplicates): no entry of the incidents read, only their newest amendments'."""
         newest: dict[int, int] = {}
         for target, found in links.items():
             for x in found:
                 if x.relation == incidents.AMENDMENT:
                     newest[target] = max(newest.get(target, 0), x.index)
         amendments = {e.index: e for e in self.store.get_entries(list(newest.values()))}
-        shown = []
-        for stored in reports:
-            entry, report = _logged(stored.entry)
-            if not isinstance(report, pb.IncidentReport):
-                raise Corrupt(f"entry {stored.index} is indexed as an incident but is not one")
-            found = links[stored.index]
+        marked = []
+        for index in indexes:
+            found = links[index]
             current = api.IncidentView(
-                report=report,
-                geo=entry.validation.geo,
                 amendments=sum(x.relation == incidents.AMENDMENT for x in found),
                 retracted_at_index=next(
                     (x.index for x in found if x.relation == incidents.RETRACTION), 0
                 ),
-                likely_duplicate_of=entry.validation.likely_duplicates,
                 likely_duplicated_by=[
                     x.index for x in found if x.relation == incidents.LIKELY_DUPLICATE
                 ],
             )
-            at = newest.get(stored.index)
+            amendment = None
+            at = newest.get(index)
             if at is not None:
-                if at not in amendments:
-                    raise Corrupt(f"amendment {at} of incident {stored.index} is missing")
-                amended, amendment = _logged(amendments[at].entry)
+                amendment = amendments.get(at)
+                if amendment is None:
+                    raise Corrupt(f"amendment {at} of incident {index} is missing")
+                current.amended_at_index = at
+                current.amended_at_time.CopyFrom(to_timestamp(amendment.integrated_time_us))
+            marked.append(Marked(index, incidents.derive_status(found), current, amendment))
+        return marked
+
+    def _shown(
+        self, reports: Sequence[StoredEntry], links: Mapping[int, Sequence[incidents.Link]]
+    ) -> list[ShownIncident]:
+        """Each incident report with the status and the current form its links give: the
+        newest amendment's corrected report and the geo facts recorded in its entry."""
+        shown = []
+        marks = self._marked([s.index for s in reports], links)
+        for stored, mark in zip(reports, marks, strict=True):
+            entry, report = _logged(stored.entry)
+            if not isinstance(report, pb.IncidentReport):
+                raise Corrupt(f"entry {stored.index} is indexed as an incident but is not one")
+            current = mark.current
+            current.report.CopyFrom(report)
+            current.geo.CopyFrom(entry.validation.geo)
+            current.likely_duplicate_of.extend(entry.validation.likely_duplicates)
+            if mark.amendment is not None:
+                amended, amendment = _logged(mark.amendment.entry)
                 if not isinstance(amendment, pb.IncidentAmendment):
-                    raise Corrupt(f"entry {at} is linked as an amendment but is not one")
+                    raise Corrupt(
+                        f"entry {mark.amendment.index} is linked as an amendment but is not one"
+                    )
                 current.report.CopyFrom(amendment.corrected)
                 current.geo.CopyFrom(amended.validation.geo)
-                current.amended_at_index = at
-                current.amended_at_time.CopyFrom(amended.integrated_time)
-            status = incidents.derive_status(found)
-            shown.append(ShownIncident(stored, report, entry.validation.geo, status, current))
+            shown.append(ShownIncident(stored, report, entry.validation.geo, mark.status, current))
         return shown
 
     def dossier(self, index: int, as_of_index: int = 0) -> Dossier:
@@ -1127,7 +1149,7 @@ class Ledger:
                 f"incident {index} was logged at or after entry {before}", field="as_of_index"
             )
         report_entry = self.entry(index)
-        links = self._links_by_target([report_entry], before)
+        links = self._links_by_target([report_entry.index], before)
         found = links[index]
         (shown,) = self._shown([report_entry], links)
         related = [(i, incidents.PRECEDING_NOTICE) for i in self._notices_before(report_entry)]
@@ -1234,7 +1256,7 @@ class Ledger:
     ) -> list[ShownIncident]:
         """Incident reports as the timeline shows them (status, current form), as the log
         stood before index `before` (None: now)."""
-        return self._shown(reports, self._links_by_target(reports, before))
+        return self._shown(reports, self._links_by_target([s.index for s in reports], before))
 
     def stats(
         self, since_us: int | None, until_us: int | None, bucket: api.StatsBucket.ValueType
@@ -1257,12 +1279,24 @@ class ShownIncident:
 
 
 @dataclass(frozen=True)
+class Marked:
+    """What an incident's links give (the Timeline's status view): its derived status, and
+    its current form's markers (amendments, retraction, likely duplicates), with its
+    newest amendment's entry, if any."""
+
+    index: int
+    status: api.IncidentStatus.ValueType
+    current: api.IncidentView
+    amendment: StoredEntry | None
+
+
+@dataclass(frozen=True)
 class TimelinePage:
     """A page of a Timeline query: the incidents, for each the page token that continues
     after it, whether more match after the last, and the snapshot (the log before index
     `as_of_index`) it was judged on."""
 
-    items: list[ShownIncident]
+    items: Sequence[ShownIncident | Marked]
     tokens: list[str]
     more: bool
     as_of_index: int

@@ -408,3 +408,45 @@ def test_statuses_as_of_an_earlier_index(
     assert "OUT_OF_RANGE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["dossier", str(incident), "--server", running.address, "--as-of-index", "-1"])
+
+
+def test_the_status_view_gives_what_the_links_give_without_the_entries(
+    running: RunningLedger,
+) -> None:
+    """TIMELINE_VIEW_STATUS (what an audit compares with its replay) holds each incident's
+    status and its links' markers, as the full view has them, and nothing read from the
+    entries: no entry, report or geo facts."""
+    p = running.parties
+    first = send(running, report("ARM", blames="AZE"))
+    send(running, report("AZE", lat=BERD[0] + 0.005, lon=BERD[1]))  # likely duplicate
+    original = report("ARM", lat=NEAR_BORDER[0], lon=NEAR_BORDER[1], hours_ago=30)
+    moved = pb.IncidentReport()
+    moved.CopyFrom(original)
+    moved.location.point.CopyFrom(point(*ACROSS))
+    amend(running, send(running, original), moved)
+    elsewhere = send(running, report("ARM", lat=GAZAKH[0], lon=GAZAKH[1], hours_ago=40))
+    retraction = pb.IncidentRetraction(
+        incident_index=elsewhere, created_time=to_timestamp(now_us()), party="ARM",
+        reason="double-counted",
+    )  # fmt: skip
+    submit(running, statements.RETRACTION, retraction, p.arm_monitor)
+
+    full = list(running.client.timeline_page(api.TimelineRequest()))
+    status = running.client.timeline_page(api.TimelineRequest(view=api.TIMELINE_VIEW_STATUS))
+    marked = list(status)
+    assert [r.index for r in marked] == [r.index for r in full] and len(full) == 4
+    markers = ("amended_at_index", "amended_at_time", "amendments", "retracted_at_index")
+    for got, want in zip(marked, full, strict=True):
+        assert not got.entry and not got.HasField("report") and not got.HasField("geo")
+        assert not got.current.HasField("report") and not got.current.likely_duplicate_of
+        assert got.status == want.status
+        assert list(got.current.likely_duplicated_by) == list(want.current.likely_duplicated_by)
+        for name in markers:
+            assert getattr(got.current, name) == getattr(want.current, name), name
+        assert (got.next_page_token, got.more, got.as_of_index) == (
+            want.next_page_token, want.more, want.as_of_index,
+        )  # fmt: skip
+    by_index = {r.index: r for r in marked}
+    assert list(by_index[first].current.likely_duplicated_by) != []
+    assert by_index[elsewhere].status == api.INCIDENT_STATUS_RETRACTED
+    assert sum(r.current.amended_at_index > 0 for r in marked) == 1

@@ -45,6 +45,7 @@ from ledger.service import (
     Accepted,
     Ledger,
     Queued,
+    ShownIncident,
     in_tree,
     not_committed,
 )
@@ -421,17 +422,20 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         page = await self._run(self.ledger.timeline, request)
         last = len(page.items) - 1
         for n, (s, token) in enumerate(zip(page.items, page.tokens, strict=True)):
-            yield api.TimelineResponse(
-                index=s.stored.index,
-                entry=s.stored.entry,
-                report=s.report,
-                geo=s.geo,
+            response = api.TimelineResponse(
                 status=s.status,
                 current=s.current,
                 next_page_token=token,
                 more=n < last or page.more,
                 as_of_index=page.as_of_index,
             )
+            if isinstance(s, ShownIncident):
+                response.index, response.entry = s.stored.index, s.stored.entry
+                response.report.CopyFrom(s.report)
+                response.geo.CopyFrom(s.geo)
+            else:  # the status view
+                response.index = s.index
+            yield response
 
     @unary
     async def GetDossier(

@@ -79,6 +79,38 @@ INCIDENT_STATUS_INCONCLUSIVE: IncidentStatus.ValueType  # 8
 """A jointly attested finding could not decide."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
 
+class _TimelineView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimelineViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimelineView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIMELINE_VIEW_UNSPECIFIED: _TimelineView.ValueType  # 0
+    """Everything: TIMELINE_VIEW_FULL."""
+    TIMELINE_VIEW_FULL: _TimelineView.ValueType  # 1
+    TIMELINE_VIEW_STATUS: _TimelineView.ValueType  # 2
+    """What the links to each incident give, without its entry: index, status, the paging
+    fields and, in `current`, amendments, amended_at_index, amended_at_time,
+    retracted_at_index and likely_duplicated_by (no report, geo facts or
+    likely_duplicate_of, which are read from the entries). A tenth of the bytes, and no
+    entry read: what an audit compares with its replay.
+    """
+
+class TimelineView(_TimelineView, metaclass=_TimelineViewEnumTypeWrapper):
+    """What a Timeline response holds."""
+
+TIMELINE_VIEW_UNSPECIFIED: TimelineView.ValueType  # 0
+"""Everything: TIMELINE_VIEW_FULL."""
+TIMELINE_VIEW_FULL: TimelineView.ValueType  # 1
+TIMELINE_VIEW_STATUS: TimelineView.ValueType  # 2
+"""What the links to each incident give, without its entry: index, status, the paging
+fields and, in `current`, amendments, amended_at_index, amended_at_time,
+retracted_at_index and likely_duplicated_by (no report, geo facts or
+likely_duplicate_of, which are read from the entries). A tenth of the bytes, and no
+entry read: what an audit compares with its replay.
+"""
+Global___TimelineView: _TypeAlias = TimelineView  # noqa: Y015
+
 class _TimelineOrder:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1051,6 +1083,7 @@ class TimelineRequest(_message.Message):
     COLLAPSE_DUPLICATES_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """At most this many per call (default and cap 10,000)."""
     as_of_index: _builtins.int
@@ -1073,6 +1106,8 @@ class TimelineRequest(_message.Message):
     """From a previous response's next_page_token: the next page of the same query (the same
     filters, order and as_of_index; `limit` may differ). Another query's token is refused.
     """
+    view: Global___TimelineView.ValueType
+    """What each response holds (default: everything)."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Incidents whose time window overlaps [since, until]; unset means open."""
@@ -1150,10 +1185,11 @@ class TimelineRequest(_message.Message):
         collapse_duplicates: _builtins.bool = ...,
         order: Global___TimelineOrder.ValueType = ...,
         page_token: _builtins.str = ...,
+        view: Global___TimelineView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "logged_since", b"logged_since", "logged_until", b"logged_until", "near", b"near", "near_border", b"near_border", "since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "blamed_parties", b"blamed_parties", "box", b"box", "categories", b"categories", "collapse_duplicates", b"collapse_duplicates", "investigation_index", b"investigation_index", "limit", b"limit", "logged_since", b"logged_since", "logged_until", b"logged_until", "near", b"near", "near_border", b"near_border", "order", b"order", "page_token", b"page_token", "parties", b"parties", "sides", b"sides", "since", b"since", "statuses", b"statuses", "text", b"text", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_index", b"as_of_index", "blamed_parties", b"blamed_parties", "box", b"box", "categories", b"categories", "collapse_duplicates", b"collapse_duplicates", "investigation_index", b"investigation_index", "limit", b"limit", "logged_since", b"logged_since", "logged_until", b"logged_until", "near", b"near", "near_border", b"near_border", "order", b"order", "page_token", b"page_token", "parties", b"parties", "sides", b"sides", "since", b"since", "statuses", b"statuses", "text", b"text", "until", b"until", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
