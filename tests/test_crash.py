@@ -124,3 +124,15 @@ def test_acknowledged_entries_survive_sigkills(
         f"0 lost; {len(notes)} checkpoints served, each extended by the final one "
         f"(size {final.size})"
     )
+
+
+def test_a_native_crash_leaves_the_python_stacks_in_the_log(
+    initialised: tuple[Path, Server, str],  # noqa: F811
+) -> None:
+    """An abort in a C extension (as glibc aborts on a corrupted heap) kills the server at
+    once; faulthandler first writes every thread's Python stack to its log."""
+    wd, server, _ = initialised
+    assert server.stop(signal.SIGABRT) == -signal.SIGABRT
+    log = (wd / "serve.log").read_text()
+    assert "Fatal Python error: Aborted" in log
+    assert "serve_forever" in log and "sequencer.py" in log, log[-2000:]

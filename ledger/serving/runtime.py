@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import faulthandler
 import logging
 import signal
 import threading
@@ -91,6 +92,9 @@ def serve_forever(
     open_ledger the same number, so that each has a pooled connection. `witnesses`: URL
     prefixes of the C2SP witnesses asked to cosign each new checkpoint."""
     give_back_large_buffers()
+    # A native crash (an abort in a C extension) leaves every thread's Python stack on
+    # stderr, the server's log: what it was doing when it died.
+    faulthandler.enable()
     try:
         server, port = build_server(
             ledger,
