@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+B = TypeVar("B")  # a message packing many items
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK_BYTES = 60_000
@@ -245,14 +246,22 @@ class LedgerClient:
         while start < end:
             stop = min(end, start + page)
             got = 0
-            request = api.GetEntryBatchesRequest(range=api.GetEntriesRequest(start=start, end=stop))
-            rpc = self.stub.GetEntryBatches
-            for batch in self._stream("GetEntryBatches", rpc, request, self.timeout_s * 10):
-                got += len(batch.entries)
-                yield from batch.entries
+            for entry in self._entry_call(api.GetEntriesRequest(start=start, end=stop)):
+                got += 1
+                yield entry
             if got == 0:
                 return
             start += got
+
+    def _entry_call(self, request: api.GetEntriesRequest) -> Iterator[api.GetEntriesResponse]:
+        return self._unpacked(
+            self._stream(
+                "GetEntryBatches", self.stub.GetEntryBatches,
+                api.GetEntryBatchesRequest(range=request), self.timeout_s * 10,
+            ),
+            lambda batch: batch.entries,
+            lambda: self._stream("GetEntries", self.stub.GetEntries, request, self.timeout_s * 10),
+        )  # fmt: skip
 
     def checkpoint(self, witnessed: bool = False) -> api.GetCheckpointResponse:
         """The newest signed checkpoint with the cosignatures gathered for it; `witnessed`:
@@ -300,10 +309,34 @@ class LedgerClient:
         """One page of a Timeline query (clients/query_args.py builds one from the command
         line): each response's next_page_token continues after it, and the last one's
         `more` tells whether another page has more."""
-        batches = api.TimelineBatchesRequest(query=request)
-        rpc = self.stub.TimelineBatches
-        for batch in self._stream("TimelineBatches", rpc, batches, self.timeout_s * 10):
-            yield from batch.incidents
+        yield from self._unpacked(
+            self._stream(
+                "TimelineBatches", self.stub.TimelineBatches,
+                api.TimelineBatchesRequest(query=request), self.timeout_s * 10,
+            ),
+            lambda batch: batch.incidents,
+            lambda: self._stream("Timeline", self.stub.Timeline, request, self.timeout_s * 10),
+        )  # fmt: skip
+
+    @staticmethod
+    def _unpacked(
+        batches: Iterator[B],
+        items: Callable[[B], Iterable[T]],
+        one_by_one: Callable[[], Iterator[T]],
+    ) -> Iterator[T]:
+        """The items of a stream that packs them many to a message; from a server older than
+        that stream (UNIMPLEMENTED before any message), the stream of one item a message."""
+        try:
+            first = next(batches, None)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            yield from one_by_one()
+            return
+        if first is not None:
+            yield from items(first)
+            for batch in batches:
+                yield from items(batch)
 
     def timeline_all(self, request: api.TimelineRequest) -> Iterator[api.TimelineResponse]:
         """Every incident a Timeline query matches, page after page (each of at most its

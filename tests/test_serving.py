@@ -478,3 +478,27 @@ def test_batched_reads_give_the_per_item_reads_in_few_messages(
         monkeypatch.setattr(running.client.stub, per_item, None)
     assert list(running.client.entries(0, 0)) == one_by_one[0]
     assert list(running.client.timeline_page(timeline)) == one_by_one[1]
+
+
+def test_the_client_reads_a_server_older_than_the_batched_reads(
+    db_url: str,
+    parties: Parties,
+    borders: BorderDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server from before GetEntryBatches and TimelineBatches answers them UNIMPLEMENTED
+    (the generated servicer's default); the client library then reads one item a message."""
+    for method in ("GetEntryBatches", "TimelineBatches"):
+        older = getattr(api_grpc.LedgerServiceServicer, method)
+        monkeypatch.setattr(grpc_server.LedgerServicer, method, older)
+    with serving(db_url, parties, borders, tmp_path / "spool") as (_, client):
+        reports = [signed(report("ARM", hours_ago=i + 1), parties.arm_monitor) for i in range(3)]
+        indexes = [r.receipt.index for r in client.submit_many(reports)]  # type: ignore[union-attr]
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(api_grpc.LedgerServiceStub(client.channel).GetEntryBatches(
+                api.GetEntryBatchesRequest(range=api.GetEntriesRequest())
+            )))  # fmt: skip
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert [e.index for e in client.entries(0, 0)] == [0, *indexes]
+        assert sorted(r.index for r in client.timeline()) == indexes
