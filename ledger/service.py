@@ -597,11 +597,15 @@ class Ledger:
         answer after it is durably committed. The log keeps the envelope's canonical
         spelling, and each signed statement once. The three steps, for a caller that
         receives the files after judging the envelope or waits for the commit elsewhere:
-        `check`, `enqueue`, `committed`."""
+        `check`, `enqueue`, `committed` (the first two together: `queue`)."""
+        queued = self.queue(envelope_bytes, files or {})
+        return queued if isinstance(queued, Accepted) else self.committed(queued)
+
+    def queue(self, envelope_bytes: bytes, files: Mapping[str, bytes]) -> Accepted | Queued:
+        """`check`, then `enqueue` unless the statement is logged already (its first
+        receipt)."""
         checked = self.check(envelope_bytes)
-        if isinstance(checked, Accepted):
-            return checked
-        return self.committed(self.enqueue(checked, files or {}))
+        return checked if isinstance(checked, Accepted) else self.enqueue(checked, files)
 
     def check(self, envelope_bytes: bytes) -> Checked | Accepted:
         """Judge an envelope on the current state, before any file it brings is read: its

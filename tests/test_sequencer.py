@@ -37,8 +37,6 @@ def serving(
     pool_size: int | None = None,
     **options: int,
 ) -> Iterator[tuple[Ledger, LedgerClient]]:
-    if pool_size is not None:  # the pool is filled when opened: initialize on another
-        LedgerStore.open(db_url).close()
     store = LedgerStore.open(db_url, pool_size=pool_size)
     log_key = LogKey(ORIGIN, parties.log)
     initialize(store, parties.founding_envelope(borders), log_key, borders)

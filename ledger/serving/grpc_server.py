@@ -211,7 +211,7 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
         self._check_writer(context)
         # Checked and queued in one trip to the pool: each trip costs the event loop and
         # the pool's thread a hand-over of the GIL.
-        checked = await self._run(self._check_and_queue, request.envelope)
+        checked = await self._run(self.ledger.queue, request.envelope, {})
         if isinstance(checked, Queued):
             checked = await self._committed(checked)
         return api.SubmitResponse(
@@ -219,11 +219,6 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
             receipt=checked.receipt,
             duplicate=checked.duplicate,
         )
-
-    def _check_and_queue(self, envelope: bytes) -> Accepted | Queued:
-        """The first receipt of a statement logged already, else the statement queued."""
-        checked = self.ledger.check(envelope)
-        return checked if isinstance(checked, Accepted) else self.ledger.enqueue(checked, {})
 
     @unary
     async def SubmitBatch(
