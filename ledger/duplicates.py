@@ -25,15 +25,20 @@ from ledger.geofacts import anchor
 TIME_SLACK_US = 3600 * 1_000_000
 DISTANCE_M = 2_000.0
 MAX_LINKED = 16
-# Sightings are filed by grid cell and by day, so that finding the candidates for a new one
-# reads the few cells around it on the few days around it, however long the log grows. A
-# 2 km circle spans at most 3 x 3 cells.
-CELL_DEG = 0.05
-DAY_US = 86_400 * 1_000_000
-# A window touching more days than this is filed once under LONG_WINDOWS, which every search
-# also reads: such windows are rare, and filing them under each day would cost a row a day.
-MAX_DAYS_FILED = 8
-LONG_WINDOWS = -(10**9)  # no day of the years 1 to 9999 is this far before 1970
+# Sightings are filed by grid cell and by period of a few hours, so that finding the
+# candidates for a new one reads the few cells around it in the few periods around it,
+# however long the log grows and however many reports a day it holds. Cells of 0.02 degrees
+# (about 2 km) and periods of 3 hours keep what a search reads within a few times what
+# could match (a 2 km circle spans at most 3 x 4 cells at 40 degrees of latitude; a window
+# widened by the slack, a period or two more), at about two keys a report.
+CELL_DEG = 0.02
+CELL_ROW = 100_000  # a cell's number: row * CELL_ROW + column (a column lies within +-9,000)
+PERIOD_US = 3 * 3600 * 1_000_000
+# A window touching more periods than this (two days) is filed once under LONG_WINDOWS,
+# which every search also reads: such windows are rare, and filing them under each period
+# would cost many rows.
+MAX_PERIODS_FILED = 16
+LONG_WINDOWS = -(10**9)  # no period of the years 1 to 9999 is this far before 1970
 
 
 @dataclass(frozen=True)
@@ -86,29 +91,28 @@ def likely_duplicates(
 
 
 def cell(latitude: float, longitude: float) -> int:
-    """The grid cell of a place, as one integer (latitude row * 10,000 + longitude column:
-    a column lies within +-3,600)."""
-    return math.floor(latitude / CELL_DEG) * 10_000 + math.floor(longitude / CELL_DEG)
+    """The grid cell of a place, as one integer."""
+    return math.floor(latitude / CELL_DEG) * CELL_ROW + math.floor(longitude / CELL_DEG)
 
 
 def filed_under(s: Sighting) -> list[tuple[int, int]]:
-    """The (cell, day) keys a sighting is filed under: its place's cell, on each day its
-    window touches (or LONG_WINDOWS)."""
-    first, last = s.start_us // DAY_US, s.end_us // DAY_US
-    days = range(first, last + 1) if last - first < MAX_DAYS_FILED else [LONG_WINDOWS]
+    """The (cell, period) keys a sighting is filed under: its place's cell, in each period
+    its window touches (or LONG_WINDOWS)."""
+    first, last = s.start_us // PERIOD_US, s.end_us // PERIOD_US
+    periods = range(first, last + 1) if last - first < MAX_PERIODS_FILED else [LONG_WINDOWS]
     here = cell(s.latitude, s.longitude)
-    return [(here, day) for day in days]
+    return [(here, period) for period in periods]
 
 
 @dataclass(frozen=True)
 class Search:
-    """Where a new sighting's candidates are filed: the cells covering its box, on the days
-    its window (widened by the time slack) touches, and under LONG_WINDOWS. Every earlier
-    sighting within DISTANCE_M and the time slack is filed under one of these keys."""
+    """Where a new sighting's candidates are filed: the cells covering its box, in the
+    periods its window (widened by the time slack) touches, and under LONG_WINDOWS. Every
+    earlier sighting within DISTANCE_M and the time slack is filed under one of these keys."""
 
     cells: tuple[int, ...]
-    first_day: int
-    last_day: int
+    first_period: int
+    last_period: int
 
 
 def search(new: Sighting) -> Search:
@@ -116,14 +120,14 @@ def search(new: Sighting) -> Search:
     rows = range(math.floor(lat0 / CELL_DEG), math.floor(lat1 / CELL_DEG) + 1)
     columns = range(math.floor(lon0 / CELL_DEG), math.floor(lon1 / CELL_DEG) + 1)
     return Search(
-        tuple(i * 10_000 + j for i in rows for j in columns),
-        (new.start_us - TIME_SLACK_US) // DAY_US,
-        (new.end_us + TIME_SLACK_US) // DAY_US,
+        tuple(i * CELL_ROW + j for i in rows for j in columns),
+        (new.start_us - TIME_SLACK_US) // PERIOD_US,
+        (new.end_us + TIME_SLACK_US) // PERIOD_US,
     )
 
 
 class SightingIndex:
-    """Earlier sightings by (cell, day) and by evidence, for the verifier: candidates come
+    """Earlier sightings by (cell, period) and by evidence, for the verifier: candidates come
     newest first, so an audit stops after the few most recent matches."""
 
     def __init__(self) -> None:
@@ -138,8 +142,8 @@ class SightingIndex:
 
     def candidates(self, new: Sighting) -> Iterator[Sighting]:
         where = search(new)
-        days = [*range(where.first_day, where.last_day + 1), LONG_WINDOWS]
-        lists = [self._filed.get((c, d)) for c in where.cells for d in days]
+        periods = [*range(where.first_period, where.last_period + 1), LONG_WINDOWS]
+        lists = [self._filed.get((c, p)) for c in where.cells for p in periods]
         lists += [self._by_evidence.get(d) for d in sorted(new.evidence)]
         seen: set[int] = set()
         for s in heapq.merge(*(reversed(x) for x in lists if x), key=lambda s: -s.index):

@@ -228,7 +228,7 @@ sighting_keys = Table(
     "sighting_keys",
     metadata,
     Column("cell", BigInteger, primary_key=True, autoincrement=False),
-    Column("day", BigInteger, primary_key=True, autoincrement=False),
+    Column("period", BigInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, ForeignKey("entries.idx"), primary_key=True, autoincrement=False),
 )
 
@@ -265,14 +265,14 @@ _NEAR_PAGE = 64
 
 def _near_query(*, sharing: bool) -> Select[Any]:
     before = bindparam("before", type_=BigInteger)
-    # DISTINCT: a report whose window spans midnight is filed under both days.
+    # DISTINCT: a report whose window spans periods is filed under each.
     found = (
         select(sighting_keys.c.idx)
         .distinct()
         .where(
             sighting_keys.c.cell.in_(bindparam("cells", expanding=True)),
-            sighting_keys.c.day.between(bindparam("first_day"), bindparam("last_day"))
-            | (sighting_keys.c.day == LONG_WINDOWS),
+            sighting_keys.c.period.between(bindparam("first_period"), bindparam("last_period"))
+            | (sighting_keys.c.period == LONG_WINDOWS),
             sighting_keys.c.idx < before,
         )
     )
@@ -329,7 +329,7 @@ class IncidentRow:
     longitude: float
     territory: str
     evidence: tuple[str, ...] = ()
-    # The (cell, day) keys the duplicate search finds it under.
+    # The (cell, period) keys the duplicate search finds it under.
     filed_under: tuple[tuple[int, int], ...] = ()
     # Its incident_facts, for the Timeline filters (None where only incidents is read).
     facts: IncidentFacts | None = None
@@ -563,8 +563,8 @@ class Reads:
         query = _NEAR_OR_SHARING if evidence else _NEAR
         values = {
             "cells": list(where.cells),
-            "first_day": where.first_day,
-            "last_day": where.last_day,
+            "first_period": where.first_period,
+            "last_period": where.last_period,
             "evidence": list(evidence),
         }
         cursor = before
@@ -707,7 +707,7 @@ class LedgerStore:
                     new_facts.append(built.incident.facts.columns(size))
                     new_evidence.extend({"sha256": d, "idx": size} for d in built.incident.evidence)
                     new_keys.extend(
-                        {"cell": c, "day": d, "idx": size} for c, d in built.incident.filed_under
+                        {"cell": c, "period": p, "idx": size} for c, p in built.incident.filed_under
                     )
                 if built.notice is not None:
                     new_notices.append(built.notice.columns(size))

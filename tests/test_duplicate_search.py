@@ -1,9 +1,12 @@
-"""The duplicate search reads reports by (cell, day) key, not by scanning the log: it must
-still find every match a scan of the whole log finds (across cell edges, midnights and long
-windows), in the server's database and in the verifier's index alike, and its query must
-not read the incidents table whole."""
+"""The duplicate search reads reports by (cell, period) key, not by scanning the log: it
+must still find every match a scan of the whole log finds (across cell edges, period edges
+and long windows), in the server's database and in the verifier's index alike; its query
+must not read the incidents table whole, and in a busy stretch of border it must read few
+more reports than could match."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -13,17 +16,20 @@ from sqlalchemy import text
 from clients.cli import main
 from ledger import duplicates
 from ledger.clock import now_us, to_timestamp
-from ledger.duplicates import DAY_US, Sighting, SightingIndex, likely_duplicates
+from ledger.duplicates import Sighting, SightingIndex, box, likely_duplicates, overlaps
 from ledger.storage import LedgerStore, Reads
 from tests.conftest import RunningLedger, sqlite_plans
 from tests.reports import report, signed
 from tests.test_reports import duplicates_of
 
 MINUTE_US = 60 * 1_000_000
+HOUR_US = 60 * MINUTE_US
+DAY_US = 24 * HOUR_US
 BASE_US = 20_000 * DAY_US  # a midnight, UTC
 
-# Places around a corner of four grid cells (0.05 degrees), so that nearby ones straddle
-# cell edges; times around midnights, with some windows longer than MAX_DAYS_FILED days.
+# Places around a corner of four grid cells (0.02 degrees), so that nearby ones straddle
+# cell edges; times around period edges, with some windows longer than MAX_PERIODS_FILED
+# periods.
 sightings = st.lists(
     st.tuples(
         st.floats(40.97, 41.03),
@@ -31,7 +37,7 @@ sightings = st.lists(
         st.integers(-3 * DAY_US, 3 * DAY_US),
         st.one_of(
             st.integers(0, 3 * 3600 * 1_000_000),
-            st.integers(duplicates.MAX_DAYS_FILED * DAY_US, 20 * DAY_US),
+            st.integers(duplicates.MAX_PERIODS_FILED * duplicates.PERIOD_US, 20 * DAY_US),
         ),
         st.sets(st.sampled_from(["a" * 64, "b" * 64]), max_size=1),
     ),
@@ -53,6 +59,35 @@ def test_the_index_finds_what_a_scan_of_the_whole_log_finds(
         assert by_key == likely_duplicates(new, reversed(earlier))
         index.add(new)
         earlier.append(new)
+
+
+def _busy(rng: random.Random, index: int) -> Sighting:
+    """A report of a busy stretch: 20 x 20 km, windows of up to 6 hours over 30 days."""
+    start = BASE_US + rng.randrange(30 * DAY_US)
+    return Sighting(
+        index, start, start + rng.randrange(6 * HOUR_US), 41.0 + rng.uniform(-0.09, 0.09),
+        45.4 + rng.uniform(-0.12, 0.12), frozenset(),
+    )  # fmt: skip
+
+
+def test_a_search_in_a_busy_stretch_reads_a_few_times_what_could_match() -> None:
+    """100 reports a day within 20 km: a search reads the reports filed in the few cells and
+    periods around the new one, within a small multiple of those in its box and time slack
+    (filed by day and 0.05-degree cell: 15 times; by 3 hours and 0.02 degrees: 2.6 times)."""
+    rng = random.Random(7)
+    index = SightingIndex()
+    for i in range(3000):
+        index.add(_busy(rng, i))
+    read = could_match = 0
+    for i in range(3000, 3300):
+        new = _busy(rng, i)
+        lat0, lat1, lon0, lon1 = box(new)
+        for old in index.candidates(new):
+            read += 1
+            inside = lat0 <= old.latitude <= lat1 and lon0 <= old.longitude <= lon1
+            could_match += inside and overlaps(new, old)
+    assert could_match > 300  # the stretch is busy: about 4 a search
+    assert read <= 6 * could_match, (read, could_match)
 
 
 def _at(r: object, start_us: int, end_us: int) -> None:
@@ -88,9 +123,9 @@ def test_the_server_finds_matches_across_midnight_cell_edges_and_long_windows(
         across,
     ]
 
-    # 140 m apart, on either side of the longitude 45.35 cell edge.
-    west = submit(40.8700, 45.3492, midnight - 5 * DAY_US, midnight - 5 * DAY_US + MINUTE_US)
-    east = submit(40.8700, 45.3508, midnight - 5 * DAY_US, midnight - 5 * DAY_US + MINUTE_US)
+    # 140 m apart, on either side of the longitude 45.36 cell edge.
+    west = submit(40.8700, 45.3592, midnight - 5 * DAY_US, midnight - 5 * DAY_US + MINUTE_US)
+    east = submit(40.8700, 45.3608, midnight - 5 * DAY_US, midnight - 5 * DAY_US + MINUTE_US)
     assert duplicates_of(running, east) == [(west, ["time and place"])]
 
     # A window of twelve days is filed once under LONG_WINDOWS; a report inside it matches.
@@ -138,7 +173,8 @@ LATER_THAN_0004_INDEXES = {
 
 
 def test_an_older_database_is_given_its_sighting_keys(running: RunningLedger) -> None:
-    """Migration 0004 files the reports an older server logged, as the server files them."""
+    """Migrations 0004 and 0009 file the reports an older server logged, as the server files
+    them (0009 refiles what 0004 filed by day)."""
     p = running.parties
     for lat in (40.8811, 40.8650):
         running.client.submit(signed(report("ARM", lat=lat), p.arm_monitor))
@@ -146,7 +182,7 @@ def test_an_older_database_is_given_its_sighting_keys(running: RunningLedger) ->
 
     def keys() -> list[tuple[int, int, int]]:
         with store.engine.connect() as conn:
-            rows = conn.execute(text("SELECT cell, day, idx FROM sighting_keys ORDER BY idx"))
+            rows = conn.execute(text("SELECT cell, period, idx FROM sighting_keys ORDER BY idx"))
             return [tuple(r) for r in rows]
 
     filed = keys()
