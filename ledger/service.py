@@ -287,6 +287,31 @@ def parse_envelope(data: bytes) -> dsse.Envelope:
         raise InvalidArgument(e.problem, field=e.field or "envelope") from e
 
 
+def _parsed(envelope_bytes: bytes) -> dsse.Envelope:
+    """A submitted envelope, parsed once its size is known to be sane."""
+    if not envelope_bytes:
+        raise InvalidArgument("required", field="envelope")
+    if len(envelope_bytes) > MAX_ENVELOPE_BYTES:
+        raise InvalidArgument(
+            f"{len(envelope_bytes)} bytes; at most {MAX_ENVELOPE_BYTES}", field="envelope"
+        )
+    return parse_envelope(envelope_bytes)
+
+
+def _as_verified(envelope: dsse.Envelope, admitted: judgment.Admitted) -> dsse.Envelope:
+    """The envelope with the signatures `check` verified marked so: the sequencer judges
+    it again at its real index (keys valid then, rules) without redoing the Ed25519
+    arithmetic on the same bytes, on the one thread every entry waits for."""
+    pae = hashlib.sha256(envelope.pae()).digest()
+    return replace(
+        envelope,
+        verified=frozenset(
+            (pae, key.public_key, sig.sig)
+            for sig, key in zip(envelope.signatures, admitted.signers, strict=True)
+        ),
+    )
+
+
 def read_trust_root(store: LedgerStore) -> tuple[TrustState, StoredEntry]:
     first = store.get_entry(0)
     if first is None:
@@ -611,15 +636,16 @@ class Ledger:
         """Judge an envelope on the current state, before any file it brings is read: its
         first receipt if the statement is logged already, else what it is and the files
         it lists. Refuses with the LedgerError that names the problem."""
-        if not envelope_bytes:
-            raise InvalidArgument("required", field="envelope")
-        if len(envelope_bytes) > MAX_ENVELOPE_BYTES:
-            raise InvalidArgument(
-                f"{len(envelope_bytes)} bytes; at most {MAX_ENVELOPE_BYTES}", field="envelope"
-            )
-        envelope = parse_envelope(envelope_bytes)
-        # A retry (however re-spelt or relayed) gets the first receipt and adds nothing.
+        envelope = _parsed(envelope_bytes)
         known = self.store.get_entry_by_statement(envelope.statement_sha256())
+        return self._judged(envelope, known, *self._state_now())
+
+    def _judged(
+        self, envelope: dsse.Envelope, known: StoredEntry | None, state: TrustState, size: int
+    ) -> Checked | Accepted:
+        """`check`'s judgment, on the entry that logged the statement (if any) and the key
+        state after `size` entries."""
+        # A retry (however re-spelt or relayed) gets the first receipt and adds nothing.
         if known is not None:
             return self._resubmitted(known, envelope)
         if envelope.payload_type not in statements.SUBMITTABLE:
@@ -628,7 +654,6 @@ class Ledger:
                 field="payloadType",
             )
         # Fail fast on the current state; the sequencer decides again at the real index.
-        state, size = self._state_now()
         admitted = judgment.admit(state, envelope, size, self.clock_us(), self.lookup(size))
         return Checked(envelope, admitted, state, files_listed(admitted.statement))
 
@@ -661,7 +686,7 @@ class Ledger:
             envelope.statement_sha256(),
             hashlib.sha256(canonical).digest(),
             envelope.payload_type,
-            Pending(canonical, envelope, geo),
+            Pending(canonical, _as_verified(envelope, checked.admitted), geo),
             blobs=blobs,
         )
         return entry, unpacked
@@ -713,10 +738,26 @@ class Ledger:
             raise InvalidArgument(
                 f"{len(envelopes)} envelopes; at most {MAX_BATCH} in one call", field="envelopes"
             )
-        prepared: list[Accepted | LedgerError | tuple[Checked, NewEntry, str | None]] = []
+        parsed: list[dsse.Envelope | LedgerError] = []
         for data in envelopes:
             try:
-                checked = self.check(data)
+                parsed.append(_parsed(data))
+            except LedgerError as e:
+                parsed.append(e)
+        # One read of the log for the whole batch: which statements it holds, and its state.
+        known = self.store.entries_by_statement(
+            [e.statement_sha256() for e in parsed if isinstance(e, dsse.Envelope)]
+        )
+        state, size = self._state_now()
+        prepared: list[Accepted | LedgerError | tuple[Checked, NewEntry, str | None]] = []
+        for envelope in parsed:
+            if isinstance(envelope, LedgerError):
+                prepared.append(envelope)
+                continue
+            try:
+                checked = self._judged(
+                    envelope, known.get(envelope.statement_sha256()), state, size
+                )
                 if isinstance(checked, Checked):
                     prepared.append((checked, *self._prepared(checked, {})))
                 else:

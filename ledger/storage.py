@@ -860,6 +860,14 @@ class LedgerStore:
             row = conn.execute(_BY_STATEMENT, {"sha256": statement_sha256}).one_or_none()
             return _stored(row) if row else None
 
+    def entries_by_statement(self, digests: Sequence[bytes]) -> dict[bytes, StoredEntry]:
+        """`get_entry_by_statement` for many statements in one query: those logged."""
+        if not digests:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_KNOWN, {"digests": list(set(digests))})
+            return {row.sha256: _stored(row) for row in rows}
+
     def iter_entries(self, start: int, end: int, *, page: int = 500) -> Iterator[StoredEntry]:
         """Entries [start, end) in index order, fetched a page at a time."""
         while start < end:

@@ -29,7 +29,7 @@ from ledger import keys, service, statements
 from ledger.formats import dsse, merkle
 from ledger.serving import grpc_server
 from ledger.tls import TlsConfig
-from tests.conftest import Parties, RunningLedger
+from tests.conftest import Parties, RunningLedger, selects_run
 from tests.reports import report, signed
 from tests.test_cli import EXAMPLES, ceasefire
 from tests.test_serving import evidence
@@ -125,6 +125,25 @@ def test_a_batch_of_reports_is_logged_in_order_sharing_commits(running: RunningL
     assert 1 <= transactions <= 3
     assert len({a.receipt.integrated_time.ToNanoseconds() for a in accepted}) == transactions
     assert running.client.checkpoint().tree_size == 25
+
+
+def test_a_batch_is_checked_on_one_read_of_the_log(running: RunningLedger) -> None:
+    """Which statements the log holds, and its size, are read once for the whole batch
+    before the sequencer takes it (they were read for each envelope), a retried one among
+    them answered from that read."""
+    first = _reports(running, 1)
+    running.client.submit(first[0])
+    envelopes = _reports(running, 24) + first
+
+    def queued() -> None:
+        items = running.ledger.queue_batch(envelopes)
+        running.ledger.committed_batch(items)
+        assert isinstance(items[-1], service.Accepted) and items[-1].duplicate
+
+    ran = [s for s, _ in selects_run(running.ledger.store.engine, queued)]
+    assert not any("statements.sha256 = " in s for s in ran)  # one look-up each, before
+    assert sum("statements.sha256 IN" in s for s in ran) <= 4  # the check's + the writer's
+    assert sum(s.startswith("SELECT tree_state.size") for s in ran) == 1
 
 
 def test_a_mixed_batch_answers_each_envelope_on_its_own(running: RunningLedger) -> None:

@@ -14,10 +14,14 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
+from ceasefire.v1 import statements_pb2 as pb
 from sqlalchemy import event, select
 
 from clients.client import LedgerClient, describe_error
 from geo.borders import BorderDataset
+from ledger import keys, statements
+from ledger.clock import now_us, to_timestamp
+from ledger.formats import dsse
 from ledger.log_key import LogKey
 from ledger.service import Ledger, initialize
 from ledger.serving.grpc_server import build_server
@@ -126,3 +130,46 @@ def test_a_server_opens_its_connections_at_start_and_none_under_load(
             receipts = list(pool.map(client.submit, envelopes))
         assert sorted(r.receipt.index for r in receipts) == list(range(1, 49))
         assert not opened, f"{len(opened)} connections opened while serving 48 submissions"
+
+
+def test_a_submission_is_verified_once_and_judged_again_at_its_index(
+    db_url: str, parties: Parties, borders: BorderDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check verifies a signature and the sequencer does not redo that arithmetic;
+    it still judges the key at the entry's real index: a key revoked by an entry queued
+    before the report (both checked on the state before either) refuses the report."""
+    verifications: list[bytes] = []
+    real_verify = dsse._verify
+
+    def counted(public_key: bytes, message: bytes, sig: bytes) -> bool:
+        verifications.append(sig)
+        return real_verify(public_key, message, sig)
+
+    monkeypatch.setattr(dsse, "_verify", counted)
+    with serving(db_url, parties, borders) as (ledger, client), ThreadPoolExecutor(3) as pool:
+        verifications.clear()  # the trust root's, at start
+        client.submit(signed(report("ARM", hours_ago=3), parties.arm_monitor))
+        assert len(verifications) == 1
+
+        revocation = dsse.sign(
+            statements.KEY_CHANGE,
+            pb.KeyChange(
+                party="ARM", created_time=to_timestamp(now_us()),
+                revoke_key_ids=[dsse.key_id(keys.public_bytes(parties.arm_monitor))],
+                reason="handset lost",
+            ).SerializeToString(),
+            [parties.arm_authority],
+        )  # fmt: skip
+        with writer_lock(ledger.store):
+            first = pool.submit(client.submit, signed(report("AZE"), parties.aze_monitor))
+            wait_for(lambda: ledger.sequencer.in_flight == 1)
+            revoked = pool.submit(client.submit, revocation.to_json())
+            wait_for(lambda: ledger.sequencer.pending == 1)
+            late = pool.submit(client.submit, signed(report("ARM"), parties.arm_monitor))
+            wait_for(lambda: ledger.sequencer.pending == 2)
+        assert first.result().receipt.index == 2
+        assert revoked.result().receipt.index == 3
+        with pytest.raises(grpc.RpcError) as refused:
+            late.result()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "revoked at index 3" in describe_error(refused.value)

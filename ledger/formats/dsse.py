@@ -113,9 +113,11 @@ class Envelope:
     payload: bytes
     payload_type: str
     signatures: tuple[Signature, ...]
-    # (SHA-256 of the PAE, public key, signature) found valid by this same check run ahead
-    # in an auditor's worker process (`ledger/verifier.py`). Never read from JSON: the
-    # server always verifies. The PAE's digest keeps it true of a replace()d envelope.
+    # (SHA-256 of the PAE, public key, signature) found valid by this same check run ahead:
+    # in an auditor's worker process (`ledger/verifier.py`), or by the server's check of a
+    # submission before its sequencer judges it (`ledger/service.py`). Never read from
+    # JSON: what a client sends is always verified. The PAE's digest keeps it true of a
+    # replace()d envelope.
     verified: frozenset[tuple[bytes, bytes, bytes]] = field(
         default=frozenset(), compare=False, repr=False
     )
