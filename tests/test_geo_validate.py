@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from pyproj import Geod, Transformer
 
+from geo import validate
 from geo.borders import BorderDataset, GeoError, load_default
 from geo.validate import (
     OUTSIDE,
@@ -148,6 +149,30 @@ def test_uncertainty_reaching_land_in_neither(ds: BorderDataset) -> None:
     # Tbilisi is some 55 km from Armenia: a 100 km circle takes in both parties.
     wide = point_facts(ds, *TBILISI, 100_000.0)
     assert wide.sides == ("ARM", "AZE", OUTSIDE) and wide.ambiguous
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(0.97, 1.03), st.sampled_from([0, 1, 2]))
+def test_a_circle_shown_within_a_territory_is_judged_as_the_built_circle(
+    ds: BorderDataset, u: float, v: float, factor: float, where: int
+) -> None:
+    """Where a box around the circle shows it inside one territory, the circle is not
+    built: the sides must be those the built circle gives, above all for circles just
+    reaching a territory's outer edge (where no distance-to-the-border rule decides).
+    Places: anywhere in the region, or near Tbilisi or Nakhchivan's outer edges."""
+    b = ds.bounds
+    lat, lon = [
+        (b.min_lat + u * (b.max_lat - b.min_lat), b.min_lon + v * (b.max_lon - b.min_lon)),
+        (TBILISI[0] - 0.6 + 0.5 * u, TBILISI[1] - 0.3 + 0.6 * v),
+        (NAKHCHIVAN[0] - 0.4 + 0.8 * u, NAKHCHIVAN[1] - 0.8 + 1.0 * v),
+    ][where]
+    edge = brute_distance_m(lat, lon, "territories", 0.002)
+    radius = min(max(edge * factor, 1.0), 100_000.0)
+    shown = point_facts(ds, lat, lon, radius)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(validate, "_surely_within", lambda *_a: False)
+        built = point_facts(ds, lat, lon, radius)
+    assert shown == built
 
 
 def test_distances_match_pyproj(ds: BorderDataset) -> None:
