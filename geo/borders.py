@@ -13,10 +13,12 @@ import hashlib
 import io
 import math
 import re
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import shapely
@@ -25,6 +27,29 @@ from pyproj import Geod
 
 from geo.defaults import DEFAULT_DATASET_DIR
 from geo.manifest import dataset_digest
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# GEOS prepared geometries are not thread-safe (libgeos/geos#825): their indexes are built
+# on first use and their segment intersectors keep state between calls, so two threads on
+# one data set corrupt the heap (seen here as segfaults and "unaligned tcache chunk"
+# aborts). A server computes geo facts on many threads: every function that reads a data
+# set's prepared geometries takes this lock (re-entrant: point facts locate the point too).
+# The work is short and holds the GIL most of the time anyway.
+_PREPARED = threading.RLock()
+
+
+def one_at_a_time(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn`, run by one thread at a time in this process (see _PREPARED)."""
+
+    @functools.wraps(fn)
+    def taking_turns(*args: P.args, **kwargs: P.kwargs) -> T:
+        with _PREPARED:
+            return fn(*args, **kwargs)
+
+    return taking_turns
+
 
 __all__ = [
     "DEFAULT_DATASET_DIR",
@@ -230,6 +255,7 @@ class BorderDataset:
         """The border's segment ids, as geo facts name the nearest one."""
         return self._segment_ids
 
+    @one_at_a_time
     def locate(self, lat: float, lon: float) -> PointFacts:
         """Territory and geodesic distance to the border for a WGS84 point.
 

@@ -36,7 +36,7 @@ import shapely
 from numpy.typing import NDArray
 from pyproj import Geod
 
-from geo.borders import BorderDataset, GeoError
+from geo.borders import BorderDataset, GeoError, one_at_a_time
 
 __all__ = [
     "MAX_DISTANCE_M",
@@ -186,6 +186,7 @@ def _index(ds: BorderDataset) -> _Index:
 # Points
 
 
+@one_at_a_time
 def point_facts(ds: BorderDataset, lat: float, lon: float, uncertainty_m: float) -> PlaceFacts:
     """Territory, distance to the border and the sides within ``uncertainty_m`` of the point.
 
@@ -267,6 +268,7 @@ def _circle(lat: float, lon: float, radius: float) -> Any:
 # Areas
 
 
+@one_at_a_time
 def polygon_facts(ds: BorderDataset, ring: Sequence[tuple[float, float]]) -> AreaFacts:
     """Geodesic area of a (lat, lon) ring and its share on each side.
 
@@ -357,6 +359,7 @@ def _geodesic_area(geometry: Any) -> float:
 # Observations
 
 
+@one_at_a_time
 def observation_facts(
     ds: BorderDataset,
     lat: float,
@@ -420,6 +423,7 @@ def _fwd(lon: float, lat: float, azimuths: NDArray[np.float64], dist: float) -> 
 # Lines
 
 
+@one_at_a_time
 def line_facts(
     ds: BorderDataset, origin: tuple[float, float], impact: tuple[float, float]
 ) -> LineFacts:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from geo.validate import (
 )
 from tests.geo_reference import raw_border, raw_territories
 
+ROOT = Path(__file__).resolve().parent.parent
 GEOD = Geod(ellps="WGS84")
 YEREVAN = (40.1811, 44.5136)
 BAKU = (40.4093, 49.8671)
@@ -173,6 +177,40 @@ def test_a_circle_shown_within_a_territory_is_judged_as_the_built_circle(
         m.setattr(validate, "_surely_within", lambda *_a: False)
         built = point_facts(ds, lat, lon, radius)
     assert shown == built
+
+
+# Eight threads at once on a freshly loaded data set (prepared geometries not yet used), as
+# a server's handlers compute geo facts for reports along the border (the benchmark's);
+# in a process of its own, since what this guards against is a crash. Each thread's facts
+# must be those computed alone.
+_THREADS = """
+import threading
+from benchmarks.scale_reports import ReportPlan
+from geo.borders import BorderDataset, DEFAULT_DATASET_DIR
+from geo import validate
+first = BorderDataset.load(DEFAULT_DATASET_DIR)
+places = [(s.lat, s.lon, s.uncertainty_m) for s in ReportPlan(first, 5).take(400)]
+alone = [validate.point_facts(first, *p) for p in places]
+for _ in range(15):
+    ds = BorderDataset.load(DEFAULT_DATASET_DIR)
+    validate._index.cache_clear()
+    start, got = threading.Barrier(8), {}
+    def facts(k):
+        start.wait()
+        got[k] = [validate.point_facts(ds, *p) for p in places[k::8]]
+    threads = [threading.Thread(target=facts, args=(k,)) for k in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert all(got[k] == alone[k::8] for k in range(8))
+print("ok")
+"""
+
+
+def test_geo_facts_on_many_threads_at_once_neither_crash_nor_differ() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
 
 
 def test_distances_match_pyproj(ds: BorderDataset) -> None:
