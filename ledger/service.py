@@ -638,7 +638,17 @@ class Ledger:
         it lists. Refuses with the LedgerError that names the problem."""
         envelope = _parsed(envelope_bytes)
         known = self.store.get_entry_by_statement(envelope.statement_sha256())
-        return self._judged(envelope, known, *self._state_now())
+        # On the state this replica last committed, without reading the log's size: the
+        # sequencer judges again at the real index. Only a refusal is worth that read,
+        # in case another replica logged since what makes the statement good.
+        state, size = self._current
+        try:
+            return self._judged(envelope, known, state, size)
+        except LedgerError:
+            now = self._state_now()
+            if now[1] == size:
+                raise
+            return self._judged(envelope, known, *now)
 
     def _judged(
         self, envelope: dsse.Envelope, known: StoredEntry | None, state: TrustState, size: int

@@ -27,7 +27,7 @@ from ledger.service import Ledger, initialize
 from ledger.serving.grpc_server import build_server
 from ledger.serving.runtime import pool_size
 from ledger.storage import LedgerStore, tree_state
-from tests.conftest import ORIGIN, Parties
+from tests.conftest import ORIGIN, Parties, selects_run
 from tests.reports import report, signed
 
 
@@ -173,3 +173,15 @@ def test_a_submission_is_verified_once_and_judged_again_at_its_index(
             late.result()
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "revoked at index 3" in describe_error(refused.value)
+
+
+def test_a_submission_is_checked_on_the_state_last_committed(
+    db_url: str, parties: Parties, borders: BorderDataset
+) -> None:
+    """The check judges on the key state this replica last committed, without reading
+    the log's size; only a refusal reads it (another replica may have logged the key that
+    makes the statement good: tests/test_replicas.py)."""
+    with serving(db_url, parties, borders) as (ledger, _client):
+        envelope = signed(report("ARM"), parties.arm_monitor)
+        ran = [s for s, _ in selects_run(ledger.store.engine, lambda: ledger.submit(envelope))]
+        assert ran and not any(s.startswith("SELECT tree_state.size") for s in ran), ran
