@@ -987,18 +987,18 @@ class Ledger:
         return size or self.checkpoint().size
 
     def inclusion_proof(self, index: int, tree_size: int) -> tuple[int, list[bytes], bytes]:
-        size = in_tree(
-            self._size_or_latest(tree_size), "tree_size", self.store.tree_size(), end=True
-        )
+        known = self.store.tree_size()
+        size = in_tree(self._size_or_latest(tree_size), "tree_size", known, end=True)
         in_tree(index, "index", size)
-        proof, leaf_hash = self.store.inclusion(index, size)
+        proof, leaf_hash = self.store.inclusion(index, size, known)
         return size, proof, leaf_hash
 
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[int, list[bytes]]:
-        size = in_tree(self._size_or_latest(new_size), "new_size", self.store.tree_size(), end=True)
+        known = self.store.tree_size()
+        size = in_tree(self._size_or_latest(new_size), "new_size", known, end=True)
         if not 0 < old_size <= size:
             raise OutOfRange(f"{old_size} is not a tree size from 1 to {size}", field="old_size")
-        return size, self.store.consistency_proof(old_size, size)
+        return size, self.store.consistency_proof(old_size, size, known)
 
     MAX_TIMELINE = 10_000
 

@@ -1171,20 +1171,27 @@ class LedgerStore:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         return self.inclusion(index, size)[0]
 
-    def inclusion(self, index: int, size: int) -> tuple[list[bytes], bytes]:
+    def inclusion(
+        self, index: int, size: int, tree_size: int | None = None
+    ) -> tuple[list[bytes], bytes]:
         """Entry `index`'s inclusion proof in the tree of `size`, and its leaf hash (the
-        node at level 0), read in one query."""
-        if not 0 <= index < size <= self.tree_size():
+        node at level 0), read in one query. `tree_size`: the log's size, if the caller
+        has just read it."""
+        if not 0 <= index < size <= (self.tree_size() if tree_size is None else tree_size):
             raise OutOfRange(f"no entry {index} in a tree of size {size}")
         return self._from_nodes(
             lambda get: (merkle.inclusion_proof(get, index, size), get(0, index))
         )
 
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        if not 0 < old_size <= new_size <= self.tree_size():
+    def consistency_proof(
+        self, old_size: int, new_size: int, tree_size: int | None = None
+    ) -> list[bytes]:
+        """The consistency proof from `old_size` to `new_size`, read in one query.
+        `tree_size`: the log's size, if the caller has just read it."""
+        size = self.tree_size() if tree_size is None else tree_size
+        if not 0 < old_size <= new_size <= size:
             raise OutOfRange(
-                f"no consistency proof from size {old_size} to {new_size} "
-                f"(tree size {self.tree_size()})"
+                f"no consistency proof from size {old_size} to {new_size} (tree size {size})"
             )
         return self._from_nodes(lambda get: merkle.consistency_proof(get, old_size, new_size))
 

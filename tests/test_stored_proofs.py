@@ -12,7 +12,8 @@ from sqlalchemy import event
 
 from ledger.formats import merkle
 from ledger.storage import Built, LedgerStore, NewEntry
-from tests.conftest import sqlite_plans
+from tests.conftest import RunningLedger, selects_run, sqlite_plans
+from tests.reports import report, signed
 from tests.test_merkle import CONSISTENCY, INCLUSION, LEAVES, build, getter
 
 SIZE = 1000
@@ -71,6 +72,15 @@ def test_proofs_read_their_nodes_in_one_query(store: LedgerStore) -> None:
             assert len(statements) - before <= 3  # one query each (none for an empty proof)
     finally:
         event.remove(store.engine, "before_cursor_execute", count)
+
+
+def test_a_proof_the_service_answers_reads_the_log_twice(running: RunningLedger) -> None:
+    """Its size (to bound the request) and the proof's nodes: two queries, not three."""
+    for hours in (1, 2, 3):
+        running.client.submit(signed(report("ARM", hours_ago=hours), running.parties.arm_monitor))
+    ledger = running.ledger
+    for prove in (lambda: ledger.inclusion_proof(1, 4), lambda: ledger.consistency_proof(2, 4)):
+        assert len(selects_run(ledger.store.engine, prove)) == 2
 
 
 def test_proofs_search_the_nodes_by_index(store: LedgerStore) -> None:
