@@ -176,17 +176,23 @@ def test_an_older_database_is_given_its_sighting_keys(running: RunningLedger) ->
     """Migrations 0004 and 0009 file the reports an older server logged, as the server files
     them (0009 refiles what 0004 filed by day)."""
     p = running.parties
-    for lat in (40.8811, 40.8650):
-        running.client.submit(signed(report("ARM", lat=lat), p.arm_monitor))
+    edge = (now_us() - 10 * HOUR_US) // duplicates.PERIOD_US * duplicates.PERIOD_US
+    # The first within one period, the second across a period's edge: filed under two.
+    for lat, start in ((40.8811, edge + 10 * MINUTE_US), (40.8650, edge - 20 * MINUTE_US)):
+        r = report("ARM", lat=lat)
+        _at(r, start, start + 40 * MINUTE_US)
+        running.client.submit(signed(r, p.arm_monitor))
     store = running.ledger.store
 
     def keys() -> list[tuple[int, int, int]]:
         with store.engine.connect() as conn:
-            rows = conn.execute(text("SELECT cell, period, idx FROM sighting_keys ORDER BY idx"))
+            rows = conn.execute(
+                text("SELECT cell, period, idx FROM sighting_keys ORDER BY idx, period, cell")
+            )
             return [tuple(r) for r in rows]
 
     filed = keys()
-    assert [idx for _, _, idx in filed] == [1, 2]
+    assert [idx for _, _, idx in filed] == [1, 2, 2]
     with store.engine.begin() as conn:  # as a database of schema 0003 was
         conn.execute(text("DROP TABLE sighting_keys"))
         conn.execute(text("DROP INDEX evidence_refs_idx"))
