@@ -131,22 +131,28 @@ class SightingIndex:
     newest first, so an audit stops after the few most recent matches."""
 
     def __init__(self) -> None:
-        self._filed: dict[tuple[int, int], list[Sighting]] = {}
+        # period -> cell -> sightings: most of a search's (cell, period) keys hold nothing.
+        self._filed: dict[int, dict[int, list[Sighting]]] = {}
         self._by_evidence: dict[str, list[Sighting]] = {}
 
     def add(self, s: Sighting) -> None:
-        for key in filed_under(s):
-            self._filed.setdefault(key, []).append(s)
+        for cell, period in filed_under(s):
+            self._filed.setdefault(period, {}).setdefault(cell, []).append(s)
         for digest in s.evidence:
             self._by_evidence.setdefault(digest, []).append(s)
 
     def candidates(self, new: Sighting) -> Iterator[Sighting]:
         where = search(new)
-        periods = [*range(where.first_period, where.last_period + 1), LONG_WINDOWS]
-        lists = [self._filed.get((c, p)) for c in where.cells for p in periods]
-        lists += [self._by_evidence.get(d) for d in sorted(new.evidence)]
+        lists = []
+        for period in [*range(where.first_period, where.last_period + 1), LONG_WINDOWS]:
+            if (cells := self._filed.get(period)) is not None:
+                lists += [found for c in where.cells if (found := cells.get(c))]
+        lists += [found for d in sorted(new.evidence) if (found := self._by_evidence.get(d))]
+        if len(lists) == 1:  # the usual case, where the merge would only cost
+            yield from reversed(lists[0])
+            return
         seen: set[int] = set()
-        for s in heapq.merge(*(reversed(x) for x in lists if x), key=lambda s: -s.index):
+        for s in heapq.merge(*(reversed(x) for x in lists), key=lambda s: -s.index):
             if s.index not in seen:
                 seen.add(s.index)
                 yield s

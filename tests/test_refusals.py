@@ -116,6 +116,39 @@ def test_garbage_payload(running: RunningLedger) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["payload"]
 
 
+def _unknown_varint(number: int) -> bytes:
+    """A field `number` (unknown to the schema) holding the varint 1, as protobuf encodes it."""
+    tag, out = number << 3, b""
+    while tag >= 0x80:
+        out, tag = out + bytes([tag & 0x7F | 0x80]), tag >> 7
+    return out + bytes([tag, 1])
+
+
+@pytest.mark.parametrize("inside", ["payload", "payload.location", "payload.location.point"])
+def test_fields_the_ledger_does_not_know(running: RunningLedger, inside: str) -> None:
+    """Signed bytes nobody can read (a field unknown to the schema, at the top or nested)
+    would sit in the log unjudged: refused, naming the message that carries them."""
+    r = report("ARM")
+    payload = r.SerializeToString() + _unknown_varint(4000)
+    if inside != "payload":
+        location = pb.IncidentReport.DESCRIPTOR.fields_by_name["location"].number
+        point = pb.Location.DESCRIPTOR.fields_by_name["point"].number
+        inner = r.location.point.SerializeToString() + _unknown_varint(4000)
+        if inside == "payload.location":
+            inner = r.location.SerializeToString() + _unknown_varint(4000)
+        else:
+            inner = bytes([point << 3 | 2, len(inner)]) + inner
+        # A second occurrence of a message field merges into the first.
+        payload = r.SerializeToString() + bytes([location << 3 | 2, len(inner)]) + inner
+    known = pb.IncidentReport.FromString(payload)
+    known.DiscardUnknownFields()
+    assert known == r and len(payload) > r.ByteSize()  # the report, and more
+    env = dsse.sign(statements.INCIDENT_REPORT, payload, [running.parties.arm_monitor])
+    code, msg, fields = _refused(running, env.to_json())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fields this ledger does not know" in msg and fields == [inside]
+
+
 @pytest.mark.parametrize(
     ("lat", "lon", "field"),
     [
