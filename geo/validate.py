@@ -214,11 +214,16 @@ def _place(ds: BorderDataset, lat: float, lon: float, radius: float) -> PlaceFac
     touched = set(index.part_side[on].tolist())
     outside = not touched
     if radius > 0 and not (len(on) == 1 and _surely_within(index.parts[on[0]], lat, lon, radius)):
-        circle = _circle(lat, lon, radius)
-        touched.update(index.part_side[index.tree.query(circle, predicate="intersects")].tolist())
-        outside = outside or not index.union.covers(circle)
         if radius + _DISTANCE_TOL_M >= facts.distance_to_border_m:
+            # The circle crosses the border: it touches every party, whatever parts it
+            # meets, and leaves their land only if a box around it is not inside it.
             touched.update(range(len(ds.parties)))
+            if not _surely_within(index.union, lat, lon, radius):
+                outside = outside or not index.union.covers(_circle(lat, lon, radius))
+        else:
+            circle = _circle(lat, lon, radius)
+            touched.update(index.part_side[index.tree.query(circle, predicate="intersects")])
+            outside = outside or not index.union.covers(circle)
     sides = tuple(ds.parties[i] for i in sorted(touched)) + ((OUTSIDE,) if outside else ())
     return PlaceFacts(
         dataset_sha256=ds.sha256,

@@ -179,6 +179,37 @@ def test_a_circle_shown_within_a_territory_is_judged_as_the_built_circle(
     assert shown == built
 
 
+@functools.cache
+def _land(ds: BorderDataset) -> Any:
+    return shapely.union_all(ds.territory_parts()[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(1.0, 4.0), st.sampled_from([0, 1, 2]))
+def test_a_circle_across_the_border_is_judged_as_the_built_circle(
+    ds: BorderDataset, u: float, v: float, factor: float, where: int
+) -> None:
+    """A circle reaching the border touches both parties, so which parts it meets is not
+    asked, and it is built only when a box around it is not inside their land: its sides
+    must still be those of the built circle (every part it meets, and outside if their
+    land does not cover it), above all near the tripoints with Georgia and Iran."""
+    b = ds.bounds
+    lat, lon = [
+        (b.min_lat + u * (b.max_lat - b.min_lat), b.min_lon + v * (b.max_lon - b.min_lon)),
+        (TBILISI[0] - 0.6 + 0.5 * u, TBILISI[1] - 0.3 + 0.6 * v),
+        (NAKHCHIVAN[0] - 0.4 + 0.8 * u, NAKHCHIVAN[1] - 0.8 + 1.0 * v),
+    ][where]
+    near = ds.locate(lat, lon).distance_to_border_m
+    radius = min(max(near * factor, 1.0), 100_000.0)
+    facts = point_facts(ds, lat, lon, radius)
+    circle = validate._circle(lat, lon, radius)
+    parts, party = ds.territory_parts()
+    met = {p for part, p in zip(parts, party, strict=True) if part.intersects(circle)}
+    outside = not _land(ds).covers(circle)
+    reaches = set(ds.parties) if radius + 0.001 >= near else set()  # capped at 100 km
+    assert set(facts.sides) == met | reaches | ({OUTSIDE} if outside else set())
+
+
 # Eight threads at once on a freshly loaded data set (prepared geometries not yet used), as
 # a server's handlers compute geo facts for reports along the border (the benchmark's);
 # in a process of its own, since what this guards against is a crash. Each thread's facts
