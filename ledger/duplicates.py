@@ -9,9 +9,8 @@ quadratic time. Pure and deterministic: the server (at the entry's index) and th
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ceasefire.v1 import log_pb2
@@ -62,10 +61,11 @@ def box(s: Sighting) -> tuple[float, float, float, float]:
     return s.latitude - dlat, s.latitude + dlat, s.longitude - dlon, s.longitude + dlon
 
 
-def match(new: Sighting, old: Sighting) -> list[str]:
+def match(new: Sighting, old: Sighting, around: tuple[float, float, float, float]) -> list[str]:
+    """Why `old` is likely what `new` reports again, if it is; `around`: box(new)."""
     reasons = []
     if overlaps(new, old):
-        lat0, lat1, lon0, lon1 = box(new)
+        lat0, lat1, lon0, lon1 = around
         if lat0 <= old.latitude <= lat1 and lon0 <= old.longitude <= lon1:
             _, _, metres = wgs84().inv(new.longitude, new.latitude, old.longitude, old.latitude)
             if metres <= DISTANCE_M:
@@ -81,8 +81,9 @@ def likely_duplicates(
     """(index, reasons) of the MAX_LINKED most recent earlier sightings the new one likely
     repeats, in index order. Candidates must come newest first and include every match."""
     found: list[tuple[int, list[str]]] = []
+    around = box(new)
     for old in newest_first:
-        reasons = match(new, old)
+        reasons = match(new, old, around)
         if reasons:
             found.append((old.index, reasons))
             if len(found) == MAX_LINKED:
@@ -141,21 +142,18 @@ class SightingIndex:
         for digest in s.evidence:
             self._by_evidence.setdefault(digest, []).append(s)
 
-    def candidates(self, new: Sighting) -> Iterator[Sighting]:
+    def candidates(self, new: Sighting) -> list[Sighting]:
         where = search(new)
         lists = []
         for period in [*range(where.first_period, where.last_period + 1), LONG_WINDOWS]:
             if (cells := self._filed.get(period)) is not None:
                 lists += [found for c in where.cells if (found := cells.get(c))]
-        lists += [found for d in sorted(new.evidence) if (found := self._by_evidence.get(d))]
-        if len(lists) == 1:  # the usual case, where the merge would only cost
-            yield from reversed(lists[0])
-            return
-        seen: set[int] = set()
-        for s in heapq.merge(*(reversed(x) for x in lists), key=lambda s: -s.index):
-            if s.index not in seen:
-                seen.add(s.index)
-                yield s
+        lists += [found for d in new.evidence if (found := self._by_evidence.get(d))]
+        if len(lists) == 1:  # the usual case; and a crowded cell's list is not sorted again
+            return lists[0][::-1]
+        # A few sightings at most: gathered whole, not merged lazily.
+        merged = {s.index: s for found in lists for s in found}
+        return [merged[i] for i in sorted(merged, reverse=True)]
 
 
 def sighting(index: int, report: pb.IncidentReport) -> Sighting:
