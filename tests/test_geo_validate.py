@@ -155,6 +155,17 @@ def test_uncertainty_reaching_land_in_neither(ds: BorderDataset) -> None:
     assert wide.sides == ("ARM", "AZE", OUTSIDE) and wide.ambiguous
 
 
+def _place(ds: BorderDataset, u: float, v: float, where: int) -> tuple[float, float]:
+    """A place for (u, v) in [0, 1]^2: anywhere in the region (0), or near Tbilisi (1) or
+    Nakhchivan's (2) outer edges."""
+    b = ds.bounds
+    return [
+        (b.min_lat + u * (b.max_lat - b.min_lat), b.min_lon + v * (b.max_lon - b.min_lon)),
+        (TBILISI[0] - 0.6 + 0.5 * u, TBILISI[1] - 0.3 + 0.6 * v),
+        (NAKHCHIVAN[0] - 0.4 + 0.8 * u, NAKHCHIVAN[1] - 0.8 + 1.0 * v),
+    ][where]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.floats(0.97, 1.03), st.sampled_from([0, 1, 2]))
 def test_a_circle_shown_within_a_territory_is_judged_as_the_built_circle(
@@ -162,14 +173,8 @@ def test_a_circle_shown_within_a_territory_is_judged_as_the_built_circle(
 ) -> None:
     """Where a box around the circle shows it inside one territory, the circle is not
     built: the sides must be those the built circle gives, above all for circles just
-    reaching a territory's outer edge (where no distance-to-the-border rule decides).
-    Places: anywhere in the region, or near Tbilisi or Nakhchivan's outer edges."""
-    b = ds.bounds
-    lat, lon = [
-        (b.min_lat + u * (b.max_lat - b.min_lat), b.min_lon + v * (b.max_lon - b.min_lon)),
-        (TBILISI[0] - 0.6 + 0.5 * u, TBILISI[1] - 0.3 + 0.6 * v),
-        (NAKHCHIVAN[0] - 0.4 + 0.8 * u, NAKHCHIVAN[1] - 0.8 + 1.0 * v),
-    ][where]
+    reaching a territory's outer edge (where no distance-to-the-border rule decides)."""
+    lat, lon = _place(ds, u, v, where)
     edge = brute_distance_m(lat, lon, "territories", 0.002)
     radius = min(max(edge * factor, 1.0), 100_000.0)
     shown = point_facts(ds, lat, lon, radius)
@@ -193,12 +198,7 @@ def test_a_circle_across_the_border_is_judged_as_the_built_circle(
     asked, and it is built only when a box around it is not inside their land: its sides
     must still be those of the built circle (every part it meets, and outside if their
     land does not cover it), above all near the tripoints with Georgia and Iran."""
-    b = ds.bounds
-    lat, lon = [
-        (b.min_lat + u * (b.max_lat - b.min_lat), b.min_lon + v * (b.max_lon - b.min_lon)),
-        (TBILISI[0] - 0.6 + 0.5 * u, TBILISI[1] - 0.3 + 0.6 * v),
-        (NAKHCHIVAN[0] - 0.4 + 0.8 * u, NAKHCHIVAN[1] - 0.8 + 1.0 * v),
-    ][where]
+    lat, lon = _place(ds, u, v, where)
     near = ds.locate(lat, lon).distance_to_border_m
     radius = min(max(near * factor, 1.0), 100_000.0)
     facts = point_facts(ds, lat, lon, radius)
