@@ -300,15 +300,16 @@ _EVIDENCE_OF = select(evidence_refs).where(
 
 
 @functools.cache
-def _nodes_query(levels: int) -> Select[Any]:
-    """The stored nodes at `levels` levels, some indexes at each: a term per level, each an
-    index lookup (SQLite reads a whole table for a row-value IN list)."""
+def _nodes_query(count: int) -> Select[Any]:
+    """`count` stored nodes, each by (level, index): a term per node, each an index lookup
+    (SQLite reads a whole table for a row-value IN list). Plain parameters, not expanding
+    IN lists: the statement is compiled once per count, not rendered again per proof."""
     return select(tree_nodes).where(
         or_(
             *(
                 (tree_nodes.c.level == bindparam(f"level{i}", type_=SmallInteger))
-                & tree_nodes.c.idx.in_(bindparam(f"ids{i}", expanding=True))
-                for i in range(levels)
+                & (tree_nodes.c.idx == bindparam(f"idx{i}", type_=BigInteger))
+                for i in range(count)
             )
         )
     )
@@ -1200,16 +1201,14 @@ class LedgerStore:
 
     def _from_nodes(self, compute: Callable[[merkle.NodeGetter], _T]) -> _T:
         """`compute` over the stored nodes it needs, read in one query."""
-        by_level: dict[int, list[int]] = {}
-        for level, index in merkle.nodes_needed(compute):
-            by_level.setdefault(level, []).append(index)
+        needed = sorted(set(merkle.nodes_needed(compute)))
         values: dict[str, Any] = {}
-        for i, (level, indexes) in enumerate(by_level.items()):
-            values[f"level{i}"], values[f"ids{i}"] = level, indexes
+        for i, (level, index) in enumerate(needed):
+            values[f"level{i}"], values[f"idx{i}"] = level, index
         found = {}
-        if by_level:
+        if needed:
             with self.engine.connect() as conn:
-                rows = conn.execute(_nodes_query(len(by_level)), values)
+                rows = conn.execute(_nodes_query(len(needed)), values)
                 found = {(r.level, r.idx): r.hash for r in rows}
 
         def get(level: int, index: int) -> bytes:
