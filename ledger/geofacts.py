@@ -159,6 +159,8 @@ def anchor(report: pb.IncidentReport) -> tuple[float, float]:
 
 def same(a: log_pb2.GeoFacts, b: log_pb2.GeoFacts) -> bool:
     """Equal facts, allowing the recorded rounding of distances and shares."""
+    if a == b:  # as recomputed facts mostly are (rounded as recorded): no copies to compare
+        return True
     a2, b2 = log_pb2.GeoFacts(), log_pb2.GeoFacts()
     a2.CopyFrom(a)
     b2.CopyFrom(b)
