@@ -943,11 +943,13 @@ class Ledger:
 
     MAX_ENTRIES_PER_CALL = 10_000
 
-    def entries(self, start: int, end: int) -> Iterator[StoredEntry]:
+    def entries(self, start: int, end: int, *, within: str = "") -> Iterator[StoredEntry]:
+        """Entries [start, end) (end 0: to the log's size). `within`: the path of the
+        request message holding start and end, for the fields an error names."""
         size = self.store.tree_size()
-        in_tree(start, "start", size, end=True)
+        in_tree(start, f"{within}start", size, end=True)
         if end != 0 and end < start:
-            raise InvalidArgument(f"{end} is before start {start}", field="end")
+            raise InvalidArgument(f"{end} is before start {start}", field=f"{within}end")
         end = size if end == 0 else min(end, size)
         # A long range is cut short; the caller pages on from the last index it got.
         return self.store.iter_entries(start, min(end, start + self.MAX_ENTRIES_PER_CALL))

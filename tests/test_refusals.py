@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from ceasefire.v1 import ledger_service_pb2 as api
+from ceasefire.v1 import ledger_service_pb2_grpc as api_grpc
 from ceasefire.v1 import statements_pb2 as pb
 
 from clients.client import field_violations
@@ -208,3 +210,23 @@ def test_a_line_of_fire_of_zero_length(running: RunningLedger, parties: Parties)
     assert "equals the origin" in msg
     r.location.line.impact.latitude += 0.01  # about 1.1 km to the north
     assert running.client.submit(signed(r, parties.arm_monitor)).receipt.index == 1
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field"), [(2, 1, "end"), (10**6, 0, "start")], ids=["backwards", "beyond"]
+)
+def test_an_entry_range_out_of_order_names_its_field_in_either_call(
+    running: RunningLedger, start: int, end: int, field: str
+) -> None:
+    """GetEntryBatches holds the range GetEntries takes in its field `range`: a refusal
+    names the field as the request that was sent has it."""
+    running.client.submit(signed(report("ARM"), running.parties.arm_monitor))
+    stub = api_grpc.LedgerServiceStub(running.client.channel)
+    asked = api.GetEntriesRequest(start=start, end=end)
+    for call, prefix in (
+        (lambda: stub.GetEntries(asked), ""),
+        (lambda: stub.GetEntryBatches(api.GetEntryBatchesRequest(range=asked)), "range."),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            list(call())
+        assert field_violations(refused.value) == [prefix + field]

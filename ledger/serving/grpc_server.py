@@ -306,13 +306,13 @@ class LedgerServicer(api_grpc.LedgerServiceServicer):
     async def GetEntryBatches(
         self, request: api.GetEntryBatchesRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[api.GetEntryBatchesResponse]:
-        async for packed in _packed(self._entries(request.range)):
+        async for packed in _packed(self._entries(request.range, within="range.")):
             yield api.GetEntryBatchesResponse(entries=packed)
 
     async def _entries(
-        self, request: api.GetEntriesRequest
+        self, request: api.GetEntriesRequest, within: str = ""
     ) -> AsyncIterator[api.GetEntriesResponse]:
-        entries = await self._run(self.ledger.entries, request.start, request.end)
+        entries = await self._run(self.ledger.entries, request.start, request.end, within=within)
         async for e in self._drain(entries):
             yield api.GetEntriesResponse(index=e.index, entry=e.entry, leaf_hash=e.leaf_hash)
 
