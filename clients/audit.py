@@ -23,9 +23,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import grpc
 from ceasefire.v1 import ledger_service_pb2 as api
@@ -95,6 +98,9 @@ def audit(
     checkpoint = open_checkpoint(served.signed_note, state.trust)
     if checkpoint.size != served.tree_size:
         raise VerificationError("the checkpoint served does not match its stated size")
+    # The server's statuses as of the audited size do not change: read them while the
+    # replay runs, so the server's work overlaps it instead of following it.
+    statuses = ReadAhead(client.timeline_all(_status_query(checkpoint.size)), READ_AHEAD_ROWS)
     progress.start(checkpoint.size)
     try:
         state.add_all(
@@ -110,7 +116,7 @@ def audit(
     progress.note(
         f"the root rebuilt from all {checkpoint.size} leaves matches the signed checkpoint"
     )
-    _check_statuses(client, state)
+    _check_statuses(client, state, statuses)
     progress.note("the statuses the server shows are those the entries give")
     witnessed = checkpoints.check(
         served.signed_note, state.trust, require_witnesses=require_witnesses
@@ -146,7 +152,47 @@ TIMELINE_CAP = 10_000  # the most incidents one Timeline call returns
 TIMELINE_PAGE = TIMELINE_CAP
 
 
-def _check_statuses(client: LedgerClient, state: Replay) -> None:
+T = TypeVar("T")
+
+# Status rows read ahead of the replay (~100 bytes each); the rest are read as compared.
+READ_AHEAD_ROWS = 200_000
+
+
+class ReadAhead(Generic[T]):
+    """The first `limit` items of `items`, read in a thread of their own (a daemon: an
+    audit that fails does not wait for it), then the rest as they are iterated. An error
+    reading them is raised where they are iterated."""
+
+    def __init__(self, items: Iterator[T], limit: int) -> None:
+        self._items = items
+        self._first: list[T] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, args=(limit,), daemon=True)
+        self._thread.start()
+
+    def _read(self, limit: int) -> None:
+        try:
+            self._first = list(itertools.islice(self._items, limit))
+        except BaseException as e:  # raised again where iterated
+            self._error = e
+
+    def __iter__(self) -> Iterator[T]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        yield from self._items
+
+
+def _status_query(size: int) -> api.TimelineRequest:
+    """Every incident's status, as of the log's first `size` entries: the status view, what
+    the links give, without the entries the replay reads anyway."""
+    return api.TimelineRequest(as_of_index=size, limit=TIMELINE_PAGE, view=api.TIMELINE_VIEW_STATUS)
+
+
+def _check_statuses(
+    client: LedgerClient, state: Replay, rows: Iterable[api.TimelineResponse]
+) -> None:
     """What the server shows must be what the entries give: its timeline as of the audited
     size (every incident once, its status, its newest amendment, its retraction and the
     reports flagged as its likely duplicates) and its investigations' states."""
@@ -154,11 +200,7 @@ def _check_statuses(client: LedgerClient, state: Replay) -> None:
     shown: set[int] = set()
     # A server before paging sends no page tokens: then only its first page can be checked.
     paged = True
-    # The status view: what the links give, without the entries the replay has just read.
-    query = api.TimelineRequest(
-        as_of_index=state.size, limit=TIMELINE_PAGE, view=api.TIMELINE_VIEW_STATUS
-    )
-    for row in client.timeline_all(query):
+    for row in rows:  # _status_query(state.size)
         paged = paged and bool(row.next_page_token)
         if row.index not in replayed:
             raise VerificationError(
