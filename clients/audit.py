@@ -14,7 +14,8 @@
    index: an entry altered after it was logged fails by its index, as if every entry's
    inclusion proof had been checked.
 5. What the server shows from its derived tables (timeline, statuses, amendments,
-   retractions, duplicates, investigations) must be what the entries give.
+   retractions, duplicates, investigations) must be what the entries give. The statuses
+   as of the audited size are read while the replay runs (they cannot change).
 6. With --state, the checkpoint verified last time must be consistent with this one: a
    prefix of it (and the log's consistency proof must say so), or, when this server shows
    an older one (a lagging replica), its root the root of that many leaves kept from the
