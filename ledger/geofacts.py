@@ -149,11 +149,15 @@ def anchor(report: pb.IncidentReport) -> tuple[float, float]:
     """One point for the timeline index: the point, the observer, the origin, a vertex."""
     loc = report.location
     kind = loc.WhichOneof("geometry")
-    p = {
-        "point": loc.point,
-        "observation": loc.observation.observer,
-        "line": loc.line.origin,
-    }.get(kind or "", loc.polygon.points[0] if loc.polygon.points else loc.point)
+    # Only the point asked for is touched: every message read is a wrapper made for it.
+    if kind == "point":
+        p = loc.point
+    elif kind == "observation":
+        p = loc.observation.observer
+    elif kind == "line":
+        p = loc.line.origin
+    else:
+        p = loc.polygon.points[0] if loc.polygon.points else loc.point
     return p.latitude, p.longitude
 
 
