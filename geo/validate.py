@@ -218,8 +218,8 @@ def _place(ds: BorderDataset, lat: float, lon: float, radius: float) -> PlaceFac
             # The circle crosses the border: it touches every party, whatever parts it
             # meets, and leaves their land only if a box around it is not inside it.
             touched.update(range(len(ds.parties)))
-            if not _surely_within(index.union, lat, lon, radius):
-                outside = outside or not index.union.covers(_circle(lat, lon, radius))
+            if not outside and not _surely_within(index.union, lat, lon, radius):
+                outside = not index.union.covers(_circle(lat, lon, radius))
         else:
             circle = _circle(lat, lon, radius)
             touched.update(index.part_side[index.tree.query(circle, predicate="intersects")])

@@ -135,11 +135,11 @@ def test_fields_the_ledger_does_not_know(running: RunningLedger, inside: str) ->
     if inside != "payload":
         location = pb.IncidentReport.DESCRIPTOR.fields_by_name["location"].number
         point = pb.Location.DESCRIPTOR.fields_by_name["point"].number
-        inner = r.location.point.SerializeToString() + _unknown_varint(4000)
         if inside == "payload.location":
             inner = r.location.SerializeToString() + _unknown_varint(4000)
         else:
-            inner = bytes([point << 3 | 2, len(inner)]) + inner
+            in_point = r.location.point.SerializeToString() + _unknown_varint(4000)
+            inner = bytes([point << 3 | 2, len(in_point)]) + in_point
         # A second occurrence of a message field merges into the first.
         payload = r.SerializeToString() + bytes([location << 3 | 2, len(inner)]) + inner
     known = pb.IncidentReport.FromString(payload)
